@@ -1,0 +1,174 @@
+"""Datasets as uint8 arrays [N, H, W, 3], cached on disk so a second run starts instantly.
+
+Two sources: the built-in emoji set (rendered from the Noto Color Emoji font, no download) and any folder
+of PNG/JPEG/WebP images. Both are composited on white, centre-cropped and resized to the requested size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgediff.errors import EdgediffError
+
+EMOJI_FONT_PATHS = (
+    "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
+    "/usr/share/fonts/noto/NotoColorEmoji.ttf",
+    "/System/Library/Fonts/Apple Color Emoji.ttc",
+)
+EMOJI_RANGES = ((0x1F300, 0x1FAFF), (0x2600, 0x27BF))
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
+
+
+def cache_dir() -> Path:
+    """Where data, features and banks are cached: $EDGEDIFF_CACHE or ~/.cache/edgediff."""
+    root = Path(os.environ.get("EDGEDIFF_CACHE", Path.home() / ".cache" / "edgediff"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@dataclass
+class Dataset:
+    """uint8 images plus where they came from (the key that features and banks are cached under)."""
+
+    images: np.ndarray  # [N, H, W, 3] uint8
+    name: str
+    key: str
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def as_float(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """NCHW float32 in [-1, 1]: the model's working range."""
+        return to_float(self.images[idx])
+
+
+def to_float(images_u8: np.ndarray) -> np.ndarray:
+    """[N, H, W, 3] uint8 → [N, 3, H, W] float32 in [-1, 1]."""
+    return images_u8.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[N, 3, H, W] float in [-1, 1] → [N, H, W, 3] uint8 (rounded, clipped)."""
+    x = np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255)
+    return x.astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def check_image_size(image_size: int) -> None:
+    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise EdgediffError(
+            f"--image-size {image_size} is out of range: use {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (e.g. 32)"
+        )
+
+
+def load_dataset(spec: str, image_size: int) -> Dataset:
+    """`spec` is 'emoji' or a folder path; returns the cached uint8 array at `image_size`."""
+    check_image_size(image_size)
+    if spec == "emoji":
+        return load_emoji(image_size)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise EdgediffError(f"--data {spec}: no such folder; pass 'emoji' or a folder of PNG/JPEG/WebP images")
+    if not path.is_dir():
+        raise EdgediffError(f"--data {spec} is a file, not a folder; pass a folder of PNG/JPEG/WebP images")
+    return load_folder(path, image_size)
+
+
+def _fit(img, image_size: int):
+    """Composite on white, centre-crop to a square, resize with a good filter."""
+    from PIL import Image
+
+    img = img.convert("RGBA")
+    white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+    img = Image.alpha_composite(white, img).convert("RGB")
+    w, h = img.size
+    s = min(w, h)
+    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return img.resize((image_size, image_size), Image.Resampling.LANCZOS)
+
+
+def _save_cache(path: Path, images: np.ndarray) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, images)
+    os.replace(tmp, path)
+
+
+def find_emoji_font() -> str:
+    for p in EMOJI_FONT_PATHS:
+        if Path(p).exists():
+            return p
+    raise EdgediffError(
+        "the emoji font is missing: install it with 'apt-get install fonts-noto-color-emoji' "
+        "(or pass --data FOLDER with your own images)"
+    )
+
+
+def render_emoji(image_size: int) -> np.ndarray:
+    """Render every single-codepoint emoji the font has, tightly cropped with a small margin."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(find_emoji_font(), 109)  # a bitmap font: 109 is its only size
+    out = []
+    for lo, hi in EMOJI_RANGES:
+        for cp in range(lo, hi + 1):
+            canvas = Image.new("RGBA", (160, 160), (0, 0, 0, 0))
+            ImageDraw.Draw(canvas).text((8, 8), chr(cp), font=font, embedded_color=True)
+            box = canvas.getbbox()
+            if box is None:
+                continue
+            x0, y0, x1, y1 = box
+            side = max(x1 - x0, y1 - y0) + 8
+            cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+            crop = canvas.crop((cx - side // 2, cy - side // 2, cx - side // 2 + side, cy - side // 2 + side))
+            out.append(np.asarray(_fit(crop, image_size), dtype=np.uint8))
+    if not out:
+        raise EdgediffError("the emoji font rendered no glyphs: reinstall fonts-noto-color-emoji")
+    return np.stack(out)
+
+
+def load_emoji(image_size: int) -> Dataset:
+    path = cache_dir() / f"emoji_{image_size}.npy"
+    if path.exists():
+        images = np.load(path)
+    else:
+        images = render_emoji(image_size)
+        _save_cache(path, images)
+    return Dataset(images=images, name="emoji", key=f"emoji_{image_size}")
+
+
+def load_folder(root: Path, image_size: int) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise EdgediffError(f"--data {root}: no PNG/JPEG/WebP images found; point it at a folder that has some")
+    h = hashlib.sha256(str(image_size).encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    key = f"folder_{h.hexdigest()[:16]}_{image_size}"
+    path = cache_dir() / f"{key}.npz"
+    if path.exists():
+        z = np.load(path)
+        return Dataset(images=z["images"], name=str(root), key=key, skipped=int(z["skipped"]))
+    images, skipped = [], 0
+    for p in files:
+        try:
+            with Image.open(p) as img:
+                images.append(np.asarray(_fit(img, image_size), dtype=np.uint8))
+        except (UnidentifiedImageError, OSError, ValueError):
+            skipped += 1
+    if not images:
+        raise EdgediffError(f"--data {root}: none of the {len(files)} image files could be read; check the files")
+    arr = np.stack(images)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, images=arr, skipped=np.int64(skipped))
+    os.replace(tmp, path)
+    return Dataset(images=arr, name=str(root), key=key, skipped=skipped)

@@ -1,0 +1,1 @@
+"""The trained default bundle shipped inside the package (see README)."""

@@ -1,0 +1,21 @@
+"""Torch denoisers (training side only). `build_model(config)` is the single way a run creates its network."""
+
+from __future__ import annotations
+
+from edgediff.models.config import ModelConfig
+
+
+def build_model(config: ModelConfig):
+    """Instantiate the backbone named in `config` (imports torch lazily so the config stays importable)."""
+    if config.backbone == "unet":
+        from edgediff.models.unet import PatchUNet
+
+        return PatchUNet(config)
+    if config.backbone in ("dis", "dit"):
+        from edgediff.models.dis import PatchDiS
+
+        return PatchDiS(config)
+    raise ValueError(f"unknown backbone {config.backbone!r}: use unet, dis or dit")
+
+
+__all__ = ["ModelConfig", "build_model"]

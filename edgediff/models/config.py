@@ -1,0 +1,51 @@
+"""Model hyper-parameters as plain data: stored in checkpoints and manifests as JSON, no torch needed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from edgediff.patches import patch_size
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a denoiser's architecture.
+
+    The network sees `patch` (C×p×p), `global_content` (C×p×p), `timestep`, `position` (one-hot, grid²) and
+    `snippet` (memory-bank vector; zeros = null condition). grid = 1 is the full-image baseline.
+    """
+
+    image_size: int = 32
+    channels: int = 3
+    grid: int = 2
+    backbone: str = "unet"
+    dim: int = 64
+    mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    snippet_dim: int = 64
+    # DiS / DiT-only settings (ignored by the UNet)
+    token_patch: int = 2
+    depth: int = 6
+    d_state: int = 16
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def patch_size(self) -> int:
+        return patch_size(self.image_size, self.grid)
+
+    @property
+    def num_cells(self) -> int:
+        return self.grid * self.grid
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mults"] = list(self.mults)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if "mults" in kw:
+            kw["mults"] = tuple(kw["mults"])
+        return cls(**kw)

@@ -1,0 +1,109 @@
+"""The UNet patch denoiser: the default backbone, small enough for a device, conditioned in every block.
+
+Input is the noisy patch concatenated with the global content (2C channels); the condition vector (time,
+position, memory snippet) drives a scale/shift after each GroupNorm. No attention: conv-only keeps activation
+memory linear in the patch area, which is what the memory planner relies on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from edgediff.models.config import ModelConfig
+from edgediff.models.layers import ConditionEmbedding, group_norm
+
+
+class ResBlock(nn.Module):
+    """GroupNorm → (1+scale, shift) from the condition → SiLU → conv, twice, with a residual."""
+
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int):
+        super().__init__()
+        self.norm1 = group_norm(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.cond = nn.Linear(cond_dim, 2 * out_ch)
+        self.norm2 = group_norm(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.cond(cond)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
+        return h + self.skip(x)
+
+
+class PatchUNet(nn.Module):
+    """UNet over one cell: forward(patch, global_content, timestep, position, snippet) → predicted noise."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c, dim = config.channels, config.dim
+        cond_dim = 4 * dim
+        self.embed = ConditionEmbedding(dim, config.num_cells, config.snippet_dim)
+        self.cond_act = nn.SiLU()
+        self.conv_in = nn.Conv2d(2 * c, dim, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        skips = [dim]
+        ch = dim
+        levels = len(config.mults)
+        for i, mult in enumerate(config.mults):
+            out = dim * mult
+            for _ in range(config.num_res_blocks):
+                self.down.append(ResBlock(ch, out, cond_dim))
+                ch = out
+                skips.append(ch)
+            if i < levels - 1:
+                self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                skips.append(ch)
+        self.mid = nn.ModuleList([ResBlock(ch, ch, cond_dim), ResBlock(ch, ch, cond_dim)])
+
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for i, mult in reversed(list(enumerate(config.mults))):
+            out = dim * mult
+            for _ in range(config.num_res_blocks + 1):
+                self.up.append(ResBlock(ch + skips.pop(), out, cond_dim))
+                ch = out
+            if i > 0:
+                self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
+        self.norm_out = group_norm(ch)
+        self.conv_out = nn.Conv2d(ch, c, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+        min_size = config.patch_size // 2 ** (levels - 1)
+        if min_size < 1 or config.patch_size % 2 ** (levels - 1):
+            raise ValueError(
+                f"patch size {config.patch_size} cannot be halved {levels - 1} times: use fewer --mults or a smaller grid"
+            )
+
+    def forward(self, patch, global_content, timestep, position, snippet):
+        cond = self.cond_act(self.embed(timestep, position, snippet))
+        h = self.conv_in(torch.cat([patch, global_content], dim=1))
+        hs = [h]
+        nres = self.config.num_res_blocks
+        blocks = iter(self.down)
+        for i in range(len(self.config.mults)):
+            for _ in range(nres):
+                h = next(blocks)(h, cond)
+                hs.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+                hs.append(h)
+        for block in self.mid:
+            h = block(h, cond)
+        blocks = iter(self.up)
+        for i in range(len(self.config.mults)):
+            for _ in range(nres + 1):
+                h = next(blocks)(torch.cat([h, hs.pop()], dim=1), cond)
+            if i < len(self.upsample):
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+                h = self.upsample[i](h)
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,69 @@
+"""Noise schedule and the DDIM update rule, in numpy so that the device and training share one definition.
+
+Training needs the same tables in torch; `edgediff.models.torch_schedule` converts these arrays rather than
+re-deriving them, and a test holds the two equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def cosine_alphas_cumprod(num_timesteps: int = NUM_TRAIN_TIMESTEPS, s: float = 0.008) -> np.ndarray:
+    """ᾱ_t of the cosine schedule (Nichol & Dhariwal 2021), float64, with β clipped at 0.999 as they do."""
+    steps = np.arange(num_timesteps + 1, dtype=np.float64) / num_timesteps
+    f = np.cos((steps + s) / (1 + s) * np.pi / 2) ** 2
+    betas = np.clip(1.0 - f[1:] / f[:-1], 0.0, 0.999)
+    return np.cumprod(1.0 - betas)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A named schedule: what the manifest records so the device rebuilds exactly the training tables."""
+
+    kind: str = "cosine"
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+    prediction: str = "epsilon"
+
+    def alphas_cumprod(self) -> np.ndarray:
+        if self.kind != "cosine":
+            raise ValueError(f"unknown schedule kind {self.kind!r}; only 'cosine' is defined")
+        return cosine_alphas_cumprod(self.num_train_timesteps)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "num_train_timesteps": self.num_train_timesteps, "prediction": self.prediction}
+
+
+def ddim_timesteps(num_steps: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
+    """Descending integer timesteps for a `num_steps` DDIM run, always starting at the noisiest step T-1."""
+    if num_steps < 1 or num_steps > num_train_timesteps:
+        raise ValueError(f"steps must be in 1..{num_train_timesteps}, got {num_steps}")
+    ts = np.linspace(num_train_timesteps - 1, 0, num_steps)
+    return np.round(ts).astype(np.int64)
+
+
+def add_noise(x0: np.ndarray, noise: np.ndarray, t: np.ndarray, alphas_cumprod: np.ndarray) -> np.ndarray:
+    """x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε, broadcasting t over the batch dimension."""
+    a = alphas_cumprod[np.asarray(t)].reshape(-1, *([1] * (x0.ndim - 1)))
+    return (np.sqrt(a) * x0 + np.sqrt(1.0 - a) * noise).astype(x0.dtype)
+
+
+def ddim_step(
+    x_t: np.ndarray, eps: np.ndarray, t: int, t_prev: int, alphas_cumprod: np.ndarray, clip: bool = True
+) -> np.ndarray:
+    """One deterministic DDIM (η = 0) update from x_t to x_{t_prev}; t_prev < 0 means 'return x_0'.
+
+    x_0 is clipped to the image range before re-noising: patches are predicted independently, so an
+    out-of-range estimate in one cell would otherwise leak into the next step's global content.
+    """
+    a_t = float(alphas_cumprod[t])
+    a_prev = float(alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
+    x0 = (x_t - np.sqrt(1.0 - a_t) * eps) / np.sqrt(a_t)
+    if clip:
+        x0 = np.clip(x0, -1.0, 1.0)
+    eps = (x_t - np.sqrt(a_t) * x0) / np.sqrt(1.0 - a_t)
+    return (np.sqrt(a_prev) * x0 + np.sqrt(1.0 - a_prev) * eps).astype(x_t.dtype)

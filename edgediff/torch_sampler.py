@@ -1,0 +1,52 @@
+"""Sampling a torch model through the shared numpy loop: what training previews and evaluation use.
+
+The device runtime runs the very same `sample_loop` with onnxruntime instead, so their images are directly
+comparable (export's parity check and the tests rely on it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from edgediff.models.config import ModelConfig
+from edgediff.sampling import sample_loop
+
+
+def torch_eps_fn(model: torch.nn.Module, device: torch.device | str = "cpu"):
+    """Wrap a denoiser as a numpy → numpy callable (no grad, eval mode)."""
+    model.eval()
+
+    @torch.no_grad()
+    def eps_fn(patch, glob, t, pos, snippet):
+        args = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (patch, glob, t, pos, snippet)]
+        return model(*args).float().cpu().numpy()
+
+    return eps_fn
+
+
+def sample_torch(
+    model: torch.nn.Module,
+    config: ModelConfig,
+    *,
+    n: int,
+    steps: int = 25,
+    seed: int = 0,
+    snippets: np.ndarray | None = None,
+    cells_per_call: int | None = None,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Images [n, C, H, W] in [-1, 1]; `snippets` None means the null (all-zero) condition."""
+    if snippets is None:
+        snippets = np.zeros((n, config.snippet_dim), dtype=np.float32)
+    return sample_loop(
+        torch_eps_fn(model, device),
+        n=n,
+        image_size=config.image_size,
+        channels=config.channels,
+        grid=config.grid,
+        steps=steps,
+        seed=seed,
+        snippets=snippets,
+        cells_per_call=cells_per_call or n * config.num_cells,
+    )

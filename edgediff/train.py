@@ -1,0 +1,304 @@
+"""The training loop: one random grid cell of one image at a random t per example.
+
+Each step draws its randomness from a generator seeded by (seed, step, rank), so a resumed run replays
+exactly the batches an uninterrupted one would have seen: resume gives the same losses, by construction.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgediff.checkpoint import latest_checkpoint, restore, save_checkpoint
+from edgediff.data import Dataset, load_dataset, to_uint8
+from edgediff.errors import EdgediffError
+from edgediff.images import atomic_write_bytes, make_grid, save_png
+from edgediff.models import ModelConfig, build_model
+from edgediff.models.layers import alphas_cumprod_torch, pool_global_torch, split_torch
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved to run.json so a run can be resumed, audited and rebuilt."""
+
+    data: str = "emoji"
+    out: str = "runs/default"
+    image_size: int = 32
+    grid: int = 2
+    backbone: str = "unet"
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    memory: bool = True
+    snippet_dropout: float = 0.2
+    features: str | None = None  # optional user-supplied .npy features instead of the built-in encoder
+    sample_every: int = 500
+    checkpoint_every: int = 100
+    device: str = "auto"
+    model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, mults, ...)
+
+    def model_config(self, snippet_dim: int = 64) -> ModelConfig:
+        base = ModelConfig(image_size=self.image_size, grid=self.grid, backbone=self.backbone, snippet_dim=snippet_dim)
+        return ModelConfig.from_dict({**base.to_dict(), **self.model})
+
+    def validate(self) -> None:
+        checks = [
+            (self.steps >= 1, f"--steps {self.steps} must be >= 1"),
+            (self.batch_size >= 1, f"--batch-size {self.batch_size} must be >= 1"),
+            (self.grid >= 1, f"--grid {self.grid} must be >= 1"),
+            (self.grid >= 1 and self.image_size % self.grid == 0,
+             f"--grid {self.grid} does not divide --image-size {self.image_size}: pick a divisor"),
+            (self.lr > 0, f"--lr {self.lr} must be > 0"),
+            (0.0 <= self.ema_decay < 1.0, f"--ema-decay {self.ema_decay} must be in [0, 1)"),
+            (0.0 <= self.snippet_dropout <= 1.0, f"--snippet-dropout {self.snippet_dropout} must be in [0, 1]"),
+            (self.checkpoint_every >= 1, f"--checkpoint-every {self.checkpoint_every} must be >= 1"),
+            (self.sample_every >= 0, f"--sample-every {self.sample_every} must be >= 0 (0 disables previews)"),
+            (self.backbone in ("unet", "dis", "dit"), f"--backbone {self.backbone}: use unet, dis or dit"),
+            (self.device in ("auto", "cpu", "cuda"), f"--device {self.device}: use auto, cpu or cuda"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise EdgediffError(msg)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EdgediffError("--device cuda but no CUDA GPU is visible; use --device cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class Distributed:
+    """torchrun/DDP context: nccl on CUDA, gloo on CPU; a single process when WORLD_SIZE is unset."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = device
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if device.type == "cuda":
+                self.device = torch.device("cuda", self.local_rank)
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+@dataclass
+class Snippets:
+    """Per-image memory snippets (and those of the flipped images); None fields mean 'no memory bank'."""
+
+    own: np.ndarray | None = None  # [N, S]
+    flipped: np.ndarray | None = None  # [N, S]
+    dim: int = 64
+    info: dict = field(default_factory=dict)
+
+
+def load_snippets(cfg: TrainConfig, dataset: Dataset) -> Snippets:
+    """The memory bank for this dataset (built or reused from cache), or the null snippet with --no-memory."""
+    if not cfg.memory:
+        return Snippets(dim=int(cfg.model.get("snippet_dim", 64)))
+    from edgediff.memory import bank_for_training
+
+    return bank_for_training(dataset, cfg)
+
+
+def make_batch(
+    step: int, cfg: TrainConfig, rank: int, data: torch.Tensor, own: torch.Tensor | None, flipped: torch.Tensor | None,
+    acp: torch.Tensor, per_rank: int, snippet_dim: int,
+):
+    """The batch of step `step` on rank `rank`: a pure function of (seed, step, rank) and the data."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 7919 + rank)
+    n = data.shape[0]
+    idx = torch.randint(0, n, (per_rank,), generator=g)
+    flip = torch.rand(per_rank, generator=g) < 0.5
+    t = torch.randint(0, acp.shape[0], (per_rank,), generator=g)
+    noise = torch.randn((per_rank, *data.shape[1:]), generator=g)
+    cells = torch.randint(0, cfg.grid * cfg.grid, (per_rank,), generator=g)
+    keep = (torch.rand(per_rank, generator=g) >= cfg.snippet_dropout).float()[:, None]
+
+    dev = data.device
+    x0 = data[idx.to(dev)]
+    x0 = torch.where(flip.to(dev)[:, None, None, None], x0.flip(-1), x0)
+    noise, t, cells = noise.to(dev), t.to(dev), cells.to(dev)
+    a = acp[t][:, None, None, None]
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    ar = torch.arange(per_rank, device=dev)
+    patch = split_torch(x_t, cfg.grid)[ar, cells]
+    target = split_torch(noise, cfg.grid)[ar, cells]
+    glob = pool_global_torch(x_t, cfg.grid)
+    position = F.one_hot(cells, cfg.grid * cfg.grid).float()
+    if own is not None:
+        sn = torch.where(flip.to(dev)[:, None], flipped[idx.to(dev)], own[idx.to(dev)]) * keep.to(dev)
+    else:
+        sn = torch.zeros(per_rank, snippet_dim, device=dev)
+    return (patch, glob, t, position, sn), target
+
+
+def _write_run_json(out: Path, cfg: TrainConfig, mcfg: ModelConfig, dataset: Dataset, snippets: Snippets) -> None:
+    body = {"train": asdict(cfg), "model": mcfg.to_dict(), "data": {"name": dataset.name, "key": dataset.key,
+            "images": len(dataset), "skipped": dataset.skipped}, "memory": snippets.info}
+    path = out / "run.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("model") != body["model"]:
+            raise EdgediffError(
+                f"{out} holds a run with a different model ({old.get('model')}); use a new --out or the same settings"
+            )
+    atomic_write_bytes(path, json.dumps(body, indent=1).encode())
+
+
+def save_preview(model, mcfg: ModelConfig, snippets: Snippets, path: Path, seed: int, device) -> Path:
+    """A 4×4 grid of samples (25 DDIM steps) from the EMA model: the quick look at how training goes."""
+    from edgediff.torch_sampler import sample_torch
+
+    sn = None
+    if snippets.own is not None:
+        pick = np.random.default_rng(seed).integers(0, len(snippets.own), 16)
+        sn = snippets.own[pick]
+    imgs = sample_torch(model, mcfg, n=16, steps=25, seed=seed, snippets=sn, device=device)
+    return save_png(make_grid(to_uint8(imgs)), path, scale=2)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) training; returns {'losses': [...], 'steps_per_s': float, 'run_dir': str, ...}."""
+    cfg.validate()
+    device = pick_device(cfg.device)
+    dist = Distributed(device)
+    device = dist.device
+    if cfg.batch_size % dist.world:
+        raise EdgediffError(f"--batch-size {cfg.batch_size} must be divisible by the {dist.world} processes")
+    per_rank = cfg.batch_size // dist.world
+    out = Path(cfg.out)
+
+    found = latest_checkpoint(out) if out.exists() else None
+    if found is not None and not resume:
+        raise EdgediffError(f"{out} already holds a run; add --resume to continue it or pick a new --out")
+    dataset = load_dataset(cfg.data, cfg.image_size)
+    snippets = load_snippets(cfg, dataset)
+    mcfg = cfg.model_config(snippets.dim)
+    try:
+        mcfg.patch_size
+    except ValueError as e:
+        raise EdgediffError(str(e)) from e
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_run_json(out, cfg, mcfg, dataset, snippets)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    losses: list[float] = []
+    if found is not None:
+        tensor_path, meta = found
+        step = restore(tensor_path, meta, model, ema, opt)
+        losses = list(meta.get("losses", []))
+    ddp_model = dist.wrap(model)
+
+    data = torch.from_numpy(dataset.as_float()).to(device)
+    own = torch.from_numpy(snippets.own).to(device) if snippets.own is not None else None
+    flipped = torch.from_numpy(snippets.flipped).to(device) if snippets.flipped is not None else None
+    acp = alphas_cumprod_torch(device=device)
+    warmup = max(1, min(100, cfg.steps // 10))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    meta_base = {"train": asdict(cfg), "model": mcfg.to_dict(), "memory": snippets.info}
+
+    bar = None
+    if progress and dist.main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    t0, start_step = time.perf_counter(), step
+    while step < cfg.steps:
+        inputs, target = make_batch(step, cfg, dist.rank, data, own, flipped, acp, per_rank, mcfg.snippet_dim)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / warmup)
+        with autocast:
+            pred = ddp_model(*inputs)
+        loss = F.mse_loss(pred.float(), target)
+        if not torch.isfinite(loss):
+            last = latest_checkpoint(out)
+            where = f"the last good checkpoint is step {last[1]['step']}" if last else "no checkpoint was written yet"
+            raise EdgediffError(f"loss became {loss.item()} at step {step}; {where}: lower --lr and --resume")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        step += 1
+        loss_value = dist.mean(loss.item())
+        losses.append(loss_value)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+        if dist.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            save_checkpoint(out, step, model, ema, opt, dict(meta_base, losses=losses))
+        if dist.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
+            save_preview(ema, mcfg, snippets, out / "samples" / f"step_{step:06d}.png", cfg.seed, device)
+        dist.barrier() if step % cfg.checkpoint_every == 0 else None
+    elapsed = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    dist.close()
+    done = step - start_step
+    return {
+        "run_dir": str(out),
+        "steps": step,
+        "losses": losses,
+        "steps_per_s": done / elapsed if elapsed > 0 and done else math.nan,
+        "params": sum(p.numel() for p in model.parameters()),
+        "last_preview": str(out / "samples" / f"step_{step:06d}.png") if cfg.sample_every else None,
+    }

@@ -1,0 +1,369 @@
+"""The bundle manifest: THE contract between export (torch side) and the device runtime (numpy side).
+
+A bundle is one directory:
+    manifest.json          this schema, versioned
+    denoiser.onnx          fp32 denoiser (single file, dynamic batch)
+    denoiser.int8.onnx     optional static-QDQ int8 denoiser
+    lut_codes.npy          uint8 [entries, M] product-quantisation codes of the memory bank
+    lut_codebooks.npy      float32 [M, 256, dim/M] codebooks
+
+Both sides import this module: export builds a `Manifest` and calls `write_bundle`; the device calls
+`open_bundle`, which refuses anything it cannot trust (unknown schema version, a path that leaves the bundle, a
+missing file, a size or sha256 mismatch) with a one-line error *before* any model file is parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from edgediff.errors import EdgediffError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_FILE_BYTES = 1 << 34  # 16 GiB: anything larger in a manifest is corrupt, not a model
+FILE_ROLES = ("denoiser_fp32", "denoiser_int8", "lut_codes", "lut_codebooks")
+
+
+class BundleError(EdgediffError):
+    """A bundle that cannot be trusted or understood."""
+
+
+@dataclass
+class TensorSpec:
+    """One ONNX input or output: name, element type and shape ('batch' for the dynamic dimension)."""
+
+    name: str
+    dtype: str
+    shape: list
+
+
+@dataclass
+class FileEntry:
+    """A file of the bundle, named relative to the bundle directory, with its size and sha256."""
+
+    path: str
+    sha256: str
+    bytes: int
+
+
+@dataclass
+class LutSpec:
+    """Layout of the product-quantised memory bank: entries × M uint8 codes, M codebooks of 256 × dim/M."""
+
+    entries: int
+    dim: int
+    subvectors: int
+    centroids: int = 256
+
+    @property
+    def bytes_per_entry(self) -> int:
+        return self.subvectors
+
+
+@dataclass
+class VariantProfile:
+    """Memory measured at export for one model variant, in MiB: what the planner budgets with."""
+
+    resident_mb: float  # process RSS growth from creating the session
+    activation_mb: dict[str, float]  # cells per call ("1", "2", "4") -> peak RSS growth of one call
+    ms_per_call: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class MemoryProfile:
+    baseline_mb: float  # fresh interpreter + numpy + onnxruntime imported
+    variants: dict[str, VariantProfile]  # "fp32" / "int8"
+    settings: dict[str, Any] = field(default_factory=dict)  # ORT settings the profile was measured with
+
+
+@dataclass
+class Manifest:
+    schema_version: int
+    image_size: int
+    channels: int
+    grid: int
+    patch_size: int
+    snippet_dim: int
+    backbone: str
+    params: int
+    schedule: dict
+    prediction: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    files: dict[str, FileEntry]
+    lut: LutSpec | None
+    memory_profile: MemoryProfile | None
+    model_config: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # the command that made it, steps, data
+    quality: dict = field(default_factory=dict)  # measured at export, e.g. FD-Lite0
+    created: str = ""
+    edgediff_version: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+    @property
+    def num_cells(self) -> int:
+        return self.grid * self.grid
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# validation: every field is checked for type and range, so a hostile manifest is a one-line error, never a crash
+
+
+def _need(d: Any, key: str, kind: type | tuple, where: str = "manifest") -> Any:
+    if not isinstance(d, dict):
+        raise BundleError(f"{where} must be a JSON object; re-export the bundle")
+    if key not in d:
+        raise BundleError(f"{where} lacks '{key}'; re-export the bundle with this edgediff version")
+    v = d[key]
+    if kind is int and isinstance(v, bool) or not isinstance(v, kind):
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise BundleError(f"{where}.{key} must be {name}, got {type(v).__name__}; re-export the bundle")
+    return v
+
+
+def _int(d: Any, key: str, lo: int, hi: int, where: str = "manifest") -> int:
+    v = _need(d, key, int, where)
+    if not lo <= v <= hi:
+        raise BundleError(f"{where}.{key} = {v} is outside {lo}..{hi}; the bundle is corrupt: re-export it")
+    return v
+
+
+def _num(d: Any, key: str, where: str) -> float:
+    v = _need(d, key, (int, float), where)
+    if isinstance(v, bool) or not math.isfinite(v) or v < 0:
+        raise BundleError(f"{where}.{key} = {v!r} must be a finite non-negative number; re-export the bundle")
+    return float(v)
+
+
+def safe_relpath(path: str) -> PurePosixPath:
+    """A manifest path must be a plain relative path that stays inside the bundle."""
+    if not isinstance(path, str) or not path or "\\" in path or "\x00" in path:
+        raise BundleError(f"bundle file path {path!r} is not a plain relative path; the bundle is unsafe, re-export it")
+    p = PurePosixPath(path)
+    if p.is_absolute() or ".." in p.parts or path.startswith("~") or ":" in path:
+        raise BundleError(f"bundle file path {path!r} leaves the bundle; refusing it: re-export the bundle")
+    return p
+
+
+def _tensor_specs(items: Any, where: str) -> list[TensorSpec]:
+    if not isinstance(items, list) or not items or len(items) > 16:
+        raise BundleError(f"manifest.{where} must be a non-empty list; re-export the bundle")
+    out = []
+    for i, it in enumerate(items):
+        w = f"manifest.{where}[{i}]"
+        shape = _need(it, "shape", list, w)
+        if not all((isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= 1 << 16) or s == "batch" for s in shape):
+            raise BundleError(f"{w}.shape must hold sizes or 'batch'; re-export the bundle")
+        out.append(TensorSpec(name=_need(it, "name", str, w), dtype=_need(it, "dtype", str, w), shape=shape))
+    return out
+
+
+def _profile(d: Any) -> MemoryProfile | None:
+    if d is None:
+        return None
+    w = "manifest.memory_profile"
+    variants = {}
+    raw = _need(d, "variants", dict, w)
+    for name, v in raw.items():
+        vw = f"{w}.variants.{name}"
+        acts = _need(v, "activation_mb", dict, vw)
+        ms = v.get("ms_per_call", {}) if isinstance(v, dict) else {}
+        if not isinstance(ms, dict):
+            raise BundleError(f"{vw}.ms_per_call must be an object; re-export the bundle")
+        variants[name] = VariantProfile(
+            resident_mb=_num(v, "resident_mb", vw),
+            activation_mb={str(k): _num(acts, k, f"{vw}.activation_mb") for k in acts},
+            ms_per_call={str(k): _num(ms, k, f"{vw}.ms_per_call") for k in ms},
+        )
+    settings = d.get("settings", {})
+    if not isinstance(settings, dict):
+        raise BundleError(f"{w}.settings must be an object; re-export the bundle")
+    return MemoryProfile(baseline_mb=_num(d, "baseline_mb", w), variants=variants, settings=settings)
+
+
+def parse_manifest(raw: Any) -> Manifest:
+    """Validate a decoded manifest.json and build the `Manifest`; any problem is a `BundleError`."""
+    if not isinstance(raw, dict):
+        raise BundleError("manifest.json must hold a JSON object; re-export the bundle")
+    version = _need(raw, "schema_version", int)
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle schema version {version} is not supported (this edgediff reads {SCHEMA_VERSION}); "
+            "upgrade edgediff or re-export the bundle"
+        )
+    image_size = _int(raw, "image_size", 1, 8192)
+    grid = _int(raw, "grid", 1, 256)
+    patch = _int(raw, "patch_size", 1, 8192)
+    if grid * patch != image_size:
+        raise BundleError(f"manifest grid {grid} × patch {patch} != image size {image_size}; re-export the bundle")
+    files_raw = _need(raw, "files", dict)
+    files = {}
+    for role, entry in files_raw.items():
+        if role not in FILE_ROLES:
+            raise BundleError(f"manifest.files has unknown role {role!r}; upgrade edgediff or re-export the bundle")
+        w = f"manifest.files.{role}"
+        sha = _need(entry, "sha256", str, w)
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise BundleError(f"{w}.sha256 is not a sha256 hex digest; re-export the bundle")
+        files[role] = FileEntry(path=str(safe_relpath(_need(entry, "path", str, w))), sha256=sha,
+                                bytes=_int(entry, "bytes", 0, MAX_FILE_BYTES, w))
+    if "denoiser_fp32" not in files:
+        raise BundleError("manifest.files lacks 'denoiser_fp32'; re-export the bundle")
+    lut = None
+    if raw.get("lut") is not None:
+        w = "manifest.lut"
+        lut = LutSpec(entries=_int(raw["lut"], "entries", 1, 1 << 31, w), dim=_int(raw["lut"], "dim", 1, 1 << 16, w),
+                      subvectors=_int(raw["lut"], "subvectors", 1, 1 << 16, w),
+                      centroids=_int(raw["lut"], "centroids", 1, 256, w))
+        if lut.dim % lut.subvectors:
+            raise BundleError(f"manifest.lut: dim {lut.dim} is not divisible by {lut.subvectors} subvectors")
+        if not {"lut_codes", "lut_codebooks"} <= files.keys():
+            raise BundleError("manifest.lut is set but files lack lut_codes / lut_codebooks; re-export the bundle")
+    schedule = _need(raw, "schedule", dict)
+    _need(schedule, "kind", str, "manifest.schedule")
+    _int(schedule, "num_train_timesteps", 1, 100000, "manifest.schedule")
+    for key in ("model_config", "training", "quality"):
+        if not isinstance(raw.get(key, {}), dict):
+            raise BundleError(f"manifest.{key} must be an object; re-export the bundle")
+    return Manifest(
+        schema_version=version,
+        image_size=image_size,
+        channels=_int(raw, "channels", 1, 4),
+        grid=grid,
+        patch_size=patch,
+        snippet_dim=_int(raw, "snippet_dim", 1, 1 << 16),
+        backbone=_need(raw, "backbone", str),
+        params=_int(raw, "params", 0, 1 << 40),
+        schedule=schedule,
+        prediction=_need(raw, "prediction", str),
+        inputs=_tensor_specs(raw.get("inputs"), "inputs"),
+        outputs=_tensor_specs(raw.get("outputs"), "outputs"),
+        files=files,
+        lut=lut,
+        memory_profile=_profile(raw.get("memory_profile")),
+        model_config=raw.get("model_config", {}),
+        training=raw.get("training", {}),
+        quality=raw.get("quality", {}),
+        created=str(raw.get("created", "")),
+        edgediff_version=str(raw.get("edgediff_version", "")),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(bundle_dir: str | Path) -> Manifest:
+    """Parse and validate manifest.json only (no file checks): for `edgediff info` and the planner's first look."""
+    root = Path(bundle_dir)
+    path = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise BundleError(f"bundle {root} is not a directory; pass the folder that `edgediff export` wrote")
+    if not path.is_file():
+        raise BundleError(f"{path} is missing; this is not an edgediff bundle (re-export it)")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes; the bundle is corrupt, re-export it")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path} is not valid JSON ({e.__class__.__name__}); the bundle is corrupt, re-export it") from None
+    return parse_manifest(raw)
+
+
+def resolve(bundle_dir: str | Path, entry: FileEntry) -> Path:
+    """Absolute path of a bundle file, re-checked to be inside the bundle even through symlinks."""
+    root = Path(bundle_dir).resolve()
+    target = (root / safe_relpath(entry.path)).resolve()
+    if root not in target.parents:
+        raise BundleError(f"bundle file {entry.path!r} resolves outside the bundle; refusing it")
+    return target
+
+
+def verify_files(bundle_dir: str | Path, manifest: Manifest, roles: tuple[str, ...] | None = None) -> None:
+    """Check size and sha256 of each listed file (all when `roles` is None) before anything parses it."""
+    for role, entry in manifest.files.items():
+        if roles is not None and role not in roles:
+            continue
+        path = resolve(bundle_dir, entry)
+        if not path.is_file():
+            raise BundleError(f"bundle file {entry.path} ({role}) is missing; re-download or re-export the bundle")
+        size = path.stat().st_size
+        if size != entry.bytes:
+            raise BundleError(
+                f"bundle file {entry.path} has {size} bytes, the manifest says {entry.bytes}: it is truncated or "
+                "replaced; re-download or re-export the bundle"
+            )
+        if sha256_file(path) != entry.sha256:
+            raise BundleError(f"bundle file {entry.path} fails its sha256 check: it is corrupt or was swapped; "
+                              "re-download or re-export the bundle")
+
+
+def open_bundle(bundle_dir: str | Path, roles: tuple[str, ...] | None = None) -> Manifest:
+    """Read, validate and checksum a bundle; the only way the device should get a manifest it will act on."""
+    manifest = read_manifest(bundle_dir)
+    verify_files(bundle_dir, manifest, roles)
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# writing (export side)
+
+
+def file_entry(bundle_dir: str | Path, rel: str) -> FileEntry:
+    path = Path(bundle_dir) / rel
+    return FileEntry(path=rel, sha256=sha256_file(path), bytes=path.stat().st_size)
+
+
+def write_bundle(out_dir: str | Path, manifest: Manifest, staged_dir: str | Path) -> Path:
+    """Move a fully written staging folder into place as `out_dir`, with manifest.json written last.
+
+    Export writes every file into `staged_dir` (a temp folder beside `out_dir`); this adds the manifest and swaps
+    the folder in with renames, so a crash leaves either the old bundle or the new one, never half of one.
+    """
+    out, staged = Path(out_dir), Path(staged_dir)
+    for role, entry in manifest.files.items():
+        actual = file_entry(staged, entry.path)
+        if actual != entry:
+            raise BundleError(f"staged file {entry.path} ({role}) does not match its manifest entry; export again")
+    parse_manifest(json.loads(manifest.to_json()))  # never write what the device would refuse
+    with open(staged / MANIFEST_NAME, "w", encoding="utf-8") as f:
+        f.write(manifest.to_json())
+        f.flush()
+        os.fsync(f.fileno())
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(staged, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def staging_dir(out_dir: str | Path) -> Path:
+    """A fresh temp folder on the same file system as `out_dir`, so the final rename is atomic."""
+    out = Path(out_dir)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    except OSError as e:
+        raise EdgediffError(f"cannot write the bundle at {out}: {e.strerror or e}; choose a writable --out") from e

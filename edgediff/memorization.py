@@ -1,0 +1,353 @@
+"""Memorisation in numpy: nearest-neighbour ratio, associative-memory energy, and the closed-form optimal denoiser.
+
+Why these three (REFERENCE.md, Gu et al. 2023 and Hoover et al. 2023):
+- A generated sample is *memorised* when its nearest training image is much closer than the second nearest
+  (d1 / d2 < 1/3): it sits on one training image instead of between several.
+- The optimum of the denoising objective over a finite training set has a closed form,
+  D(x; σ) = Σᵢ softmax_i(−‖x − yᵢ‖² / 2σ²) yᵢ, which can only replay training data: the model a fully memorising
+  network converges to. Sampling with it gives the reference point of "memorisation ratio 1".
+- The same softmax is one retrieval step of a dense associative memory with energy
+  E(x) = −σ² log Σᵢ exp(−‖x − yᵢ‖² / 2σ²); its largest weight (the *basin weight*) says whether a sample fell into
+  a single stored pattern (≈ 1) or lies between patterns.
+
+Everything streams over the reference set in chunks (reference rows × query rows bounded by `block_bytes`), so a
+50k-image training set is searched without ever forming an N × N (or even M × N) distance matrix, and a uint8
+training set is converted to float one chunk at a time. Distances accumulate in float64 so a small σ (sharp
+softmax) stays accurate; the k winners are then re-measured exactly, so an exact copy has distance 0.
+
+This module never imports torch: the audit's maths runs anywhere numpy does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from edgediff.patches import cell_slice, patch_size
+from edgediff.schedule import Schedule
+
+MEMORIZED_RATIO = 1.0 / 3.0
+BLOCK_BYTES = 32 << 20  # one float64 distance block / reference chunk stays under this
+CANDIDATE_MARGIN = 4  # extra candidates kept per query before the exact re-measure (absorbs rounding near ties)
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def flatten(block: np.ndarray) -> np.ndarray:
+    """Default transform: any array [n, ...] → float64 rows [n, D] (uint8 images stay in 0..255 units)."""
+    block = np.asarray(block)
+    return block.reshape(len(block), -1).astype(np.float64, copy=False)
+
+
+def pixels_unit(block: np.ndarray) -> np.ndarray:
+    """uint8 images [n, H, W, C] → float64 rows in the model's [-1, 1] range (where σ of the energy lives)."""
+    block = np.asarray(block)
+    return block.reshape(len(block), -1).astype(np.float64) / 127.5 - 1.0
+
+
+def _rows_per_chunk(dim: int, other_rows: int, block_bytes: int) -> int:
+    """Reference rows per chunk so that both the chunk [r, D] and the distance block [q, r] fit the budget."""
+    by_dim = block_bytes // max(1, 8 * dim)
+    by_block = block_bytes // max(1, 8 * other_rows)
+    return int(max(1, min(by_dim, by_block)))
+
+
+def _ref_chunks(refs: np.ndarray, rows: int, transform: Transform) -> Iterator[tuple[int, np.ndarray]]:
+    for start in range(0, len(refs), rows):
+        yield start, transform(refs[start : start + rows])
+
+
+def _stream_sq_dists(
+    queries: np.ndarray, refs: np.ndarray, transform: Transform, block_bytes: int, query_rows: int = 512
+) -> Iterator[tuple[slice, int, np.ndarray, np.ndarray]]:
+    """Yield (query slice, ref start, squared distances [q, r], ref chunk [r, D]) over every pair of blocks.
+
+    Outer loop over reference chunks so each chunk is converted once; ‖q‖² + ‖r‖² − 2 q·r in float64, clamped at 0.
+    """
+    q = transform(queries)
+    q2 = np.einsum("ij,ij->i", q, q)
+    qrows = max(1, min(query_rows, len(q)))
+    rows = _rows_per_chunk(q.shape[1], qrows, block_bytes)
+    for start, r in _ref_chunks(refs, rows, transform):
+        if r.shape[1] != q.shape[1]:
+            raise ValueError(f"queries have {q.shape[1]} values per row but references have {r.shape[1]}")
+        r2 = np.einsum("ij,ij->i", r, r)
+        for qs in range(0, len(q), qrows):
+            sl = slice(qs, qs + qrows)
+            d2 = q2[sl, None] + r2[None, :] - 2.0 * (q[sl] @ r.T)
+            np.maximum(d2, 0.0, out=d2)
+            yield sl, start, d2, r
+
+
+@dataclass
+class Neighbours:
+    """The k nearest references of each query, ascending: exact ℓ2 distances [M, k] and indices [M, k]."""
+
+    distances: np.ndarray
+    indices: np.ndarray
+
+
+@dataclass
+class Scan:
+    """One pass over the references: nearest neighbours and, when σ was given, energy and basin per query."""
+
+    neighbours: Neighbours
+    energy: np.ndarray | None = None  # [M]  −σ² log Σ exp(−d²/2σ²)
+    basin_weight: np.ndarray | None = None  # [M] largest softmax weight
+    sigma: float | None = None
+
+
+def scan(
+    queries: np.ndarray,
+    refs: np.ndarray,
+    *,
+    k: int = 2,
+    sigma: float | None = None,
+    transform: Transform = flatten,
+    block_bytes: int = BLOCK_BYTES,
+    exclude: np.ndarray | None = None,
+) -> Scan:
+    """k nearest references of each query, plus energy/basin weight when `sigma` is set, in one chunked pass.
+
+    `exclude` [M] (optional) gives, per query, one reference index to skip: the query's own row when a set is
+    searched against itself. Memory: O(M·(k + D) + block_bytes), whatever len(refs) is.
+    """
+    n_ref = len(refs)
+    n_q = len(queries)
+    if n_ref < k:
+        raise ValueError(f"need at least k={k} reference rows, got {n_ref}")
+    cand = min(n_ref, k + CANDIDATE_MARGIN)
+    best_d = np.full((n_q, cand), np.inf)
+    best_i = np.full((n_q, cand), -1, dtype=np.int64)
+    lse_max = np.full(n_q, -np.inf)
+    lse_sum = np.zeros(n_q)
+    for sl, start, d2, _ in _stream_sq_dists(queries, refs, transform, block_bytes):
+        rows = np.arange(sl.start, sl.start + d2.shape[0])
+        if exclude is not None:
+            local = exclude[rows] - start
+            hit = (local >= 0) & (local < d2.shape[1])
+            d2[hit, local[hit]] = np.inf
+        if sigma is not None:
+            logits = -d2 / (2.0 * sigma * sigma)
+            m_new = np.maximum(lse_max[rows], logits.max(axis=1))
+            m_safe = np.where(np.isfinite(m_new), m_new, 0.0)  # a block that is all excluded adds nothing
+            lse_sum[rows] = lse_sum[rows] * np.exp(lse_max[rows] - m_safe) + np.exp(logits - m_safe[:, None]).sum(axis=1)
+            lse_max[rows] = m_new
+        take = min(cand, d2.shape[1])
+        part = np.argpartition(d2, take - 1, axis=1)[:, :take] if take < d2.shape[1] else np.broadcast_to(
+            np.arange(d2.shape[1]), d2.shape)
+        all_d = np.concatenate([best_d[rows], np.take_along_axis(d2, part, axis=1)], axis=1)
+        all_i = np.concatenate([best_i[rows], part + start], axis=1)
+        keep = np.argpartition(all_d, cand - 1, axis=1)[:, :cand]
+        best_d[rows] = np.take_along_axis(all_d, keep, axis=1)
+        best_i[rows] = np.take_along_axis(all_i, keep, axis=1)
+    best_i[~np.isfinite(best_d)] = -1  # excluded rows never come back as neighbours
+    neighbours = _exact_topk(queries, refs, best_i, k, transform)
+    if sigma is None:
+        return Scan(neighbours)
+    log_z = lse_max + np.log(lse_sum)
+    energy = -(sigma**2) * log_z
+    nearest_logit = -(neighbours.distances[:, 0] ** 2) / (2.0 * sigma * sigma)
+    basin = np.exp(np.minimum(nearest_logit - log_z, 0.0))
+    return Scan(neighbours, energy=energy, basin_weight=basin, sigma=float(sigma))
+
+
+def _exact_topk(queries: np.ndarray, refs: np.ndarray, cand_i: np.ndarray, k: int, transform: Transform) -> Neighbours:
+    """Re-measure each query's candidates directly (‖q − r‖, no expansion) and keep the k nearest, ascending."""
+    q = transform(queries)
+    out_d = np.empty((len(q), k))
+    out_i = np.empty((len(q), k), dtype=np.int64)
+    for j in range(len(q)):
+        idx = cand_i[j][cand_i[j] >= 0]
+        if len(idx) < k:
+            raise ValueError(f"fewer than k={k} references left after exclusion")
+        r = transform(refs[idx])
+        d = np.sqrt(((r - q[j]) ** 2).sum(axis=1))
+        order = np.lexsort((idx, d))[:k]
+        out_d[j], out_i[j] = d[order], idx[order]
+    return Neighbours(out_d, out_i)
+
+
+def nearest_neighbours(
+    queries: np.ndarray, refs: np.ndarray, k: int = 2, *, transform: Transform = flatten,
+    block_bytes: int = BLOCK_BYTES,
+) -> Neighbours:
+    """Chunked exact k-NN (ℓ2): the search every memorisation number rests on."""
+    return scan(queries, refs, k=k, transform=transform, block_bytes=block_bytes).neighbours
+
+
+def memorized(d1: np.ndarray, d2: np.ndarray, threshold: float = MEMORIZED_RATIO) -> np.ndarray:
+    """Gu et al.'s test per sample: d1 / d2 < threshold; an exact copy (d1 = 0) counts even if d2 = 0 too."""
+    d1, d2 = np.asarray(d1, dtype=np.float64), np.asarray(d2, dtype=np.float64)
+    return (d1 < threshold * d2) | (d1 == 0.0)
+
+
+def distance_ratio(d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
+    """d1 / d2, with 0/0 (a copy of a duplicated image) reported as 0."""
+    d1, d2 = np.asarray(d1, dtype=np.float64), np.asarray(d2, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(d2 > 0, d1 / np.where(d2 > 0, d2, 1.0), np.where(d1 > 0, np.inf, 0.0))
+    return r
+
+
+def memorization_ratio(
+    samples: np.ndarray, train: np.ndarray, *, threshold: float = MEMORIZED_RATIO, transform: Transform = flatten,
+    block_bytes: int = BLOCK_BYTES,
+) -> float:
+    """Fraction of `samples` memorised against `train` (both [n, ...], same layout)."""
+    nb = nearest_neighbours(samples, train, 2, transform=transform, block_bytes=block_bytes)
+    return float(memorized(nb.distances[:, 0], nb.distances[:, 1], threshold).mean())
+
+
+def default_sigma(refs: np.ndarray, *, transform: Transform = flatten, sample: int = 256, seed: int = 0,
+                  block_bytes: int = BLOCK_BYTES) -> float:
+    """σ for the energy: a third of the median distance from a stored image to its nearest other stored image.
+
+    Why this scale: at the memorisation threshold (d1 ≈ d2 / 3 of a typical gap) a sample still gets a basin
+    weight near 1, while a sample halfway between two stored images gets ≈ 1/2; a σ much larger would blur every
+    sample over many patterns, a much smaller one would call every sample "in a basin".
+    """
+    n = len(refs)
+    if n < 2:
+        raise ValueError("need at least 2 stored images to set σ")
+    pick = np.sort(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
+    nb = scan(refs[pick], refs, k=1, transform=transform, block_bytes=block_bytes, exclude=pick).neighbours
+    d = nb.distances[:, 0]
+    med = float(np.median(d[d > 0])) if (d > 0).any() else 1.0
+    return med / 3.0
+
+
+def energy_and_basin(
+    queries: np.ndarray, refs: np.ndarray, sigma: float, *, transform: Transform = flatten,
+    block_bytes: int = BLOCK_BYTES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(energy [M], basin weight [M]) of each query against the stored patterns `refs`."""
+    s = scan(queries, refs, k=1, sigma=sigma, transform=transform, block_bytes=block_bytes)
+    return s.energy, s.basin_weight
+
+
+def optimal_denoiser(
+    x: np.ndarray, stored: np.ndarray, sigma: float, *, transform: Transform = flatten, block_bytes: int = BLOCK_BYTES,
+) -> np.ndarray:
+    """D(x; σ) = Σᵢ softmax_i(−‖x − yᵢ‖² / 2σ²) yᵢ for queries x [M, ...] → [M, D] (rows in `transform` space).
+
+    Streaming softmax (running max, rescaled sum and numerator, as in flash attention): memory O(M·D).
+    """
+    num = None
+    run_max = np.full(len(x), -np.inf)
+    run_sum = np.zeros(len(x))
+    for sl, _, d2, r in _stream_sq_dists(x, stored, transform, block_bytes):
+        if num is None:
+            num = np.zeros((len(x), r.shape[1]))
+        logits = -d2 / (2.0 * sigma * sigma)
+        _online_softmax_update(sl, logits, r, run_max, run_sum, num)
+    return num / run_sum[:, None]
+
+
+def _online_softmax_update(sl: slice, logits: np.ndarray, values: np.ndarray, run_max: np.ndarray,
+                           run_sum: np.ndarray, num: np.ndarray) -> None:
+    m_new = np.maximum(run_max[sl], logits.max(axis=1))
+    scale = np.exp(run_max[sl] - m_new)
+    w = np.exp(logits - m_new[:, None])
+    run_sum[sl] = run_sum[sl] * scale + w.sum(axis=1)
+    num[sl] = num[sl] * scale[:, None] + w @ values
+    run_max[sl] = m_new
+
+
+class OptimalPatchDenoiser:
+    """The Bayes-optimal ε-predictor for a *patch* model whose training set is `stored`: an `EpsFn` for
+    `edgediff.sampling.sample_loop`, so it samples through the very loop the real models use.
+
+    A patch model sees one noisy cell plus the whole noisy image average-pooled to cell size. The posterior over
+    which stored image yᵢ produced x_t, given exactly that, weighs the cell's pixels and the out-of-cell part of
+    every pooled pixel (g²·pooled − the in-cell pixels of its block = a sum of k noisy pixels, noise variance kσ²).
+    With grid = 1 this is the full-image D(x; σ) above. The snippet input is ignored: this is the unconditional
+    (null-snippet) optimum. Memory: about three float32 copies of `stored`, so keep it to a few thousand images.
+    """
+
+    def __init__(self, stored: np.ndarray, grid: int, schedule: Schedule = Schedule()):
+        y = np.asarray(stored, dtype=np.float32)  # [N, C, H, W] in [-1, 1]
+        if y.ndim != 4 or y.shape[2] != y.shape[3]:
+            raise ValueError(f"stored images must be [N, C, H, W] square, got {y.shape}")
+        self.grid = grid
+        self.acp = schedule.alphas_cumprod()
+        n, c, h, _ = y.shape
+        self.p = p = patch_size(h, grid)
+        self.channels, self.size = c, h
+        self.keys: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+        self.in_masks: list[np.ndarray] = []
+        self.out_sel: list[np.ndarray] = []
+        self.out_norm: list[np.ndarray] = []
+        for cell in range(grid * grid):
+            ys, xs = cell_slice(cell, grid, p)
+            inside = np.zeros((h, h), dtype=np.float32)
+            inside[ys, xs] = 1.0
+            k = self._block_sum(1.0 - inside).reshape(-1)  # out-of-cell pixels per pooled pixel [p*p]
+            sel = np.flatnonzero(k > 0)
+            norm = 1.0 / np.sqrt(k[sel]).astype(np.float32)
+            vals = y[:, :, ys, xs].reshape(n, -1)
+            out_sums = self._block_sum(y * (1.0 - inside)).reshape(n, c, -1)[:, :, sel] * norm
+            self.keys.append(np.concatenate([vals, out_sums.reshape(n, -1)], axis=1))
+            self.values.append(vals)
+            self.in_masks.append(inside)
+            self.out_sel.append(sel)
+            self.out_norm.append(norm)
+
+    def _block_sum(self, img: np.ndarray) -> np.ndarray:
+        """Sum over each grid×grid block: the un-normalised `pool_global` ([..., H, W] → [..., p, p])."""
+        g, p = self.grid, self.p
+        return img.reshape(*img.shape[:-2], p, g, p, g).sum(axis=(-3, -1))
+
+    def cell_x0(self, patch: np.ndarray, glob: np.ndarray, cell: int, t: int) -> np.ndarray:
+        """Posterior mean of the clean cell [m, C, p, p] given noisy patches and pooled images at timestep t."""
+        a = float(self.acp[t])
+        sigma2 = (1.0 - a) / a
+        m = len(patch)
+        ys, xs = cell_slice(cell, self.grid, self.p)
+        placed = np.zeros((m, self.channels, self.size, self.size), dtype=np.float64)
+        placed[:, :, ys, xs] = patch
+        resid = self.grid * self.grid * glob.astype(np.float64) - self._block_sum(placed)
+        resid = resid.reshape(m, self.channels, -1)[:, :, self.out_sel[cell]] * self.out_norm[cell]
+        q = np.concatenate([patch.reshape(m, -1), resid.reshape(m, -1)], axis=1) / np.sqrt(a)
+        keys = self.keys[cell]
+        d2 = (q**2).sum(axis=1)[:, None] + (keys.astype(np.float64) ** 2).sum(axis=1)[None] - 2.0 * q @ keys.T
+        logits = -np.maximum(d2, 0.0) / (2.0 * sigma2)
+        logits -= logits.max(axis=1, keepdims=True)
+        w = np.exp(logits)
+        w /= w.sum(axis=1, keepdims=True)
+        return (w @ self.values[cell]).reshape(m, self.channels, self.p, self.p)
+
+    def __call__(self, patch, glob, timestep, position, snippet) -> np.ndarray:
+        t = np.asarray(timestep)
+        cells = np.asarray(position).argmax(axis=1)
+        eps = np.empty(patch.shape, dtype=np.float32)
+        for tt in np.unique(t):
+            for cell in np.unique(cells[t == tt]):
+                rows = np.flatnonzero((t == tt) & (cells == cell))
+                x0 = self.cell_x0(patch[rows], glob[rows], int(cell), int(tt))
+                a = float(self.acp[tt])
+                eps[rows] = (patch[rows] - np.sqrt(a) * x0) / np.sqrt(1.0 - a)
+        return eps
+
+
+def sample_optimal(
+    stored: np.ndarray, *, n: int, grid: int = 1, steps: int = 25, seed: int = 0, cells_per_call: int | None = None,
+    schedule: Schedule = Schedule(),
+) -> np.ndarray:
+    """Images [n, C, H, W] in [-1, 1] from the closed-form optimal (fully memorising) patch denoiser.
+
+    Runs the shared DDIM loop, so it differs from a trained model only in the denoiser: the reference sample set a
+    model that memorised `stored` perfectly would produce.
+    """
+    from edgediff.sampling import sample_loop
+
+    y = np.asarray(stored, dtype=np.float32)
+    den = OptimalPatchDenoiser(y, grid, schedule)
+    return sample_loop(
+        den, n=n, image_size=y.shape[2], channels=y.shape[1], grid=grid, steps=steps, seed=seed,
+        snippets=np.zeros((n, 1), dtype=np.float32), cells_per_call=cells_per_call or n * grid * grid,
+        schedule=schedule,
+    )

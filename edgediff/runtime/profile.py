@@ -1,0 +1,173 @@
+"""The memory profile a bundle carries: measured, never estimated, with exactly the sessions the planner builds.
+
+`edgediff export` calls `measure_profile(staging_dir)` and stores the result as `manifest.memory_profile`; the
+planner then budgets with it on the device. Every number comes from a *fresh* Python process (one per variant,
+mode and cells-per-call), because a process that already ran other sessions carries their heap and arena with it.
+
+    python -m edgediff.runtime.profile BUNDLE_OR_STAGING_DIR [--modes lean,fast] [--cells 1,2,4] [--calls 3]
+
+prints the profile as JSON. Definitions (MiB of RSS, /proc/self/status):
+- baseline_mb: fresh interpreter with numpy, onnxruntime and this module imported (the largest seen);
+- resident_mb: peak RSS growth while creating the session (load transients included, so it is an upper bound);
+- activation_mb[k]: peak RSS growth above the settled post-load RSS over `calls` runs of k cells per call (the
+  peak is taken over several calls because arena + memory pattern double activation memory from the second one);
+- ms_per_call[k]: median wall time of the calls after the first.
+Variant keys: "fp32", "int8" for the lean mode (what budgets rely on) and "fp32@fast", "int8@fast" for the fast mode;
+`settings["modes"]` records each mode's `SessionSettings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgediff.bundle import MANIFEST_NAME, MemoryProfile, VariantProfile, read_manifest, resolve
+from edgediff.errors import EdgediffError
+from edgediff.runtime import rss
+from edgediff.runtime.session import MODES, SessionSettings, create_session
+
+DEFAULT_FILES = {"fp32": "denoiser.onnx", "int8": "denoiser.int8.onnx"}
+ROLE = {"fp32": "denoiser_fp32", "int8": "denoiser_int8"}
+DEFAULT_CELLS = (1, 2, 4)
+DEFAULT_CALLS = 3
+
+
+def variant_key(variant: str, mode: str) -> str:
+    """How a (precision, mode) pair is named in `memory_profile.variants`: the lean mode carries no suffix."""
+    return variant if mode == "lean" else f"{variant}@{mode}"
+
+
+def model_files(bundle_dir: str | Path) -> dict[str, Path]:
+    """The denoiser files of a bundle (through its manifest) or of an export staging folder (by default name)."""
+    root = Path(bundle_dir)
+    if (root / MANIFEST_NAME).is_file():
+        m = read_manifest(root)
+        return {v: resolve(root, m.files[r]) for v, r in ROLE.items() if r in m.files}
+    found = {v: root / name for v, name in DEFAULT_FILES.items() if (root / name).is_file()}
+    if "fp32" not in found:
+        raise EdgediffError(f"{root} holds neither manifest.json nor denoiser.onnx; pass a bundle or export staging folder")
+    return found
+
+
+def example_feeds(session, cells: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Well-formed inputs for `cells` cells, built from the model's own input metadata (no manifest needed)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in session.get_inputs():
+        shape = [cells if not isinstance(d, int) else d for d in inp.shape]
+        shape[0] = cells
+        if "int64" in inp.type:
+            feeds[inp.name] = rng.integers(0, 1000, size=shape, dtype=np.int64)
+        elif inp.name == "position":
+            eye = np.eye(shape[1], dtype=np.float32)
+            feeds[inp.name] = eye[np.arange(cells) % shape[1]]
+        else:
+            feeds[inp.name] = rng.standard_normal(shape, dtype=np.float32)
+    return feeds
+
+
+def measure_one(model_path: str | Path, settings: SessionSettings, cells: int, calls: int = DEFAULT_CALLS) -> dict:
+    """Run in a fresh process: load one model under `settings`, then `calls` runs of `cells` cells."""
+    base = rss.current_mb()
+    rss.reset_peak()
+    session = create_session(model_path, settings)
+    resident = rss.peak_mb() - base
+    feeds = example_feeds(session, cells)
+    settled = rss.current_mb()
+    rss.reset_peak()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return {
+        "baseline_mb": round(base, 2),
+        "resident_mb": round(resident, 2),
+        "activation_mb": round(max(0.0, rss.peak_mb() - settled), 2),
+        "ms_per_call": round(statistics.median(times[1:] or times), 3),
+    }
+
+
+def _fresh(model: Path, mode: str, cells: int, calls: int) -> dict:
+    cmd = [sys.executable, "-m", "edgediff.runtime.profile", "--one", str(model), "--mode", mode,
+           "--cells", str(cells), "--calls", str(calls)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgediffError(f"memory profiling of {model.name} ({mode}, {cells} cells) failed: {tail}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_profile(
+    bundle_dir: str | Path,
+    modes: tuple[str, ...] = ("lean", "fast"),
+    cells: tuple[int, ...] = DEFAULT_CELLS,
+    calls: int = DEFAULT_CALLS,
+    variants: tuple[str, ...] | None = None,
+) -> MemoryProfile:
+    """Measure every (variant, mode, cells) in its own fresh process and assemble the manifest's profile."""
+    files = model_files(bundle_dir)
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise EdgediffError(f"unknown profile mode(s) {unknown}; use {sorted(MODES)}")
+    baseline = 0.0
+    out: dict[str, VariantProfile] = {}
+    for variant, path in files.items():
+        if variants is not None and variant not in variants:
+            continue
+        for mode in modes:
+            resident, acts, ms = 0.0, {}, {}
+            for k in cells:
+                r = _fresh(path, mode, k, calls)
+                baseline = max(baseline, r["baseline_mb"])
+                resident = max(resident, r["resident_mb"])
+                acts[str(k)], ms[str(k)] = r["activation_mb"], r["ms_per_call"]
+            out[variant_key(variant, mode)] = VariantProfile(resident_mb=resident, activation_mb=acts, ms_per_call=ms)
+    import onnxruntime
+
+    settings = {
+        "modes": {m: MODES[m].to_dict() for m in modes},
+        "calls": calls,
+        "threads": 1,
+        "onnxruntime": onnxruntime.__version__,
+        "method": "fresh process per variant/mode/cells; RSS from /proc/self/status VmHWM with clear_refs resets",
+    }
+    return MemoryProfile(baseline_mb=round(baseline, 2), variants=out, settings=settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgediff.runtime.profile", description=__doc__.split("\n")[0])
+    ap.add_argument("bundle", nargs="?", help="bundle directory or export staging folder")
+    ap.add_argument("--modes", default="lean,fast")
+    ap.add_argument("--cells", default=",".join(map(str, DEFAULT_CELLS)))
+    ap.add_argument("--calls", type=int, default=DEFAULT_CALLS)
+    ap.add_argument("--variants", default=None, help="comma list of fp32,int8 (default: every file present)")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one measurement, this process
+    ap.add_argument("--mode", default="lean", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.one:
+        print(json.dumps(measure_one(a.one, MODES[a.mode], int(a.cells), a.calls)))
+        return 0
+    if not a.bundle:
+        ap.error("pass a bundle directory")
+    from dataclasses import asdict
+
+    try:
+        prof = measure_profile(a.bundle, tuple(a.modes.split(",")), tuple(int(c) for c in a.cells.split(",")), a.calls,
+                               tuple(a.variants.split(",")) if a.variants else None)
+    except EdgediffError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(prof), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """The memory profile a bundle carries: measured, never estimated, with exactly the sessions the planner builds.
 
-`edgediff export` calls `measure_profile(staging_dir)` and stores the result as `manifest.memory_profile`; the
+`edgediff export` calls `measure_profile(staging_dir, manifest)` and stores the result as `manifest.memory_profile`; the
 planner then budgets with it on the device. Every number comes from a *fresh* Python process (one per variant,
 mode and cells-per-call), because a process that already ran other sessions carries their heap and arena with it.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgediff.bundle import MANIFEST_NAME, MemoryProfile, VariantProfile, read_manifest, resolve
+from edgediff.bundle import MANIFEST_NAME, Manifest, MemoryProfile, VariantProfile, read_manifest, resolve
 from edgediff.errors import EdgediffError
 from edgediff.runtime import rss
 from edgediff.runtime.session import MODES, SessionSettings, create_session
@@ -44,12 +44,14 @@ def variant_key(variant: str, mode: str) -> str:
     return variant if mode == "lean" else f"{variant}@{mode}"
 
 
-def model_files(bundle_dir: str | Path) -> dict[str, Path]:
-    """The denoiser files of a bundle (through its manifest) or of an export staging folder (by default name)."""
+def model_files(bundle_dir: str | Path, manifest: Manifest | None = None) -> dict[str, Path]:
+    """The denoiser files of a bundle: from `manifest` (export passes the one it is about to write), else from
+    the folder's manifest.json, else (a staging folder) by their default names."""
     root = Path(bundle_dir)
-    if (root / MANIFEST_NAME).is_file():
-        m = read_manifest(root)
-        return {v: resolve(root, m.files[r]) for v, r in ROLE.items() if r in m.files}
+    if manifest is None and (root / MANIFEST_NAME).is_file():
+        manifest = read_manifest(root)
+    if manifest is not None:
+        return {v: resolve(root, manifest.files[r]) for v, r in ROLE.items() if r in manifest.files}
     found = {v: root / name for v, name in DEFAULT_FILES.items() if (root / name).is_file()}
     if "fp32" not in found:
         raise EdgediffError(f"{root} holds neither manifest.json nor denoiser.onnx; pass a bundle or export staging folder")
@@ -107,13 +109,15 @@ def _fresh(model: Path, mode: str, cells: int, calls: int) -> dict:
 
 def measure_profile(
     bundle_dir: str | Path,
+    manifest: Manifest | None = None,
+    *,
     modes: tuple[str, ...] = ("lean", "fast"),
     cells: tuple[int, ...] = DEFAULT_CELLS,
     calls: int = DEFAULT_CALLS,
     variants: tuple[str, ...] | None = None,
 ) -> MemoryProfile:
     """Measure every (variant, mode, cells) in its own fresh process and assemble the manifest's profile."""
-    files = model_files(bundle_dir)
+    files = model_files(bundle_dir, manifest)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise EdgediffError(f"unknown profile mode(s) {unknown}; use {sorted(MODES)}")
@@ -160,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     from dataclasses import asdict
 
     try:
-        prof = measure_profile(a.bundle, tuple(a.modes.split(",")), tuple(int(c) for c in a.cells.split(",")), a.calls,
-                               tuple(a.variants.split(",")) if a.variants else None)
+        prof = measure_profile(a.bundle, modes=tuple(a.modes.split(",")), cells=tuple(int(c) for c in a.cells.split(",")),
+                               calls=a.calls, variants=tuple(a.variants.split(",")) if a.variants else None)
     except EdgediffError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

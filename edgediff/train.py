@@ -41,6 +41,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
+    warmup_steps: int = 100  # fixed, not a fraction of --steps, so a resumed run keeps the same LR schedule
     seed: int = 0
     memory: bool = True
     snippet_dropout: float = 0.2
@@ -232,6 +233,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         _write_run_json(out, cfg, mcfg, dataset, snippets)
+        if cfg.memory:
+            from edgediff.memory import save_run_bank
+
+            save_run_bank(out, snippets)  # export and eval read the bank from the run, never the encoder
 
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg).to(device)
@@ -249,7 +254,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     own = torch.from_numpy(snippets.own).to(device) if snippets.own is not None else None
     flipped = torch.from_numpy(snippets.flipped).to(device) if snippets.flipped is not None else None
     acp = alphas_cumprod_torch(device=device)
-    warmup = max(1, min(100, cfg.steps // 10))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     meta_base = {"train": asdict(cfg), "model": mcfg.to_dict(), "memory": snippets.info}
 
@@ -262,7 +266,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     while step < cfg.steps:
         inputs, target = make_batch(step, cfg, dist.rank, data, own, flipped, acp, per_rank, mcfg.snippet_dim)
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / warmup)
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         with autocast:
             pred = ddp_model(*inputs)
         loss = F.mse_loss(pred.float(), target)
@@ -288,7 +292,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             save_checkpoint(out, step, model, ema, opt, dict(meta_base, losses=losses))
         if dist.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
             save_preview(ema, mcfg, snippets, out / "samples" / f"step_{step:06d}.png", cfg.seed, device)
-        dist.barrier() if step % cfg.checkpoint_every == 0 else None
+        if step % cfg.checkpoint_every == 0:
+            dist.barrier()  # other ranks wait while rank 0 writes, so a kill never sees them run ahead
     elapsed = time.perf_counter() - t0
     if bar is not None:
         bar.close()

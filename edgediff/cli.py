@@ -72,6 +72,100 @@ def train(
         )
 
 
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'edgediff train'."),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced atomically if it is a bundle)."),
+    int8: bool = typer.Option(False, "--int8", help="Also ship a static QDQ int8 denoiser (calibrated on the data)."),
+    lut_bytes: int = typer.Option(8, "--lut-bytes", help="Bytes per memory-bank entry in the PQ lookup table."),
+    profile: bool = typer.Option(True, "--profile/--no-profile", help="Measure the memory profile (fresh processes)."),
+) -> None:
+    """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
+    from edgediff_export import export_run
+
+    result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, log=typer.echo)
+    files = ", ".join(f"{f.path} ({f.bytes / 2**20:.2f} MiB)" for f in result.manifest.files.values())
+    typer.echo(f"exported {run_dir} → {result.out}: {files}; inspect with 'edgediff info {result.out}'")
+
+
+@app.command()
+def sample(
+    bundle_dir: Optional[Path] = typer.Argument(None, help="A bundle folder; left out: the default bundle shipped inside edgediff."),
+    n: int = typer.Option(16, "--n", help="Number of images."),
+    steps: int = typer.Option(25, help="DDIM steps."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same images whatever the plan."),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Peak RSS of the whole process, e.g. 96MiB, 96MB, 100000000 (default: half the available memory)."),
+    snippet: Optional[int] = typer.Option(None, "--snippet", help="Condition every image on memory-bank entry INDEX."),
+    interpolate: Optional[str] = typer.Option(None, "--interpolate", help="I,J,ALPHA: slerp between bank entries I and J."),
+    out: Path = typer.Option(Path("samples.png"), "--out", help="Grid PNG to write."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Also write each image as its own PNG here."),
+    precision: str = typer.Option("auto", help="auto (fp32 when it fits, else int8), fp32 or int8."),
+    threads: Optional[int] = typer.Option(None, help="onnxruntime threads (default: the cores this process may use)."),
+    cells_per_call: Optional[int] = typer.Option(None, "--cells-per-call", help="Pin the cells per denoiser call instead of planning it."),
+) -> None:
+    """Sample images on device (numpy + onnxruntime only), planned to stay under --memory-budget."""
+    from edgediff.runtime.sampler import sample_bundle
+    from edgediff.units import parse_size
+
+    budget = parse_size(memory_budget) if memory_budget is not None else None
+    bar: dict = {}
+
+    def on_step(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = typer.progressbar(length=total, label="sampling", file=sys.stderr)
+            bar["bar"].__enter__()
+        bar["bar"].update(1)
+
+    try:
+        result = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, memory_budget=budget, snippet=snippet,
+                               interpolate=interpolate, precision=precision, threads=threads,
+                               cells_per_call=cells_per_call, out=out, out_dir=out_dir, log=typer.echo,
+                               on_step=on_step)
+    finally:
+        if "bar" in bar:
+            bar["bar"].__exit__(None, None, None)
+    typer.echo(result.plan.describe())
+    budget_note = f" (budget {budget / 2**20:.1f} MiB)" if budget is not None else ""
+    typer.echo(f"peak RSS {result.peak_mb:.1f} MiB{budget_note}, wall time {result.wall_s:.2f} s")
+    typer.echo(f"wrote {out}" + (f" and {n} images in {out_dir}" if out_dir is not None else ""))
+
+
+@app.command()
+def info(bundle_dir: Path = typer.Argument(..., help="A bundle folder written by 'edgediff export'.")) -> None:
+    """Check a bundle (schema, paths, sizes, sha256) and print its manifest readably."""
+    from edgediff.bundle_info import bundle_info
+
+    typer.echo(bundle_info(bundle_dir))
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'edgediff train'."),
+    data: str = typer.Option("emoji", help="The real images to compare with: 'emoji' or a folder."),
+    n: int = typer.Option(1000, "--n", help="Number of generated images (FD-Lite0 is biased upward for small n)."),
+    steps: int = typer.Option(25, help="DDIM steps of the torch sampler."),
+    seed: int = typer.Option(0, help="Seed of the initial noise and of the random bank entries."),
+    snippet: Optional[int] = typer.Option(None, "--snippet", help="Condition every image on memory-bank entry INDEX."),
+    interpolate: Optional[str] = typer.Option(None, "--interpolate", help="I,J,ALPHA: slerp between bank entries I and J."),
+    like: Optional[Path] = typer.Option(None, "--like", help="Condition on the snippet of this image (encoded with the run's encoder and PCA)."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write a grid PNG of the first 64 generated images."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON here."),
+) -> None:
+    """Quality of a run's EMA model: FD-Lite0 and KID against real images, and the seam score (1.0 = invisible)."""
+    from edgediff.metrics import eval_command
+
+    result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
+                          interpolate=interpolate, like=like, save=save, json_out=json_out)
+    typer.echo(
+        f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  "
+        f"seam score {result['seam_score']:.3f} (real images: {result['seam_score_real']:.3f})  "
+        f"[{result['n_generated']} generated vs {result['n_real']} real, {steps} DDIM steps]"
+    )
+    for path in (save, json_out):
+        if path is not None:
+            typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one line and a non-zero exit."""
     debug = "--debug" in sys.argv

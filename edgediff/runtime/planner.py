@@ -1,0 +1,287 @@
+"""The budget planner: from a memory budget, this process's RSS now and the bundle's measured memory profile, pick
+how to sample (precision, session mode, cells per call, images per pass, threads, arena cap), or refuse at once.
+
+What the budget means: the peak RSS of the whole process (interpreter, libraries, weights, buffers, activations),
+as the kernel counts it (VmHWM). The estimate of a plan is
+
+    peak = RSS now (interpreter + numpy + onnxruntime + pillow, all imported before planning)
+         + resident(variant, mode)                    measured at export (RSS that stays after loading)
+         + activations(variant, mode, cells per call)  measured at 1, 2, 4 cells; linear beyond, +10% there
+         + buffers(images per pass, cells per call)   computed: x_T, x_t, x_{t-1}, pooled global content, the
+                                                       batch's inputs and DDIM temporaries, uint8 results, grid
+         + margin                                      allocator slack
+
+and two earlier phases are checked too: the bank decode (before the model loads) and the load itself, whose
+transient peak (profile.settings["load_peak_mb"]) exceeds the resident figure when ORT reorders weights. The planner takes the fastest plan
+(by the profile's measured ms per call) whose estimate fits; fp32 is preferred over int8 whenever it fits
+(it matches the torch sampler), int8 only when nothing else does or when asked. A budget below the smallest
+plan is refused with the budget that would work, before any model is loaded. The leftover headroom becomes the
+cap of onnxruntime's arena, so an activation estimate that turns out wrong is a clear error, not an OOM kill.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from edgediff.bundle import Manifest, MemoryProfile, VariantProfile
+from edgediff.errors import EdgediffError
+from edgediff.runtime.session import MODES, SessionSettings, default_threads
+
+MIB = float(1 << 20)
+MARGIN_MB = 2.0  # allocator slack: small on purpose, a refused budget must be truly too small
+MARGIN_FRAC = 0.02
+EXTRAPOLATION_SLACK = 1.10
+PRECISIONS = ("auto", "fp32", "int8")
+ROLE = {"fp32": "denoiser_fp32", "int8": "denoiser_int8"}
+
+
+class BudgetError(EdgediffError):
+    """The budget cannot be met by any plan; the message names the smallest budget that would work."""
+
+    def __init__(self, message: str, floor_mb: float):
+        super().__init__(message)
+        self.floor_mb = floor_mb
+
+
+@dataclass
+class Plan:
+    """How one `edgediff sample` run will use memory and time; printed to the user and recorded by benchmarks."""
+
+    variant: str
+    mode: str
+    cells_per_call: int
+    images_per_pass: int
+    threads: int
+    settings: SessionSettings
+    budget_mb: float | None
+    estimate_mb: float
+    floor_mb: float
+    breakdown: dict = field(default_factory=dict)
+    est_ms_per_step: float | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["settings"] = self.settings.to_dict()
+        return d
+
+    def describe(self) -> str:
+        s = self.settings
+        cap = "uncapped arena" if s.cap_mb is None else f"arena capped at {s.cap_mb:.1f} MiB"
+        budget = "no budget" if self.budget_mb is None else f"budget {self.budget_mb:.1f} MiB"
+        mmap = f", mmap threshold {s.mmap_threshold // 1024} KiB" if s.mmap_threshold else ""
+        return (f"plan: {self.variant} {self.mode} (opt {s.opt_level}, memory pattern {'on' if s.mem_pattern else 'off'}"
+                f"{mmap}), {self.cells_per_call} cell(s) per call, {self.images_per_pass} image(s) per pass, "
+                f"{self.threads} thread(s), {cap}; estimated peak {self.estimate_mb:.1f} MiB ({budget}, "
+                f"floor {self.floor_mb:.1f} MiB)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# estimates
+
+
+def activation_mb(vp: VariantProfile, cells: int) -> float:
+    """Activation MiB at `cells` per call: measured where available, else linear through the measured points."""
+    pts = sorted((int(k), float(v)) for k, v in vp.activation_mb.items())
+    if not pts:
+        raise EdgediffError("the bundle's memory profile has no activation measurements; re-export the bundle")
+    table = dict(pts)
+    if cells in table:
+        return table[cells]
+    if cells < pts[0][0]:
+        return pts[0][1]
+    for (k0, a0), (k1, a1) in zip(pts, pts[1:]):
+        if k0 < cells < k1:
+            return a0 + (a1 - a0) * (cells - k0) / (k1 - k0)
+    kmax, amax = pts[-1]
+    slopes = [(a1 - a0) / (k1 - k0) for (k0, a0), (k1, a1) in zip(pts, pts[1:])]
+    slope = max([s for s in slopes if s > 0] + [amax / kmax])
+    return amax + slope * (cells - kmax) * EXTRAPOLATION_SLACK
+
+
+def ms_per_call(vp: VariantProfile, cells: int) -> float | None:
+    """Estimated wall time of one call, linear in cells beyond the measured points (None if not measured)."""
+    pts = sorted((int(k), float(v)) for k, v in vp.ms_per_call.items())
+    if not pts:
+        return None
+    table = dict(pts)
+    if cells in table:
+        return table[cells]
+    if len(pts) == 1 or cells < pts[0][0]:
+        return pts[0][1] * cells / pts[0][0]
+    for (k0, a0), (k1, a1) in zip(pts, pts[1:]):
+        if k0 < cells < k1:
+            return a0 + (a1 - a0) * (cells - k0) / (k1 - k0)
+    (k0, a0), (k1, a1) = pts[-2], pts[-1]
+    return a1 + max((a1 - a0) / (k1 - k0), 0.0) * (cells - k1)
+
+
+def buffers_mb(m: Manifest, n: int, images_per_pass: int, cells: int, keep_float: bool = False) -> float:
+    """Numpy buffers of the sampling loop and its output, computed from the shapes (bytes are exact)."""
+    c, h, p = m.channels, m.image_size, m.patch_size
+    image = c * h * h * 4
+    loop = 3 * images_per_pass * image  # x_T (the pass's noise), x_t, x_{t-1}
+    loop += images_per_pass * c * p * p * 4  # pooled global content
+    loop += 8 * cells * c * p * p * 4 + cells * (m.grid * m.grid + m.snippet_dim + 2) * 4  # inputs, eps, DDIM temps
+    results = n * h * h * c  # uint8 images
+    results += 3 * n * (h + 2) * (h + 2) * c  # the grid sheet, PIL's copy and the PNG encoder's buffer
+    results += n * m.snippet_dim * 4
+    if keep_float:
+        results += n * image
+    return (loop + results) / MIB
+
+
+def bank_mb(m: Manifest) -> float:
+    """The decoded LUT (entries × dim float32) plus its codes and codebooks, held while snippets are chosen."""
+    if m.lut is None:
+        return 0.0
+    lut = m.lut
+    return (lut.entries * lut.dim * 4 + lut.entries * lut.subvectors + lut.centroids * lut.dim * 4) / MIB
+
+
+def _margin(total: float) -> float:
+    return MARGIN_MB + MARGIN_FRAC * total
+
+
+def estimate_mb(m: Manifest, vp: VariantProfile, now_mb: float, n: int, images_per_pass: int, cells: int,
+                keep_float: bool = False, load_peak_mb: float | None = None) -> tuple[float, dict]:
+    """Estimated process peak for one candidate plan, and its parts: the largest of three phases (choosing
+    snippets from the decoded bank, creating the session, the sampling loop), each with the allocator margin."""
+    parts = {
+        "start_mb": now_mb,
+        "resident_mb": vp.resident_mb,
+        "activation_mb": activation_mb(vp, cells),
+        "buffers_mb": buffers_mb(m, n, images_per_pass, cells, keep_float),
+    }
+    body = sum(parts.values())
+    parts["margin_mb"] = _margin(body)
+    snippets = n * m.snippet_dim * 4 / MIB
+    bank_phase = now_mb + bank_mb(m) + snippets
+    parts["bank_phase_mb"] = bank_phase + _margin(bank_phase)
+    load_phase = now_mb + max(vp.resident_mb, load_peak_mb or 0.0) + snippets
+    parts["load_phase_mb"] = load_phase + _margin(load_phase)
+    total = max(body + parts["margin_mb"], parts["bank_phase_mb"], parts["load_phase_mb"])
+    return total, {k: round(v, 2) for k, v in parts.items()}
+
+
+def _profile_key(variant: str, mode: str) -> str:
+    return variant if mode == "lean" else f"{variant}@{mode}"
+
+
+def _cell_options(total_cells: int) -> list[int]:
+    opts = {1 << k for k in range(0, 16) if (1 << k) < total_cells} | {total_cells}
+    return sorted(opts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the planner
+
+
+def plan_sampling(
+    manifest: Manifest,
+    profile: MemoryProfile,
+    *,
+    n: int,
+    steps: int,
+    now_mb: float,
+    peak_so_far_mb: float = 0.0,
+    budget_mb: float | None,
+    precision: str = "auto",
+    threads: int | None = None,
+    cells_per_call: int | None = None,
+    images_per_pass: int | None = None,
+    cap: bool = True,
+    keep_float: bool = False,
+) -> Plan:
+    """The fastest plan whose estimated peak fits `budget_mb`, or `BudgetError` naming the smallest that works.
+
+    `cells_per_call` / `images_per_pass` pin those choices (benchmarks and tests); `cap=False` leaves the arena
+    uncapped (used to show that a refused budget really is too small).
+    """
+    if precision not in PRECISIONS:
+        raise EdgediffError(f"--precision {precision!r} must be one of {', '.join(PRECISIONS)}")
+    if n < 1:
+        raise EdgediffError(f"--n {n} must be at least 1")
+    variants = [v for v in ("fp32", "int8") if ROLE[v] in manifest.files and v in profile.variants]
+    if precision != "auto":
+        if ROLE[precision] not in manifest.files:
+            raise EdgediffError(f"--precision {precision}: this bundle has no {precision} denoiser; "
+                                f"use {' or '.join(['auto'] + variants)}")
+        if precision not in profile.variants:
+            raise EdgediffError(f"--precision {precision}: the bundle's memory profile lacks it; re-export the bundle")
+        variants = [precision]
+    if not variants:
+        raise EdgediffError("the bundle's memory profile covers none of its denoisers; re-export the bundle")
+    cells_total_per_image = manifest.grid * manifest.grid
+    if cells_per_call is not None and cells_per_call < 1:
+        raise EdgediffError(f"--cells-per-call {cells_per_call} must be at least 1")
+    if images_per_pass is not None and not 1 <= images_per_pass <= n:
+        raise EdgediffError(f"--images-per-pass {images_per_pass} must be between 1 and --n {n}")
+    nthreads = threads or default_threads()
+
+    load_peaks = profile.settings.get("load_peak_mb", {}) if isinstance(profile.settings, dict) else {}
+    load_peaks = {k: float(v) for k, v in load_peaks.items() if isinstance(v, (int, float))} if isinstance(load_peaks, dict) else {}
+    candidates = []
+    for vi, variant in enumerate(variants):
+        for mode in MODES:
+            key = _profile_key(variant, mode)
+            if key not in profile.variants:
+                continue
+            vp = profile.variants[key]
+            for g in ([images_per_pass] if images_per_pass else sorted({1, n} | {k for k in (2, 4, 8, 16) if k < n})):
+                for c in ([cells_per_call] if cells_per_call else _cell_options(g * cells_total_per_image)):
+                    if c > g * cells_total_per_image and cells_per_call is None:
+                        continue
+                    est, parts = estimate_mb(manifest, vp, now_mb, n, g, c, keep_float, load_peaks.get(key))
+                    est = max(est, peak_so_far_mb)
+                    ms = ms_per_call(vp, c)
+                    calls_per_step = math.ceil(n * cells_total_per_image / c)
+                    step_ms = None if ms is None else ms * calls_per_step
+                    candidates.append((variant, vi, mode, g, c, est, parts, step_ms, vp))
+    if not candidates:
+        raise EdgediffError("the bundle's memory profile has no usable entries; re-export the bundle")
+
+    lean = [cand for cand in candidates if cand[2] == "lean"] or candidates
+    floor = min(cand[5] for cand in lean)
+    floor_cand = min(lean, key=lambda cand: cand[5])
+    floor_mb = math.ceil(floor * 10) / 10
+    if budget_mb is not None and budget_mb < floor:
+        need = math.ceil(floor)
+        raise BudgetError(
+            f"--memory-budget {budget_mb:.1f} MiB is too small for this bundle and --n {n}: the leanest plan "
+            f"({floor_cand[0]}, {floor_cand[4]} cell per call, {floor_cand[3]} image per pass) peaks at about "
+            f"{floor:.1f} MiB (this process already holds {now_mb:.1f} MiB); pass --memory-budget {need}MiB or more",
+            floor_mb=float(need),
+        )
+    fits = [cand for cand in candidates if budget_mb is None or cand[5] <= budget_mb]
+    best_vi = min(cand[1] for cand in fits)  # fp32 whenever some fp32 plan fits
+    fits = [cand for cand in fits if cand[1] == best_vi]
+
+    def speed_key(cand):
+        step_ms = cand[7] if cand[7] is not None else float("inf")
+        return (step_ms, cand[5])
+
+    variant, _, mode, g, c, est, parts, step_ms, vp = min(fits, key=speed_key)
+    settings = MODES[mode].with_(threads=nthreads)
+    if settings.arena == "capped":
+        if cap and budget_mb is not None:
+            # all the headroom the rest of the estimate leaves goes to the arena: at least the activations
+            headroom = budget_mb - (est - parts["activation_mb"])
+            settings = settings.with_(cap_mb=round(max(parts["activation_mb"], headroom), 1))
+        else:
+            settings = settings.with_(cap_mb=None)
+    return Plan(variant=variant, mode=mode, cells_per_call=c, images_per_pass=g, threads=nthreads, settings=settings,
+                budget_mb=budget_mb, estimate_mb=round(est, 1), floor_mb=floor_mb, breakdown=parts,
+                est_ms_per_step=None if step_ms is None else round(step_ms, 1))
+
+
+def available_mb() -> float | None:
+    """MemAvailable from /proc/meminfo (MiB), used when no budget is given: plan within half of it."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None

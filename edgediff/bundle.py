@@ -15,6 +15,7 @@ missing file, a size or sha256 mismatch) with a one-line error *before* any mode
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from typing import Any
 from edgediff.errors import EdgediffError
 
 SCHEMA_VERSION = 1
+SCHEDULE_KINDS = ("cosine",)  # what edgediff.schedule.Schedule can rebuild on the device
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_FILE_BYTES = 1 << 34  # 16 GiB: anything larger in a manifest is corrupt, not a model
@@ -120,29 +122,38 @@ class Manifest:
 # validation: every field is checked for type and range, so a hostile manifest is a one-line error, never a crash
 
 
+def _label(key: Any) -> str:
+    """A key taken from the file, fit for a one-line message: plain names as they are, anything else quoted, escaped
+    and cut short (a key holding a line break or a record separator would split the error over several lines)."""
+    s = str(key)
+    if s.isascii() and s.replace("_", "").replace("@", "").isalnum() and len(s) <= 40:
+        return s
+    return repr(s[:40])
+
+
 def _need(d: Any, key: str, kind: type | tuple, where: str = "manifest") -> Any:
     if not isinstance(d, dict):
         raise BundleError(f"{where} must be a JSON object; re-export the bundle")
     if key not in d:
-        raise BundleError(f"{where} lacks '{key}'; re-export the bundle with this edgediff version")
+        raise BundleError(f"{where} lacks '{_label(key)}'; re-export the bundle with this edgediff version")
     v = d[key]
     if kind is int and isinstance(v, bool) or not isinstance(v, kind):
         name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise BundleError(f"{where}.{key} must be {name}, got {type(v).__name__}; re-export the bundle")
+        raise BundleError(f"{where}.{_label(key)} must be {name}, got {type(v).__name__}; re-export the bundle")
     return v
 
 
 def _int(d: Any, key: str, lo: int, hi: int, where: str = "manifest") -> int:
     v = _need(d, key, int, where)
     if not lo <= v <= hi:
-        raise BundleError(f"{where}.{key} = {v} is outside {lo}..{hi}; the bundle is corrupt: re-export it")
+        raise BundleError(f"{where}.{_label(key)} = {v} is outside {lo}..{hi}; the bundle is corrupt: re-export it")
     return v
 
 
 def _num(d: Any, key: str, where: str) -> float:
     v = _need(d, key, (int, float), where)
     if isinstance(v, bool) or not math.isfinite(v) or v < 0:
-        raise BundleError(f"{where}.{key} = {v!r} must be a finite non-negative number; re-export the bundle")
+        raise BundleError(f"{where}.{_label(key)} = {v!r} must be a finite non-negative number; re-export the bundle")
     return float(v)
 
 
@@ -176,11 +187,14 @@ def _profile(d: Any) -> MemoryProfile | None:
     variants = {}
     raw = _need(d, "variants", dict, w)
     for name, v in raw.items():
-        vw = f"{w}.variants.{name}"
+        vw = f"{w}.variants.{_label(name)}"
         acts = _need(v, "activation_mb", dict, vw)
         ms = v.get("ms_per_call", {}) if isinstance(v, dict) else {}
         if not isinstance(ms, dict):
             raise BundleError(f"{vw}.ms_per_call must be an object; re-export the bundle")
+        for k in [*acts, *ms]:  # cells per call: the planner does arithmetic on these keys
+            if not (k.isascii() and k.isdigit() and len(k) <= 5 and int(k) >= 1):
+                raise BundleError(f"{vw}: cells-per-call key {_label(k)} is not a positive integer; re-export the bundle")
         variants[name] = VariantProfile(
             resident_mb=_num(v, "resident_mb", vw),
             activation_mb={str(k): _num(acts, k, f"{vw}.activation_mb") for k in acts},
@@ -231,12 +245,15 @@ def parse_manifest(raw: Any) -> Manifest:
         if not {"lut_codes", "lut_codebooks"} <= files.keys():
             raise BundleError("manifest.lut is set but files lack lut_codes / lut_codebooks; re-export the bundle")
     schedule = _need(raw, "schedule", dict)
-    _need(schedule, "kind", str, "manifest.schedule")
+    kind = _need(schedule, "kind", str, "manifest.schedule")
     _int(schedule, "num_train_timesteps", 1, 100000, "manifest.schedule")
+    if kind not in SCHEDULE_KINDS:
+        raise BundleError(f"manifest.schedule.kind {kind[:40]!r} is unknown to this edgediff (it knows "
+                          f"{', '.join(SCHEDULE_KINDS)}); upgrade edgediff or re-export the bundle")
     for key in ("model_config", "training", "quality"):
         if not isinstance(raw.get(key, {}), dict):
             raise BundleError(f"manifest.{key} must be an object; re-export the bundle")
-    return Manifest(
+    manifest = Manifest(
         schema_version=version,
         image_size=image_size,
         channels=_int(raw, "channels", 1, 4),
@@ -258,6 +275,62 @@ def parse_manifest(raw: Any) -> Manifest:
         created=str(raw.get("created", "")),
         edgediff_version=str(raw.get("edgediff_version", "")),
     )
+    _check_interface(manifest)
+    return manifest
+
+
+def expected_interface(m: Manifest) -> tuple[list[tuple[str, list]], list[tuple[str, list]]]:
+    """(dtype, shape) of each input, in the sampler's feeding order (patch, global content, timestep, position,
+    snippet), and of the output: what the geometry fields imply the denoiser must take and give."""
+    c, p, f = m.channels, m.patch_size, "float32"
+    cell = ["batch", c, p, p]
+    return ([(f, cell), (f, cell), ("int64", ["batch"]), (f, ["batch", m.grid * m.grid]), (f, ["batch", m.snippet_dim])],
+            [(f, cell)])
+
+
+def _check_interface(m: Manifest) -> None:
+    """The tensor specs must agree with the geometry, or the sampler would feed arrays the model cannot take."""
+    def fmt(spec) -> str:
+        return "nothing" if spec is None else f"{_label(spec[0])}[{', '.join(map(str, spec[1]))}]"
+
+    want_in, want_out = expected_interface(m)
+    for where, specs, want in (("inputs", m.inputs, want_in), ("outputs", m.outputs, want_out)):
+        for i, (got, exp) in enumerate(itertools.zip_longest([(t.dtype, t.shape) for t in specs], want)):
+            if got != exp:
+                raise BundleError(f"manifest.{where}[{i}] is {fmt(got)} but its image size, grid, channels and "
+                                  f"snippet_dim imply {fmt(exp)}; the bundle is corrupt: re-export it")
+    names = [t.name for t in m.inputs]
+    if len(set(names)) != len(names):
+        raise BundleError("manifest.inputs repeat a name; the bundle is corrupt: re-export it")
+    if m.lut is not None and m.lut.dim != m.snippet_dim:
+        raise BundleError(f"manifest.lut.dim {m.lut.dim} != snippet_dim {m.snippet_dim}; re-export the bundle")
+
+
+def check_model_interface(manifest: Manifest, inputs, outputs) -> None:
+    """Hold the denoiser file to its manifest: `inputs` / `outputs` are onnxruntime NodeArgs (name, shape, type).
+
+    Checksums prove the files are the ones the manifest lists, not that the manifest tells the truth about them;
+    a manifest edited by hand (channels, grid, names) would otherwise surface as onnxruntime's multi-line error
+    in the middle of sampling."""
+    ort_types = {"float32": "tensor(float)", "int64": "tensor(int64)"}
+
+    def same(spec: TensorSpec, arg) -> bool:
+        dims = list(arg.shape)
+        return (arg.type == ort_types.get(spec.dtype) and len(dims) == len(spec.shape)
+                and all((s == "batch" and not isinstance(d, int)) or s == d for s, d in zip(spec.shape, dims)))
+
+    for where, specs, args in (("input", manifest.inputs, inputs), ("output", manifest.outputs, outputs)):
+        by_name = {a.name: a for a in args}
+        for spec in specs:
+            arg = by_name.get(spec.name)
+            if arg is None or not same(spec, arg):
+                found = "missing" if arg is None else f"{arg.type}{list(arg.shape)}"
+                raise BundleError(f"the bundle's denoiser does not match its manifest ({where} {_label(spec.name)}: "
+                                  f"manifest {spec.dtype}{spec.shape}, model {found}); re-export the bundle")
+        if where == "input" and len(args) != len(specs):
+            extra = sorted(set(by_name) - {s.name for s in specs})
+            raise BundleError(f"the bundle's denoiser takes inputs the manifest does not list ({_label(extra)}); "
+                              "re-export the bundle")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,12 +353,16 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         raise BundleError(f"bundle {root} is not a directory; pass the folder that `edgediff export` wrote")
     if not path.is_file():
         raise BundleError(f"{path} is missing; this is not an edgediff bundle (re-export it)")
+    if path.resolve().parent != root.resolve():  # a symlinked manifest.json could make us read any file
+        raise BundleError(f"{path} is a link to a file outside the bundle; refusing it: re-export the bundle")
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise BundleError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes; the bundle is corrupt, re-export it")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # bad UTF-8 / JSON, ints over Python's digit limit, deep nesting
         raise BundleError(f"{path} is not valid JSON ({e.__class__.__name__}); the bundle is corrupt, re-export it") from None
+    except OSError as e:
+        raise BundleError(f"cannot read {path}: {e.strerror or e}; check the bundle's permissions") from None
     return parse_manifest(raw)
 
 

@@ -87,7 +87,7 @@ def fixture_profile() -> MemoryProfile:
 
 
 def make_bundle(out: Path, *, image_size: int = 16, grid: int = 2, channels: int = 3, snippet_dim: int = 8,
-                entries: int = 24, lut: bool = True, seed: int = 0, profile: bool = True) -> Path:
+                entries: int = 300, lut: bool = True, seed: int = 0, profile: bool = True) -> Path:
     """Write a complete bundle at `out` through the real `write_bundle` (staging folder, manifest last, rename)."""
     patch = image_size // grid
     stage = staging_dir(out)

@@ -88,11 +88,17 @@ def choose_snippets(bundle: Path, manifest: Manifest, n: int, seed: int, snippet
             raise EdgediffError("this bundle has no memory bank (exported from a --no-memory run): drop --snippet / "
                                 "--interpolate")
         return np.zeros((n, manifest.snippet_dim), dtype=np.float32)
-    codes = np.load(resolve(bundle, manifest.files["lut_codes"]), allow_pickle=False)
-    books = np.load(resolve(bundle, manifest.files["lut_codebooks"]), allow_pickle=False)
+    try:  # checksummed, but the manifest could have been re-hashed over a hostile file: never unpickle, never crash
+        codes = np.load(resolve(bundle, manifest.files["lut_codes"]), allow_pickle=False)
+        books = np.load(resolve(bundle, manifest.files["lut_codebooks"]), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise EdgediffError(f"the bundle's lookup table is not a plain numpy array ({str(e).splitlines()[0][:80]}); "
+                            "re-export the bundle") from None
     lut = manifest.lut
-    if codes.shape != (lut.entries, lut.subvectors) or books.shape[0] != lut.subvectors or \
-            books.shape[0] * books.shape[2] != lut.dim:
+    if codes.dtype != np.uint8 or books.dtype != np.float32 or codes.ndim != 2 or books.ndim != 3 or \
+            codes.shape != (lut.entries, lut.subvectors) or books.shape[0] != lut.subvectors or \
+            books.shape[0] * books.shape[2] != lut.dim or int(codes.max(initial=0)) >= books.shape[1] or \
+            not np.isfinite(books).all():
         raise EdgediffError("the bundle's lookup table does not match its manifest layout; re-export the bundle")
     bank = decode(codes, books)
     if bank.shape[1] != manifest.snippet_dim:

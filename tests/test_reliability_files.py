@@ -177,6 +177,13 @@ class _Payload:
         return (os.mkdir, (self.marker,))
 
 
+def _npy_claiming(shape: tuple, dtype=np.uint8) -> bytes:
+    """A .npy whose header promises `shape` but whose body holds 16 bytes."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+    return buf.getvalue() + bytes(16)
+
+
 def _hostile(tmp_path: Path) -> dict[str, tuple[str, bytes]]:
     marker = str(tmp_path / "PWNED")
     pickled = _npy(np.array([_Payload(marker)], dtype=object), allow_pickle=True)
@@ -186,6 +193,7 @@ def _hostile(tmp_path: Path) -> dict[str, tuple[str, bytes]]:
         "onnx_is_a_npy": ("denoiser_fp32", _npy(np.zeros(4, np.float32))),
         "codes_pickled_object": ("lut_codes", pickled),
         "codes_garbage": ("lut_codes", os.urandom(300)),
+        "codes_header_claims_40_GB": ("lut_codes", _npy_claiming((10**10, 4))),
         "codes_float": ("lut_codes", _npy(np.zeros((300, 4), np.float64))),
         "codes_wrong_shape": ("lut_codes", _npy(np.zeros((300, 3), np.uint8))),
         "codebooks_nan": ("lut_codebooks", _npy(np.full((4, 256, 2), np.nan, np.float32))),

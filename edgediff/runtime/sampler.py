@@ -91,7 +91,7 @@ def choose_snippets(bundle: Path, manifest: Manifest, n: int, seed: int, snippet
     try:  # checksummed, but the manifest could have been re-hashed over a hostile file: never unpickle, never crash
         codes = np.load(resolve(bundle, manifest.files["lut_codes"]), allow_pickle=False)
         books = np.load(resolve(bundle, manifest.files["lut_codebooks"]), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, MemoryError) as e:  # MemoryError: a header claiming a huge shape
         raise EdgediffError(f"the bundle's lookup table is not a plain numpy array ({str(e).splitlines()[0][:80]}); "
                             "re-export the bundle") from None
     lut = manifest.lut

@@ -166,6 +166,28 @@ def eval_(
             typer.echo(f"wrote {path}")
 
 
+@app.command()
+def audit(
+    target: Optional[Path] = typer.Argument(None, help="A RUN_DIR (torch EMA model) or BUNDLE_DIR (device runtime) to sample from."),
+    data: str = typer.Option("emoji", help="The training images: 'emoji' or the folder the model was trained on."),
+    n: int = typer.Option(1000, "--n", help="Number of samples to generate (with --samples: at most this many are read)."),
+    samples: Optional[Path] = typer.Option(None, "--samples", help="Audit this folder of generated images instead of generating."),
+    steps: int = typer.Option(25, help="DDIM steps when generating."),
+    seed: int = typer.Option(0, help="Seed of the initial noise and of the random bank entries."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for worst.png, samples.png and audit.json (default: RUN_DIR/audit or <name>_audit beside it)."),
+    sigma: Optional[float] = typer.Option(None, help="σ of the associative-memory energy, in [-1, 1] pixel units (default: a third of the median gap between training images)."),
+    flips: bool = typer.Option(True, "--flips/--no-flips", help="Count a training image and its mirror as one image (training mirrors at random)."),
+    worst: int = typer.Option(16, help="Rows in the worst-case sheet (most memorised samples)."),
+    features: bool = typer.Option(True, "--features/--no-features", help="Also measure in FD-Lite0 feature space (needs the encoder)."),
+) -> None:
+    """Memorisation audit: nearest/second-nearest ratio (pixels and FD-Lite0), worst cases, energy and basin weight."""
+    from edgediff.audit import audit as run_audit, format_summary
+
+    result = run_audit(target, data=data, n=n, steps=steps, seed=seed, samples=samples, out=out, sigma=sigma,
+                       flips=flips, worst=worst, features=features, log=typer.echo)
+    typer.echo(format_summary(result))
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one line and a non-zero exit."""
     debug = "--debug" in sys.argv

@@ -87,6 +87,7 @@ class Neighbours:
 
     distances: np.ndarray
     indices: np.ndarray
+    rows: np.ndarray | None = None  # nearest_groups only: the reference row that realised each group distance
 
 
 @dataclass
@@ -176,6 +177,40 @@ def nearest_neighbours(
 ) -> Neighbours:
     """Chunked exact k-NN (ℓ2): the search every memorisation number rests on."""
     return scan(queries, refs, k=k, transform=transform, block_bytes=block_bytes).neighbours
+
+
+def with_flips(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(images and their horizontal mirrors [2N, H, W, C], group id [2N]): the set a model trained with flip
+    augmentation actually saw, each mirror grouped with its original so the pair counts as ONE training image."""
+    images = np.asarray(images)
+    groups = np.arange(len(images), dtype=np.int64)
+    return np.concatenate([images, images[:, :, ::-1]]), np.concatenate([groups, groups])
+
+
+def nearest_groups(
+    queries: np.ndarray, refs: np.ndarray, groups: np.ndarray, k: int = 2, *, sigma: float | None = None,
+    transform: Transform = flatten, block_bytes: int = BLOCK_BYTES,
+) -> Scan:
+    """Like `scan`, but neighbours are distinct *groups* (a training image and its augmentations): the distance
+    to a group is the distance to its closest member. Without this, a memorised copy of a left-right symmetric
+    training image would have d1 ≈ d2 (the image and its mirror) and never count as memorised.
+    Returned indices are group ids; energy and basin weight (with σ) are over every stored row."""
+    groups = np.asarray(groups, dtype=np.int64)
+    per_group = int(np.bincount(groups).max()) if len(groups) else 1
+    if len(np.unique(groups)) < k:
+        raise ValueError(f"need at least k={k} distinct groups, got {len(np.unique(groups))}")
+    s = scan(queries, refs, k=min(len(refs), k * per_group), sigma=sigma, transform=transform,
+             block_bytes=block_bytes)
+    out_d = np.empty((len(queries), k))
+    out_i = np.empty((len(queries), k), dtype=np.int64)
+    out_r = np.empty((len(queries), k), dtype=np.int64)
+    for j, (dist, idx) in enumerate(zip(s.neighbours.distances, s.neighbours.indices)):
+        g = groups[idx]
+        _, first = np.unique(g, return_index=True)  # first (nearest) row of each group, rows are ascending
+        first = np.sort(first)[:k]
+        out_d[j], out_i[j], out_r[j] = dist[first], g[first], idx[first]
+    s.neighbours = Neighbours(out_d, out_i, out_r)
+    return s
 
 
 def memorized(d1: np.ndarray, d2: np.ndarray, threshold: float = MEMORIZED_RATIO) -> np.ndarray:

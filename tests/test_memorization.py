@@ -17,6 +17,8 @@ from edgediff.memorization import (
     pixels_unit,
     sample_optimal,
     scan,
+    nearest_groups,
+    with_flips,
 )
 from edgediff.schedule import Schedule
 
@@ -172,3 +174,108 @@ def test_scan_exclude_skips_own_row():
     nb = scan(train, train, k=1, exclude=np.arange(12)).neighbours
     assert (nb.indices[:, 0] != np.arange(12)).all()
     assert (nb.distances[:, 0] > 0).all()
+
+
+def test_copy_of_a_symmetric_image_counts_when_its_mirror_is_grouped_with_it():
+    train = _images(20, size=8)
+    train[3] = np.concatenate([train[3][:, :4], train[3][:, :4][:, ::-1]], axis=1)  # left-right symmetric
+    train[5, :, :4] = 0  # an asymmetric image, whose mirror is far from it
+    refs, groups = with_flips(train)
+    near_copy = np.clip(train[3].astype(np.int16) + np.random.default_rng(0).integers(-4, 5, train[3].shape), 0, 255)
+    plain = nearest_neighbours(near_copy[None], refs, 2)
+    assert not memorized(plain.distances[:, 0], plain.distances[:, 1])[0]  # the mirror looks like a second image
+    grouped = nearest_groups(np.stack([near_copy, train[5][:, ::-1]]), refs, groups, 2)
+    assert memorized(grouped.neighbours.distances[:, 0], grouped.neighbours.distances[:, 1]).all()
+    assert grouped.neighbours.indices[:, 0].tolist() == [3, 5]
+    assert (grouped.neighbours.indices[:, 1] != grouped.neighbours.indices[:, 0]).all()
+
+
+# ---- the audit (edgediff.audit / `edgediff audit`) ----------------------------------------------------------
+
+
+def _save_folder(folder, images):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"s_{i:03d}.png")
+    return folder
+
+
+def _audit_fixture(tmp_path):
+    """A training folder and a samples folder holding 3 exact copies (one mirrored) and 3 fresh noise images."""
+    from conftest import write_images
+
+    from edgediff.data import load_dataset
+
+    train_dir = write_images(tmp_path / "train", n=10, size=16)
+    train = load_dataset(str(train_dir), 16).images
+    noise = _images(3, size=16, seed=7)
+    samples = np.concatenate([train[[1, 4]], train[[6]][:, :, ::-1], noise])
+    return train_dir, _save_folder(tmp_path / "gen", samples)
+
+
+def test_audit_of_a_samples_folder_counts_copies_and_mirrors_but_not_noise(tmp_path):
+    import json
+
+    from edgediff.audit import audit
+
+    train_dir, gen = _audit_fixture(tmp_path)
+    s = audit(samples=gen, data=str(train_dir), features=False, worst=4)
+    assert s["pixel"]["memorization_ratio"] == pytest.approx(0.5)
+    body = json.loads((tmp_path / "gen_audit" / "audit.json").read_text())  # beside the folder, not inside it
+    rows = body["samples"]
+    assert [r["memorized"] for r in rows] == [True, True, True, False, False, False]
+    assert rows[2]["nearest_is_mirror"] and not rows[0]["nearest_is_mirror"]
+    assert all(r["basin_weight"] > 0.99 for r in rows[:3])
+    assert all(r["energy"] < rows[3]["energy"] for r in rows[:3])  # stored patterns sit lowest
+    assert (tmp_path / "gen_audit" / "worst.png").stat().st_size > 0
+    assert body["worst_indices"][:3] == [0, 1, 2] or sorted(body["worst_indices"][:3]) == [0, 1, 2]
+    without = audit(samples=gen, data=str(train_dir), features=False, flips=False, out=tmp_path / "nf")
+    assert without["pixel"]["memorized"] == 2  # the mirrored copy is no longer a copy of anything
+
+
+def test_audit_refuses_bad_input_with_one_line(tmp_path):
+    from edgediff.audit import audit
+    from edgediff.errors import EdgediffError
+
+    with pytest.raises(EdgediffError, match="--samples"):
+        audit(samples=tmp_path / "missing", data="emoji")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EdgediffError, match="neither a run"):
+        audit(tmp_path / "empty", data="emoji")
+    with pytest.raises(EdgediffError, match="RUN_DIR"):
+        audit(None, data="emoji")
+
+
+@pytest.mark.slow
+def test_audit_feature_space_uses_the_encoder(tmp_path):
+    from edgediff.audit import audit
+
+    train_dir, gen = _audit_fixture(tmp_path)
+    s = audit(samples=gen, data=str(train_dir), features=True)
+    assert s["feature"] is not None
+    assert s["feature"]["memorized"] >= 3  # exact copies have identical features
+
+
+@pytest.mark.slow
+def test_audit_command_on_a_trained_run(tmp_path, image_folder):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import tiny_model
+
+    from edgediff.train import TrainConfig, train
+
+    train(TrainConfig(data=str(image_folder), out=str(tmp_path / "run"), image_size=16, grid=2, steps=4,
+                      batch_size=8, memory=False, sample_every=0, checkpoint_every=4, model=tiny_model()),
+          progress=False)
+    proc = subprocess.run([sys.executable, "-m", "edgediff.cli", "audit", str(tmp_path / "run"), "--data",
+                           str(image_folder), "--n", "6", "--steps", "3", "--no-features"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "pixel space" in proc.stdout and "basin weight" in proc.stdout
+    body = json.loads((tmp_path / "run" / "audit" / "audit.json").read_text())
+    assert body["n_samples"] == 6 and len(body["samples"]) == 6
+    assert body["source"]["kind"] == "run"

@@ -1,0 +1,270 @@
+"""`edgediff audit`: how much a trained model replays its training set, before anyone ships it to devices.
+
+Samples come from a run's EMA model (torch sampler, the run's bank with GMem-style random entries, or the null
+snippet without a bank), from a bundle through the device runtime, or from a folder of already generated images.
+Each sample is then measured against the training set (the maths lives in edgediff.memorization):
+
+- memorisation ratio in pixel space (Gu et al.: nearest / second-nearest training image < 1/3) and, when the
+  encoder is installed, in FD-Lite0 feature space (the same test on pooled Lite0 features: catches replays that
+  are shifted or recoloured a little, which pixel distance misses);
+- associative-memory energy E(x) = −σ² log Σ exp(−‖x − ξ‖² / 2σ²) against the training images and the basin
+  weight (largest softmax weight: ≈ 1 means the sample fell into one stored image);
+- a PNG sheet of the most memorised samples, each beside its nearest and second-nearest training images.
+
+Training mirrors images at random, so by default every training image and its mirror count as ONE stored image
+(`--no-flips` turns that off): otherwise a replayed symmetric emoji would look "between two images".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgediff.errors import EdgediffError
+
+AUDIT_JSON = "audit.json"
+WORST_PNG = "worst.png"
+SAMPLES_PNG = "samples.png"
+
+
+@dataclass
+class Source:
+    kind: str  # "run", "bundle" or "samples"
+    path: Path
+
+
+def resolve_source(target: Path | None, samples: Path | None) -> Source:
+    """What to audit: a folder of samples (--samples), a bundle (has manifest.json) or a run (has checkpoints/)."""
+    if samples is not None:
+        if not Path(samples).is_dir():
+            raise EdgediffError(f"--samples {samples}: no such folder; pass a folder of generated PNG/JPEG images")
+        return Source("samples", Path(samples))
+    if target is None:
+        raise EdgediffError("pass a RUN_DIR or BUNDLE_DIR to audit, or --samples FOLDER of generated images")
+    target = Path(target)
+    if (target / "manifest.json").is_file():
+        return Source("bundle", target)
+    if (target / "checkpoints").is_dir() or (target / "run.json").is_file():
+        return Source("run", target)
+    if not target.exists():
+        raise EdgediffError(f"{target}: no such folder; pass a RUN_DIR from 'edgediff train' or a BUNDLE_DIR")
+    raise EdgediffError(f"{target} is neither a run (no checkpoints/) nor a bundle (no manifest.json); "
+                        "pass a RUN_DIR, a BUNDLE_DIR, or --samples FOLDER")
+
+
+def default_out(source: Source) -> Path:
+    """RUN_DIR/audit for a run; a sibling '<name>_audit' folder otherwise (never inside a checksummed bundle,
+    never inside the samples folder, whose next audit would read the sheet as a sample)."""
+    if source.kind == "run":
+        return source.path / "audit"
+    return source.path.parent / f"{source.path.name}_audit"
+
+
+def _image_size(source: Source) -> int:
+    if source.kind == "run":
+        from edgediff.checkpoint import latest_checkpoint
+
+        found = latest_checkpoint(source.path)
+        if found is None:
+            raise EdgediffError(f"{source.path} has no checkpoint yet; train first with 'edgediff train'")
+        return int(found[1]["model"]["image_size"])
+    if source.kind == "bundle":
+        from edgediff.bundle import read_manifest
+
+        return int(read_manifest(source.path).image_size)
+    from PIL import Image, UnidentifiedImageError
+
+    from edgediff.data import IMAGE_SUFFIXES
+
+    for p in sorted(source.path.rglob("*")):
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+            try:
+                with Image.open(p) as img:
+                    return int(min(img.size))
+            except (UnidentifiedImageError, OSError):
+                continue
+    raise EdgediffError(f"--samples {source.path}: no readable PNG/JPEG/WebP images found")
+
+
+def generate(source: Source, n: int, steps: int, seed: int, image_size: int, log: Callable[[str], None]) -> np.ndarray:
+    """uint8 samples [n, H, W, 3] from a run (torch), a bundle (device runtime) or a folder."""
+    if source.kind == "samples":
+        from edgediff.data import load_folder
+
+        images = load_folder(source.path, image_size).images
+        if n and len(images) > n:
+            images = images[:n]
+        return images
+    if source.kind == "run":
+        from edgediff.metrics import generate_from_run
+
+        images, _ = generate_from_run(source.path, n, steps=steps, seed=seed, progress=True)
+        return images
+    from edgediff.runtime.sampler import sample_bundle
+
+    return sample_bundle(source.path, n=n, steps=steps, seed=seed, log=log).images
+
+
+def _summary(x: np.ndarray) -> dict:
+    x = np.asarray(x, dtype=np.float64)
+    return {"mean": float(x.mean()), "median": float(np.median(x)), "p10": float(np.percentile(x, 10)),
+            "p90": float(np.percentile(x, 90)), "min": float(x.min()), "max": float(x.max())}
+
+
+def _feature_space(samples: np.ndarray, train_ds, flips: bool, log: Callable[[str], None]) -> dict | None:
+    """NN ratio on pooled Lite0 features, or None (with a note) when the encoder is not installed."""
+    try:
+        from edgediff.encoders import dataset_features, encode
+    except ImportError as e:  # the device install has no torch
+        log(f"feature space skipped: the encoder is not importable ({e}); pip install 'edgediff[train]'")
+        return None
+    from edgediff.memorization import memorized, nearest_groups
+
+    try:
+        train_f = dataset_features(train_ds)
+        sample_f = encode(samples, progress=len(samples) > 64)
+        if flips:
+            refs = np.concatenate([train_f, dataset_features(train_ds, flipped=True)])
+            groups = np.concatenate([np.arange(len(train_f))] * 2)
+        else:
+            refs, groups = train_f, np.arange(len(train_f))
+    except EdgediffError as e:
+        log(f"feature space skipped: {e}")
+        return None
+    nb = nearest_groups(sample_f, refs, groups, 2).neighbours
+    return {"d1": nb.distances[:, 0], "d2": nb.distances[:, 1], "nearest": nb.indices[:, 0],
+            "memorized": memorized(nb.distances[:, 0], nb.distances[:, 1])}
+
+
+def worst_sheet(samples: np.ndarray, refs: np.ndarray, rows: np.ndarray, order: np.ndarray, path: Path) -> Path:
+    """PNG of triplets (most memorised first, two per line beyond 8): sample, nearest, second-nearest training image."""
+    from edgediff.images import make_grid, save_png
+
+    tiles = []
+    for i in order:
+        tiles += [samples[i], refs[rows[i, 0]], refs[rows[i, 1]]]
+    scale = max(1, 96 // samples.shape[1])
+    return save_png(make_grid(np.stack(tiles), nrow=6 if len(order) > 8 else 3), path, scale=scale)
+
+
+def audit(
+    target: Path | None = None,
+    *,
+    data: str = "emoji",
+    n: int = 1000,
+    steps: int = 25,
+    seed: int = 0,
+    samples: Path | None = None,
+    out: Path | None = None,
+    sigma: float | None = None,
+    flips: bool = True,
+    worst: int = 16,
+    features: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict:
+    """Generate (or read) samples, measure them against the training set, write the sheet and the JSON."""
+    from edgediff.data import load_dataset
+    from edgediff.images import atomic_write_bytes, make_grid, save_png
+    from edgediff.memorization import (
+        MEMORIZED_RATIO, default_sigma, distance_ratio, memorized, nearest_groups, pixels_unit, with_flips,
+    )
+
+    if n < 1:
+        raise EdgediffError(f"--n {n} must be at least 1")
+    if steps < 1:
+        raise EdgediffError(f"--steps {steps} must be at least 1")
+    if worst < 0:
+        raise EdgediffError(f"--worst {worst} must be >= 0")
+    if sigma is not None and not sigma > 0:
+        raise EdgediffError(f"--sigma {sigma} must be > 0 (or leave it out for the automatic scale)")
+    source = resolve_source(target, samples)
+    size = _image_size(source)
+    train_ds = load_dataset(data, size)  # a bad --data fails before minutes of sampling
+    if len(train_ds) < 2:
+        raise EdgediffError(f"--data {data} has {len(train_ds)} image; the nearest/second-nearest test needs >= 2")
+    out = Path(out) if out is not None else default_out(source)
+
+    gen = generate(source, n, steps, seed, size, log)
+    if gen.shape[1:] != train_ds.images.shape[1:]:
+        raise EdgediffError(f"samples are {gen.shape[1:3]} but --data gives {train_ds.images.shape[1:3]} images; "
+                            "audit against the data the model was trained on")
+    train = train_ds.images
+    refs, groups = with_flips(train) if flips else (train, np.arange(len(train)))
+    sig = float(sigma) if sigma is not None else default_sigma(train, transform=pixels_unit, seed=seed)
+    log(f"measuring {len(gen)} samples against {len(train)} training images"
+        + (" (and their mirrors)" if flips else "") + f"; energy σ = {sig:.3f}")
+    pix = nearest_groups(gen, refs, groups, 2, sigma=sig, transform=pixels_unit)
+    d1, d2 = pix.neighbours.distances[:, 0], pix.neighbours.distances[:, 1]
+    mem = memorized(d1, d2)
+    ratio = distance_ratio(d1, d2)
+    feat = _feature_space(gen, train_ds, flips, log) if features else None
+
+    out.mkdir(parents=True, exist_ok=True)
+    order = np.argsort(ratio, kind="stable")[: min(worst, len(gen))]
+    sheet = worst_sheet(gen, refs, pix.neighbours.rows, order, out / WORST_PNG) if len(order) else None
+    grid_png = save_png(make_grid(gen[:64]), out / SAMPLES_PNG, scale=max(1, 64 // gen.shape[1]))
+    nearest = pix.neighbours.indices[:, 0]
+    counts = np.bincount(nearest[mem], minlength=len(train)) if mem.any() else np.zeros(len(train), int)
+    summary = {
+        "source": {"kind": source.kind, "path": str(source.path)},
+        "data": data, "n_samples": int(len(gen)), "n_train": int(len(train)), "image_size": int(size),
+        "sampler_steps": int(steps) if source.kind != "samples" else None, "seed": int(seed),
+        "flips_grouped": bool(flips), "threshold": MEMORIZED_RATIO,
+        "pixel": {"memorization_ratio": float(mem.mean()), "memorized": int(mem.sum()),
+                  "d1_over_d2": _summary(ratio[np.isfinite(ratio)]) if np.isfinite(ratio).any() else None,
+                  "distinct_nearest": int(len(np.unique(nearest))),
+                  "most_replayed": [{"train_index": int(i), "samples": int(counts[i])}
+                                    for i in np.argsort(-counts, kind="stable")[:5] if counts[i] > 0]},
+        "feature": None if feat is None else {
+            "space": "FD-Lite0 (pooled EfficientNet-Lite0)", "memorization_ratio": float(feat["memorized"].mean()),
+            "memorized": int(feat["memorized"].sum()),
+            "d1_over_d2": _summary(distance_ratio(feat["d1"], feat["d2"]))},
+        "energy": {"sigma": sig, "units": "squared distance in the model's [-1, 1] pixel range",
+                   "stats": _summary(pix.energy)},
+        "basin_weight": {"stats": _summary(pix.basin_weight), "fraction_above_0.9": float((pix.basin_weight > 0.9).mean())},
+        "worst_sheet": str(sheet) if sheet else None, "worst_indices": [int(i) for i in order],
+        "samples_png": str(grid_png),
+    }
+    per_sample = []
+    for i in range(len(gen)):
+        row = {"index": i, "d1": float(d1[i]), "d2": float(d2[i]), "d1_over_d2": float(ratio[i]),
+               "memorized": bool(mem[i]), "nearest": int(nearest[i]), "second": int(pix.neighbours.indices[i, 1]),
+               "nearest_is_mirror": bool(pix.neighbours.rows[i, 0] >= len(train)),
+               "energy": float(pix.energy[i]), "basin_weight": float(pix.basin_weight[i])}
+        if feat is not None:
+            row.update(feat_d1=float(feat["d1"][i]), feat_d2=float(feat["d2"][i]),
+                       feat_memorized=bool(feat["memorized"][i]), feat_nearest=int(feat["nearest"][i]))
+        per_sample.append(row)
+    json_path = atomic_write_bytes(out / AUDIT_JSON, json.dumps({**summary, "samples": per_sample}, indent=1,
+                                                                allow_nan=False).encode())
+    summary["json"] = str(json_path)
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    """The lines `edgediff audit` prints."""
+    pix, e, b = s["pixel"], s["energy"]["stats"], s["basin_weight"]
+    lines = [
+        f"audited {s['n_samples']} samples ({s['source']['kind']} {s['source']['path']}) against {s['n_train']} "
+        f"training images of {s['data']}" + (" + mirrors" if s["flips_grouped"] else ""),
+        f"memorised (d1/d2 < 1/3), pixel space:   {pix['memorization_ratio']:.1%} ({pix['memorized']}/{s['n_samples']}); "
+        f"{pix['distinct_nearest']} distinct nearest training images",
+    ]
+    if s["feature"] is not None:
+        f = s["feature"]
+        lines.append(f"memorised (d1/d2 < 1/3), FD-Lite0 space: {f['memorization_ratio']:.1%} ({f['memorized']}/{s['n_samples']})")
+    else:
+        lines.append("FD-Lite0 space: skipped (encoder not available)")
+    if pix["most_replayed"]:
+        lines.append("most replayed: " + ", ".join(f"#{r['train_index']} ×{r['samples']}" for r in pix["most_replayed"]))
+    lines += [
+        f"energy (σ = {s['energy']['sigma']:.3f}): median {e['median']:.2f}, p10 {e['p10']:.2f}, p90 {e['p90']:.2f}",
+        f"basin weight: mean {b['stats']['mean']:.3f}, median {b['stats']['median']:.3f}; "
+        f"{b['fraction_above_0.9']:.1%} of samples > 0.9 (fell into one training image)",
+        f"wrote {s['worst_sheet']} (most memorised: sample | nearest | second nearest), {s['samples_png']}, {s['json']}",
+    ]
+    return "\n".join(lines)

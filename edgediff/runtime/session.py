@@ -77,11 +77,13 @@ def _register_capped_arena(cap_mb: float | None) -> None:
     """(Re-)register the process-wide CPU arena; sessions created afterwards use this one (checked: a later
     registration replaces the earlier one for new sessions, existing sessions keep theirs)."""
     info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    cap = 0 if cap_mb is None else max(4096, int(cap_mb * (1 << 20)))  # 0 = no limit
+    chunk = 1 << 20 if cap == 0 else min(1 << 20, cap)  # the first region is taken whatever max_mem says
     cfg = {
-        "max_mem": 0 if cap_mb is None else max(1, int(cap_mb * (1 << 20))),  # 0 = no limit
+        "max_mem": cap,
         "arena_extend_strategy": 1,  # kSameAsRequested: grow by what is asked, not by powers of two
-        "initial_chunk_size_bytes": 1 << 20,
-        "initial_growth_chunk_size_bytes": 1 << 20,
+        "initial_chunk_size_bytes": chunk,
+        "initial_growth_chunk_size_bytes": chunk,
     }
     ort.create_and_register_allocator(info, ort.OrtArenaCfg(cfg))
 

@@ -1,0 +1,14 @@
+"""torch → bundle: ONNX export with a parity check, static int8 calibration, the PQ lookup table, the bundle writer.
+
+Installed as `edgediff_export` (never as a top-level `export`). `export_run(run_dir, out, ...)` is the one entry
+point the CLI calls; the modules below each do one job:
+
+    inputs.py         real denoiser inputs from a run's training data (parity check and int8 calibration)
+    onnx_export.py    torch.onnx.export of the EMA model (one file, opset 18, dynamic batch) + parity check
+    quantize.py       static QDQ int8 with per-channel weights, calibrated over timesteps and grid cells
+    bundle_writer.py  stage files, build the Manifest, measure the memory profile, write_bundle
+"""
+
+from edgediff_export.bundle_writer import ExportResult, export_run
+
+__all__ = ["export_run", "ExportResult"]

@@ -1,0 +1,98 @@
+"""The EMA denoiser as one self-contained ONNX file, checked against torch before anything trusts it.
+
+torch 2.13's `torch.onnx.export` is the dynamo exporter: it needs `external_data=False` to keep the weights
+inside the .onnx (a device bundle is a set of checksummed files; a side file the manifest does not list would
+break that), and `dynamic_shapes` to leave the batch (= cells per call) free, which the budget planner varies.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgediff.errors import EdgediffError
+from edgediff.models.config import ModelConfig
+from edgediff.models.layers import INPUT_NAMES, OUTPUT_NAMES, example_inputs
+
+OPSET = 18
+PARITY_TOL = 1e-4
+PARITY_TIMESTEPS = (999, 800, 600, 400, 200, 50, 0)
+
+
+@dataclass
+class Parity:
+    """max |ORT − torch| over the checked inputs (every cell at each t), and how many rows were checked."""
+
+    max_abs: float
+    rows: int
+    timesteps: list[int]
+
+    def to_dict(self) -> dict:
+        return {"max_abs": self.max_abs, "rows": self.rows, "timesteps": self.timesteps, "tolerance": PARITY_TOL}
+
+
+def export_onnx(model: torch.nn.Module, config: ModelConfig, path: Path, opset: int = OPSET) -> Path:
+    """Write `model` to `path` (single file, opset `opset`, dynamic batch named 'batch')."""
+    model = model.eval()
+    ex = example_inputs(config, batch=3)  # batch > 1 so the exporter cannot specialise the batch to 1
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    dyn = {name: {0: batch} for name in INPUT_NAMES}
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        try:
+            torch.onnx.export(
+                model, tuple(ex[n] for n in INPUT_NAMES), str(path), input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True, external_data=False,
+                dynamic_shapes=dyn,
+            )
+        except Exception as e:  # the exporter raises many types; the user needs to know export itself failed
+            raise EdgediffError(f"ONNX export of the {config.backbone} denoiser failed ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}); rerun with --debug") from e
+    stray = [p for p in path.parent.iterdir() if p.name.startswith(path.name) and p != path]
+    if stray:
+        raise EdgediffError(f"the exporter wrote side files {[p.name for p in stray]}; the bundle must be one file")
+    return path
+
+
+def torch_outputs(model: torch.nn.Module, inputs: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    outs = []
+    with torch.no_grad():
+        for s in range(0, len(inputs["patch"]), batch):
+            outs.append(model(*[torch.from_numpy(inputs[n][s : s + batch]) for n in INPUT_NAMES]).numpy())
+    return np.concatenate(outs)
+
+
+def ort_outputs(path: Path, inputs: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    outs = []
+    for s in range(0, len(inputs["patch"]), batch):
+        outs.append(sess.run(list(OUTPUT_NAMES), {n: inputs[n][s : s + batch] for n in INPUT_NAMES})[0])
+    return np.concatenate(outs)
+
+
+def check_parity(model: torch.nn.Module, path: Path, inputs: dict[str, np.ndarray],
+                 tol: float = PARITY_TOL) -> Parity:
+    """Refuse (EdgediffError) an ONNX file whose outputs differ from torch by more than `tol` anywhere."""
+    want = torch_outputs(model, inputs)
+    got = ort_outputs(path, inputs)
+    if got.shape != want.shape:
+        raise EdgediffError(f"exported denoiser outputs {got.shape}, torch {want.shape}; export is broken, "
+                            "report it with --debug")
+    err = float(np.max(np.abs(got - want)))
+    ts = sorted({int(t) for t in inputs["timestep"]}, reverse=True)
+    if not np.isfinite(err) or err > tol:
+        raise EdgediffError(f"exported denoiser differs from torch by {err:.3g} (> {tol:g}) on real inputs; "
+                            "refusing the bundle: check the model for ops that export differently")
+    return Parity(max_abs=err, rows=len(got), timesteps=ts)

@@ -1,0 +1,157 @@
+"""Bundle validation: what the device refuses, with one line, before any model file is parsed.
+
+The bundles here are hand-made (bytes that are not even ONNX), so a refusal can only come from the manifest and
+checksum checks, never from a model loader; a bundle with garbage model bytes but a correct manifest passes them,
+which shows the checks run without parsing the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgediff.bundle import (SCHEMA_VERSION, BundleError, FileEntry, LutSpec, Manifest, TensorSpec, file_entry,
+                             open_bundle, read_manifest, staging_dir, write_bundle)
+from edgediff.bundle_info import bundle_info
+
+
+def _manifest(root: Path, with_lut: bool = True) -> Manifest:
+    files = {"denoiser_fp32": file_entry(root, "denoiser.onnx")}
+    lut = None
+    if with_lut:
+        files["lut_codes"] = file_entry(root, "lut_codes.npy")
+        files["lut_codebooks"] = file_entry(root, "lut_codebooks.npy")
+        lut = LutSpec(entries=5, dim=8, subvectors=4, centroids=5)
+    cell = ["batch", 3, 8, 8]
+    spec = [TensorSpec("patch", "float32", cell), TensorSpec("global_content", "float32", cell),
+            TensorSpec("timestep", "int64", ["batch"]), TensorSpec("position", "float32", ["batch", 4]),
+            TensorSpec("snippet", "float32", ["batch", 8])]
+    return Manifest(schema_version=SCHEMA_VERSION, image_size=16, channels=3, grid=2, patch_size=8, snippet_dim=8,
+                    backbone="unet", params=123, schedule={"kind": "cosine", "num_train_timesteps": 1000},
+                    prediction="epsilon", inputs=spec, outputs=[TensorSpec("eps", "float32", ["batch", 3, 8, 8])],
+                    files=files, lut=lut, memory_profile=None)
+
+
+def make_bundle(tmp_path: Path, with_lut: bool = True) -> Path:
+    out = tmp_path / "bundle"
+    stage = staging_dir(out)
+    (stage / "denoiser.onnx").write_bytes(b"not an onnx model at all")
+    np.save(stage / "lut_codes.npy", np.arange(20, dtype=np.uint8).reshape(5, 4) % 5)
+    np.save(stage / "lut_codebooks.npy", np.zeros((4, 5, 2), np.float32))
+    write_bundle(out, _manifest(stage, with_lut), stage)
+    return out
+
+
+def _edit(bundle: Path, fn) -> None:
+    path = bundle / "manifest.json"
+    raw = json.loads(path.read_text())
+    fn(raw)
+    path.write_text(json.dumps(raw))
+
+
+def _one_line(e: pytest.ExceptionInfo) -> str:
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 300
+    return msg
+
+
+def test_a_good_bundle_opens_without_parsing_its_model(tmp_path):
+    b = make_bundle(tmp_path)
+    m = open_bundle(b)
+    assert m.lut.bytes_per_entry == 4 and set(m.files) == {"denoiser_fp32", "lut_codes", "lut_codebooks"}
+    assert not any(p.name.startswith(".bundle.staging") for p in tmp_path.iterdir())
+
+
+def test_unknown_schema_version_is_refused(tmp_path):
+    b = make_bundle(tmp_path)
+    _edit(b, lambda r: r.update(schema_version=SCHEMA_VERSION + 1))
+    with pytest.raises(BundleError) as e:
+        open_bundle(b)
+    assert "schema version" in _one_line(e) and "upgrade edgediff" in str(e.value)
+
+
+def test_missing_file_is_refused(tmp_path):
+    b = make_bundle(tmp_path)
+    (b / "lut_codes.npy").unlink()
+    with pytest.raises(BundleError) as e:
+        open_bundle(b)
+    assert "lut_codes.npy" in _one_line(e) and "missing" in str(e.value)
+
+
+def test_wrong_checksum_same_size_is_refused(tmp_path):
+    b = make_bundle(tmp_path)
+    data = bytearray((b / "denoiser.onnx").read_bytes())
+    data[0] ^= 1
+    (b / "denoiser.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError) as e:
+        open_bundle(b)
+    assert "sha256" in _one_line(e)
+
+
+def test_truncated_file_is_refused(tmp_path):
+    b = make_bundle(tmp_path)
+    (b / "denoiser.onnx").write_bytes(b"short")
+    with pytest.raises(BundleError) as e:
+        open_bundle(b)
+    assert "bytes" in _one_line(e)
+
+
+@pytest.mark.parametrize("path", ["../outside.onnx", "/etc/passwd", "sub/../../x.onnx", "C:\\x.onnx", "~/x.onnx"])
+def test_paths_that_leave_the_bundle_are_refused(tmp_path, path):
+    b = make_bundle(tmp_path)
+    _edit(b, lambda r: r["files"]["denoiser_fp32"].update(path=path))
+    with pytest.raises(BundleError) as e:
+        read_manifest(b)
+    _one_line(e)
+
+
+def test_symlink_out_of_the_bundle_is_refused(tmp_path):
+    b = make_bundle(tmp_path)
+    secret = tmp_path / "secret.onnx"
+    secret.write_bytes((b / "denoiser.onnx").read_bytes())
+    (b / "denoiser.onnx").unlink()
+    os.symlink(secret, b / "denoiser.onnx")
+    with pytest.raises(BundleError) as e:
+        open_bundle(b)
+    assert "outside the bundle" in _one_line(e)
+
+
+def test_lut_without_its_files_and_bad_json_are_refused(tmp_path):
+    b = make_bundle(tmp_path)
+    _edit(b, lambda r: r["files"].pop("lut_codes"))
+    with pytest.raises(BundleError, match="lut_codes"):
+        read_manifest(b)
+    (b / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        read_manifest(b)
+    (b / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="not an edgediff bundle"):
+        read_manifest(b)
+
+
+def test_write_bundle_refuses_a_staged_file_that_differs_from_its_entry(tmp_path):
+    out = tmp_path / "bundle"
+    stage = staging_dir(out)
+    (stage / "denoiser.onnx").write_bytes(b"abc")
+    m = _manifest(stage, with_lut=False)
+    m.files["denoiser_fp32"] = FileEntry(path="denoiser.onnx", sha256="0" * 64, bytes=3)
+    with pytest.raises(BundleError, match="does not match"):
+        write_bundle(out, m, stage)
+    assert not out.exists()
+
+
+def test_info_prints_the_manifest_and_cli_refuses_a_bad_bundle_in_one_line(tmp_path):
+    b = make_bundle(tmp_path)
+    text = bundle_info(b)
+    assert "grid 2×2" in text and "5 entries × 4 B" in text and "sha256" in text
+    _edit(b, lambda r: r.update(schema_version=99))
+    out = subprocess.run([sys.executable, "-m", "edgediff.cli", "info", str(b)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: bundle schema version 99")
+    assert "Traceback" not in out.stderr

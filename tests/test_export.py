@@ -1,0 +1,198 @@
+"""`edgediff export`: a real (tiny) trained run → a verified bundle, checked against torch end to end.
+
+One session-scoped export (fp32 + int8 + LUT + memory profile) serves most tests: torch's dynamo ONNX exporter
+takes tens of seconds even for a 45k-parameter model on a shared 2-core box, so it runs once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgediff.bundle import open_bundle
+from edgediff.checkpoint import load_ema_model
+from edgediff.errors import EdgediffError
+from edgediff.lut import decode, mean_cosine
+from edgediff.models.layers import INPUT_NAMES
+from edgediff.sampling import sample_loop
+from edgediff.torch_sampler import sample_torch
+from edgediff.train import TrainConfig, train
+from edgediff_export import export_run
+from edgediff_export.inputs import denoiser_inputs, load_run_data
+from edgediff_export.onnx_export import check_parity
+from edgediff_export.quantize import OPERATORS, PRESETS, have_optimum
+
+from conftest import tiny_model, write_images
+
+
+def _train(root: Path, memory: bool) -> Path:
+    images = write_images(root / "images", n=8)
+    feats = np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32)
+    np.save(root / "feats.npy", feats)
+    cfg = TrainConfig(data=str(images), out=str(root / "run"), image_size=16, grid=2, steps=40, batch_size=8,
+                      memory=memory, features=str(root / "feats.npy") if memory else None, sample_every=0,
+                      checkpoint_every=40, lr=2e-3, model=tiny_model())
+    train(cfg, progress=False)
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory.mktemp("export_run"), memory=True)
+
+
+@pytest.fixture(scope="session")
+def bundle(run_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_run(run_dir, out, int8=True, lut_bytes=4, profile=True)
+    return out
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _ort_eps(sess: ort.InferenceSession):
+    def eps_fn(patch, glob, t, pos, snippet):
+        return sess.run(None, dict(zip(INPUT_NAMES, (patch, glob, t, pos, snippet))))[0]
+
+    return eps_fn
+
+
+def test_bundle_is_valid_and_complete(bundle):
+    m = open_bundle(bundle)
+    assert set(m.files) == {"denoiser_fp32", "denoiser_int8", "lut_codes", "lut_codebooks"}
+    assert sorted(p.name for p in bundle.iterdir()) == sorted(
+        ["manifest.json", "denoiser.onnx", "denoiser.int8.onnx", "lut_codes.npy", "lut_codebooks.npy"])
+    assert (m.image_size, m.grid, m.patch_size, m.channels, m.snippet_dim) == (16, 2, 8, 3, 8)
+    assert [t.name for t in m.inputs] == list(INPUT_NAMES) and m.outputs[0].shape == ["batch", 3, 8, 8]
+    assert m.quality["parity_fp32"]["max_abs"] <= 1e-4
+    assert m.training["step"] == 40 and m.training["memory"] is True
+
+
+def test_onnx_is_one_file_opset_18_with_a_dynamic_batch(bundle):
+    model = onnx.load(str(bundle / "denoiser.onnx"))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    sess = _session(bundle / "denoiser.onnx")
+    for b in (1, 5):
+        feeds = {i.name: np.zeros([b if not isinstance(d, int) else d for d in i.shape],
+                                  np.int64 if "int64" in i.type else np.float32) for i in sess.get_inputs()}
+        assert sess.run(None, feeds)[0].shape == (b, 3, 8, 8)
+
+
+def test_onnx_samples_match_the_torch_sampler(bundle, run_dir):
+    model, config, _ = load_ema_model(run_dir)
+    snippets = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
+    want = sample_torch(model, config, n=2, steps=6, seed=3, snippets=snippets)
+    got = sample_loop(_ort_eps(_session(bundle / "denoiser.onnx")), n=2, image_size=16, channels=3, grid=2,
+                      steps=6, seed=3, snippets=snippets, cells_per_call=3)
+    assert np.abs(got - want).max() <= 1e-3
+    assert np.abs(want).max() > 0.05  # the model is not a zero function: the comparison means something
+
+
+def test_parity_check_refuses_a_model_that_drifted(run_dir, bundle):
+    model, config, meta = load_ema_model(run_dir)
+    inputs = denoiser_inputs(load_run_data(run_dir, meta, config), config, [999, 500, 0], images_per_t=2)
+    assert check_parity(model, bundle / "denoiser.onnx", inputs).max_abs <= 1e-4
+    with torch.no_grad():
+        model.conv_out.bias.add_(1e-3)  # a change torch sees and the exported file does not
+    with pytest.raises(EdgediffError, match="differs from torch"):
+        check_parity(model, bundle / "denoiser.onnx", inputs)
+
+
+def test_parity_inputs_cover_every_cell_at_every_timestep(run_dir):
+    model, config, meta = load_ema_model(run_dir)
+    inputs = denoiser_inputs(load_run_data(run_dir, meta, config), config, [999, 10], images_per_t=3)
+    assert len(inputs["patch"]) == 2 * 3 * 4
+    for t in (999, 10):
+        rows = inputs["timestep"] == t
+        assert sorted(inputs["position"][rows].argmax(1).tolist()) == sorted([0, 1, 2, 3] * 3)
+
+
+def test_int8_is_static_qdq_per_channel_and_close_to_fp32(bundle):
+    m = open_bundle(bundle)
+    q = m.quality["int8"]
+    assert q["format"] == "QDQ" and q["per_channel"] and q["calibration_timesteps"] >= 16
+    assert q["rel_error"] < 0.25  # a barely trained 45k-param model; the benchmark reports the real figure
+    graph = onnx.load(str(bundle / "denoiser.int8.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and "ConvInteger" not in ops
+    per_channel = [n for n in graph.node if n.op_type == "DequantizeLinear"
+                   and any(a.name == "axis" for a in n.attribute)]
+    assert per_channel, "weights should carry per-channel scales"
+    sess = _session(bundle / "denoiser.int8.onnx")
+    assert sess.get_inputs()[2].type == "tensor(int64)"
+
+
+def test_lut_files_decode_close_to_the_run_bank(bundle, run_dir):
+    from edgediff.memory import load_run_bank
+
+    m = open_bundle(bundle)
+    codes = np.load(bundle / "lut_codes.npy", allow_pickle=False)
+    books = np.load(bundle / "lut_codebooks.npy", allow_pickle=False)
+    assert codes.dtype == np.uint8 and codes.shape == (m.lut.entries, m.lut.subvectors) == (8, 4)
+    assert books.dtype == np.float32 and books.shape == (4, m.lut.centroids, 2)
+    bank = load_run_bank(run_dir)
+    assert mean_cosine(bank, decode(codes, books)) > 0.999  # 8 entries ≤ 256 centroids: exact
+    assert m.quality["lut_mean_cosine"] > 0.999
+
+
+def test_memory_profile_was_measured_for_both_variants(bundle):
+    p = open_bundle(bundle).memory_profile
+    assert p is not None and p.baseline_mb > 10
+    for v in ("fp32", "int8"):
+        assert p.variants[v].resident_mb > 0
+        assert set(p.variants[v].activation_mb) == {"1", "2", "4"}
+        assert all(ms > 0 for ms in p.variants[v].ms_per_call.values())
+
+
+def test_cli_info_prints_the_bundle(bundle):
+    out = subprocess.run([sys.executable, "-m", "edgediff.cli", "info", str(bundle)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for text in ("grid 2×2", "denoiser.int8.onnx", "8 entries × 4 B", "resident", "int8 vs fp32"):
+        assert text in out.stdout
+
+
+def test_export_refuses_to_replace_a_folder_that_is_not_a_bundle(run_dir, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(EdgediffError, match="not an edgediff bundle"):
+        export_run(run_dir, precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
+    with pytest.raises(EdgediffError, match="contains the run"):
+        export_run(run_dir, run_dir.parent)
+
+
+def test_lut_bytes_must_divide_the_snippet_dim(run_dir, tmp_path):
+    with pytest.raises(EdgediffError, match="--lut-bytes 3"):
+        export_run(run_dir, tmp_path / "b", lut_bytes=3, profile=False)
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.staging-*"))
+
+
+def test_int8_presets_match_optimum():
+    if not have_optimum():
+        pytest.skip("optimum-onnx not installed: nothing to compare the copied presets with")
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    for name, preset in PRESETS.items():
+        q = getattr(AutoQuantizationConfig, name)(is_static=True, per_channel=True)
+        assert q.format.name == "QDQ" and q.per_channel and q.weights_symmetric and not q.reduce_range
+        assert q.weights_dtype.name == ("QUInt8" if preset["weights"] == "uint8" else "QInt8")
+        assert q.activations_dtype.name == "QUInt8" and tuple(q.operators_to_quantize) == OPERATORS
+
+
+@pytest.mark.slow
+def test_no_memory_run_exports_without_a_lut(tmp_path):
+    run = _train(tmp_path, memory=False)
+    m = export_run(run, tmp_path / "bundle", profile=False).manifest
+    assert m.lut is None and set(m.files) == {"denoiser_fp32"}
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["denoiser.onnx", "manifest.json"]

@@ -52,6 +52,8 @@ def save_checkpoint(
     """Write ckpt-<step> (tensors, then JSON), then point latest.json at it, then prune old ones."""
     ckdir = Path(run_dir) / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
+    for stale in ckdir.glob(".*.tmp"):  # temp files of writes a kill interrupted (only rank 0 ever writes here)
+        stale.unlink(missing_ok=True)
     name = f"ckpt-{step:06d}"
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})

@@ -1,0 +1,77 @@
+"""The benchmark arithmetic that turns measurements into claims: the liveness floor and the quality ratios."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from benchmarks.peak_memory import MIB, floor_mb, live_activation_peak, summarize as summarize_peak  # noqa: E402
+from benchmarks.quality import plan_rows, summarize as summarize_quality  # noqa: E402
+
+
+def _model(tmp_path):
+    """x[batch,4] → a=Relu(x) → b=Relu(a) → c=a+b → y=c*w2, with w2=Identity(w) computable from weights alone."""
+    w = numpy_helper.from_array(np.ones((1, 4), dtype=np.float32), "w")
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["c"]),
+        helper.make_node("Identity", ["w"], ["w2"]),
+        helper.make_node("Mul", ["c", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [w])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def test_liveness_counts_only_simultaneously_live_activations(tmp_path):
+    g = live_activation_peak(_model(tmp_path))
+    # x dies after the first Relu; at the Add a, b and c (16 bytes each) are live; at the Mul c and y are.
+    assert g["activation_peak_bytes"] == 48
+    assert g["initializer_bytes"] == 16
+    assert g["unknown_shapes"] == 0
+    assert g["peak_node"].startswith("Add")
+
+
+def test_liveness_scales_with_batch(tmp_path):
+    assert live_activation_peak(_model(tmp_path), batch=3)["activation_peak_bytes"] == 3 * 48
+
+
+def test_floor_adds_baseline_weights_two_images_and_activations():
+    graph = {"initializer_bytes": 2 * MIB, "activation_peak_bytes": 3 * MIB}
+    images = 2 * 3 * 64 * 64 * 4 / MIB
+    assert floor_mb(50.0, graph, 64) == pytest.approx(50.0 + 2 + 3 + images)
+
+
+def test_peak_summary_compares_lowest_edgediff_with_diffusers():
+    rows = [
+        {"tool": "diffusers", "resolution": 512, "grid": 1, "precision": "fp32", "peak_mb": 1000.0, "s_per_step": 2.0},
+        {"tool": "edgediff", "resolution": 512, "grid": 1, "precision": "fp32", "budget": "floor", "peak_mb": 900.0,
+         "floor_mb": 800.0, "measured_over_floor": 1.125, "s_per_step": 1.0},
+        {"tool": "edgediff", "resolution": 512, "grid": 8, "precision": "int8", "budget": "floor", "peak_mb": 90.0,
+         "floor_mb": 80.0, "measured_over_floor": 1.125, "s_per_step": 3.0},
+    ]
+    s = summarize_peak(rows)["512"]
+    assert s["lowest_peak"]["grid"] == 8
+    assert s["peak_ratio_lowest_vs_diffusers"] == pytest.approx(0.09)
+    assert s["time_ratio_fastest_fp32_vs_diffusers"] == pytest.approx(0.5)
+
+
+def test_quality_rows_cover_every_comparison_and_ratios_use_the_full_image_model():
+    spec = dict(grids=[1, 2, 4], int8=True)
+    rows = plan_rows(spec)
+    assert {(r["grid"], r["precision"], r["bank"]) for r in rows} >= {(1, "fp32", "lut"), (2, "int8", "lut"),
+                                                                      (4, "fp32", "float"), (2, "fp32", "none")}
+    scored = [dict(grid=1, precision="fp32", bank="lut", fd_lite0=10.0, seam=math.nan),
+              dict(grid=2, precision="fp32", bank="lut", fd_lite0=10.5, seam=1.1),
+              dict(grid=4, precision="fp32", bank="lut", fd_lite0=12.0, seam=1.3)]
+    summary = summarize_quality(scored)
+    assert scored[1]["fd_vs_full"] == pytest.approx(1.05)
+    assert summary["goal_fd_within_10pct"] == {"grid2": pytest.approx(1.05), "grid4": pytest.approx(1.2)}

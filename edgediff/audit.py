@@ -115,13 +115,14 @@ def _summary(x: np.ndarray) -> dict:
             "p90": float(np.percentile(x, 90)), "min": float(x.min()), "max": float(x.max())}
 
 
-def _feature_space(samples: np.ndarray, train_ds, flips: bool, log: Callable[[str], None]) -> dict | None:
-    """NN ratio on pooled Lite0 features, or None (with a note) when the encoder is not installed."""
+def _feature_space(samples: np.ndarray, train_ds, flips: bool, log: Callable[[str], None]) -> dict:
+    """NN ratio on pooled Lite0 features, or {"skipped": reason} when the encoder is not installed."""
     try:
         from edgediff.encoders import dataset_features, encode
     except ImportError as e:  # the device install has no torch
-        log(f"feature space skipped: the encoder is not importable ({e}); pip install 'edgediff[train]'")
-        return None
+        reason = f"the encoder is not importable ({e}); pip install 'edgediff[train]'"
+        log(f"feature space skipped: {reason}")
+        return {"skipped": reason}
     from edgediff.memorization import memorized, nearest_groups
 
     try:
@@ -134,7 +135,7 @@ def _feature_space(samples: np.ndarray, train_ds, flips: bool, log: Callable[[st
             refs, groups = train_f, np.arange(len(train_f))
     except EdgediffError as e:
         log(f"feature space skipped: {e}")
-        return None
+        return {"skipped": str(e)}
     nb = nearest_groups(sample_f, refs, groups, 2).neighbours
     return {"d1": nb.distances[:, 0], "d2": nb.distances[:, 1], "nearest": nb.indices[:, 0],
             "memorized": memorized(nb.distances[:, 0], nb.distances[:, 1])}
@@ -201,7 +202,9 @@ def audit(
     d1, d2 = pix.neighbours.distances[:, 0], pix.neighbours.distances[:, 1]
     mem = memorized(d1, d2)
     ratio = distance_ratio(d1, d2)
-    feat = _feature_space(gen, train_ds, flips, log) if features else None
+    feat = _feature_space(gen, train_ds, flips, log) if features else {"skipped": "--no-features"}
+    skipped = feat.pop("skipped", None)
+    feat = None if skipped else feat
 
     out.mkdir(parents=True, exist_ok=True)
     order = np.argsort(ratio, kind="stable")[: min(worst, len(gen))]
@@ -219,6 +222,7 @@ def audit(
                   "distinct_nearest": int(len(np.unique(nearest))),
                   "most_replayed": [{"train_index": int(i), "samples": int(counts[i])}
                                     for i in np.argsort(-counts, kind="stable")[:5] if counts[i] > 0]},
+        "feature_skipped": skipped,
         "feature": None if feat is None else {
             "space": "FD-Lite0 (pooled EfficientNet-Lite0)", "memorization_ratio": float(feat["memorized"].mean()),
             "memorized": int(feat["memorized"].sum()),
@@ -258,7 +262,7 @@ def format_summary(s: dict) -> str:
         f = s["feature"]
         lines.append(f"memorised (d1/d2 < 1/3), FD-Lite0 space: {f['memorization_ratio']:.1%} ({f['memorized']}/{s['n_samples']})")
     else:
-        lines.append("FD-Lite0 space: skipped (encoder not available)")
+        lines.append(f"FD-Lite0 space: skipped ({s.get('feature_skipped')})")
     if pix["most_replayed"]:
         lines.append("most replayed: " + ", ".join(f"#{r['train_index']} ×{r['samples']}" for r in pix["most_replayed"]))
     lines += [

@@ -259,7 +259,7 @@ def test_audit_feature_space_uses_the_encoder(tmp_path):
 
 
 @pytest.mark.slow
-def test_audit_command_on_a_trained_run(tmp_path, image_folder):
+def test_audit_command_on_a_trained_run_and_its_bundle(tmp_path, image_folder):
     import json
     import subprocess
     import sys
@@ -279,3 +279,13 @@ def test_audit_command_on_a_trained_run(tmp_path, image_folder):
     body = json.loads((tmp_path / "run" / "audit" / "audit.json").read_text())
     assert body["n_samples"] == 6 and len(body["samples"]) == 6
     assert body["source"]["kind"] == "run"
+    assert body["feature"] is None and body["feature_skipped"] == "--no-features"
+
+    # the same run exported: the audit samples through the device runtime instead of torch
+    from edgediff.audit import audit
+    from edgediff_export import export_run
+
+    export_run(tmp_path / "run", tmp_path / "bundle", profile=False)
+    s = audit(tmp_path / "bundle", data=str(image_folder), n=4, steps=3, features=False)
+    assert s["source"]["kind"] == "bundle" and s["n_samples"] == 4
+    assert (tmp_path / "bundle_audit" / "audit.json").is_file()  # beside the bundle, never inside it

@@ -167,34 +167,47 @@ def emm(rows: list[dict], bank: str, sizes: list[int]) -> int | None:
 
 
 def plot(result: dict, path: Path) -> None:
+    """Left: memorisation ratio against subset size (EMM is where it leaves the 90% line). Right: the median
+    d1/d2, which still shows the trend when no setting reaches 90% (lower = closer to one training image)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.8))
     labels = {"none": "no memory (null snippet)", "per_image": "bank: one snippet per image",
-              "kmeans": "bank: k-means, 1 entry per 8 images"}
+              "kmeans": f"bank: k-means, 1 entry per {result['settings']['images_per_centre']} images"}
     for bank, marker in zip(BANKS, "osD"):
-        pts = sorted((r["subset_size"], r["memorization_ratio"]) for r in result["rows"]
-                     if r["bank"] == bank and r["memorization_ratio"] is not None)
-        if pts:
+        rows = sorted((r for r in result["rows"] if r["bank"] == bank and r["memorization_ratio"] is not None),
+                      key=lambda r: r["subset_size"])
+        if rows:
             e = result["emm"].get(bank)
-            ax.plot(*zip(*pts), marker + "-", label=f"{labels[bank]} (EMM {e if e is not None else '< min'})")
+            sizes = [r["subset_size"] for r in rows]
+            ax.plot(sizes, [r["memorization_ratio"] for r in rows], marker + "-",
+                    label=f"{labels[bank]} (EMM {e if e is not None else '< smallest'})")
+            ax2.plot(sizes, [r["median_d1_over_d2"] for r in rows], marker + "-", label=labels[bank])
     for den, style in (("optimal_full_image", ":"), ("optimal_patch", "--")):
-        pts = sorted((r["subset_size"], r["memorization_ratio"]) for r in result["reference_rows"]
-                     if r["denoiser"] == den)
-        if pts:
-            ax.plot(*zip(*pts), style, color="gray", label=f"closed-form optimum, {den.replace('optimal_', '')}")
-    ax.axhline(THRESHOLD_EMM, color="red", lw=0.8, ls="-.")
-    ax.set_xscale("log", base=2)
-    ax.set_ylim(-0.03, 1.03)
+        rows = sorted((r for r in result["reference_rows"] if r["denoiser"] == den), key=lambda r: r["subset_size"])
+        if rows:
+            lab = f"closed-form optimum, {den.replace('optimal_', '').replace('_', ' ')}"
+            sizes = [r["subset_size"] for r in rows]
+            ax.plot(sizes, [r["memorization_ratio"] for r in rows], style, color="gray", label=lab)
+            ax2.plot(sizes, [r["median_d1_over_d2"] for r in rows], style, color="gray", label=lab)
     s = result["settings"]
-    ax.set_xlabel("training subset size (emoji)")
+    ax.axhline(THRESHOLD_EMM, color="red", lw=0.8, ls="-.")
+    ax2.axhline(1 / 3, color="red", lw=0.8, ls="-.")
+    for a in (ax, ax2):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("training subset size (emoji)")
+    ax.set_ylim(-0.03, 1.03)
+    ax2.set_ylim(0, 1.05)
     ax.set_ylabel(f"memorisation ratio (d1/d2 < 1/3, {s['n_samples']} samples)")
-    ax.set_title(f"EMM, {s['image_size']} px, grid {s['grid']}, dim {s['dim']}, {s['steps']} steps", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    ax2.set_ylabel("median d1/d2 of the samples")
+    fig.suptitle(f"EMM on emoji, {s['image_size']} px, grid {s['grid']}, UNet dim {s['dim']}, {s['steps']} steps, "
+                 f"batch {s['batch_size']}", fontsize=10)
+    handles, labs = ax.get_legend_handles_labels()
+    fig.legend(handles, labs, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     buf = path.with_suffix(f".{os.getpid()}.tmp.png")
     fig.savefig(buf, dpi=120)
     plt.close(fig)
@@ -207,7 +220,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workers", type=int, default=None, help="training processes in parallel (1 thread each)")
     ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
     ap.add_argument("--out", default=None, help="result JSON name in benchmarks/results/")
+    ap.add_argument("--replot", action="store_true", help="only recompute EMM and redraw the PNG from the JSON")
     args = ap.parse_args(argv)
+    if args.replot:
+        name = args.out or ("memorization_quick.json" if args.quick else "memorization.json")
+        result = json.loads((RESULTS / name).read_text())
+        result["emm"] = {b: emm(result["rows"], b, result["settings"]["sizes"]) for b in BANKS}
+        write_json(name, result)
+        plot(result, RESULTS / name.replace(".json", ".png"))
+        print(f"EMM: {result['emm']} -> {RESULTS / name}")
+        return result
     s = dict(QUICK if args.quick else FULL)
     if args.workers:
         s["workers"] = args.workers

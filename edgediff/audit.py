@@ -171,7 +171,7 @@ def audit(
     from edgediff.data import load_dataset
     from edgediff.images import atomic_write_bytes, make_grid, save_png
     from edgediff.memorization import (
-        MEMORIZED_RATIO, default_sigma, distance_ratio, memorized, nearest_groups, pixels_unit, with_flips,
+        MEMORIZED_RATIO, default_sigma, distance_ratio, memorized, nearest_groups, pixels_unit, scan, with_flips,
     )
 
     if n < 1:
@@ -202,6 +202,10 @@ def audit(
     d1, d2 = pix.neighbours.distances[:, 0], pix.neighbours.distances[:, 1]
     mem = memorized(d1, d2)
     ratio = distance_ratio(d1, d2)
+    # The floor of the landscape: the energy AT stored images (a sample of up to 256 of them), to read the
+    # samples' energies against: near it = sitting in a stored basin, far above it = between patterns.
+    pick = np.sort(np.random.default_rng(seed).choice(len(train), min(256, len(train)), replace=False))
+    floor = scan(train[pick], refs, k=1, sigma=sig, transform=pixels_unit).energy
     feat = _feature_space(gen, train_ds, flips, log) if features else {"skipped": "--no-features"}
     skipped = feat.pop("skipped", None)
     feat = None if skipped else feat
@@ -228,7 +232,7 @@ def audit(
             "memorized": int(feat["memorized"].sum()),
             "d1_over_d2": _summary(distance_ratio(feat["d1"], feat["d2"]))},
         "energy": {"sigma": sig, "units": "squared distance in the model's [-1, 1] pixel range",
-                   "stats": _summary(pix.energy)},
+                   "stats": _summary(pix.energy), "at_training_images": _summary(floor)},
         "basin_weight": {"stats": _summary(pix.basin_weight), "fraction_above_0.9": float((pix.basin_weight > 0.9).mean())},
         "worst_sheet": str(sheet) if sheet else None, "worst_indices": [int(i) for i in order],
         "samples_png": str(grid_png),
@@ -266,7 +270,8 @@ def format_summary(s: dict) -> str:
     if pix["most_replayed"]:
         lines.append("most replayed: " + ", ".join(f"#{r['train_index']} ×{r['samples']}" for r in pix["most_replayed"]))
     lines += [
-        f"energy (σ = {s['energy']['sigma']:.3f}): median {e['median']:.2f}, p10 {e['p10']:.2f}, p90 {e['p90']:.2f}",
+        f"energy (σ = {s['energy']['sigma']:.3f}): median {e['median']:.2f}, p10 {e['p10']:.2f}, p90 {e['p90']:.2f} "
+        f"(at the training images themselves: median {s['energy']['at_training_images']['median']:.2f})",
         f"basin weight: mean {b['stats']['mean']:.3f}, median {b['stats']['median']:.3f}; "
         f"{b['fraction_above_0.9']:.1%} of samples > 0.9 (fell into one training image)",
         f"wrote {s['worst_sheet']} (most memorised: sample | nearest | second nearest), {s['samples_png']}, {s['json']}",

@@ -175,7 +175,7 @@ def audit(
     steps: int = typer.Option(25, help="DDIM steps when generating."),
     seed: int = typer.Option(0, help="Seed of the initial noise and of the random bank entries."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for worst.png, samples.png and audit.json (default: RUN_DIR/audit or <name>_audit beside it)."),
-    sigma: Optional[float] = typer.Option(None, help="σ of the associative-memory energy, in [-1, 1] pixel units (default: a third of the median gap between training images)."),
+    sigma: Optional[float] = typer.Option(None, help="σ of the associative-memory energy, in [-1, 1] pixel units (default: a third of the 10th-percentile gap between training images)."),
     flips: bool = typer.Option(True, "--flips/--no-flips", help="Count a training image and its mirror as one image (training mirrors at random)."),
     worst: int = typer.Option(16, help="Rows in the worst-case sheet (most memorised samples)."),
     features: bool = typer.Option(True, "--features/--no-features", help="Also measure in FD-Lite0 feature space (needs the encoder)."),

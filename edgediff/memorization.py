@@ -98,6 +98,7 @@ class Scan:
     energy: np.ndarray | None = None  # [M]  −σ² log Σ exp(−d²/2σ²)
     basin_weight: np.ndarray | None = None  # [M] largest softmax weight
     sigma: float | None = None
+    log_z: np.ndarray | None = None  # [M] log Σ exp(−d²/2σ²), kept so callers can re-weigh groups of rows
 
 
 def scan(
@@ -152,7 +153,7 @@ def scan(
     energy = -(sigma**2) * log_z
     nearest_logit = -(neighbours.distances[:, 0] ** 2) / (2.0 * sigma * sigma)
     basin = np.exp(np.minimum(nearest_logit - log_z, 0.0))
-    return Scan(neighbours, energy=energy, basin_weight=basin, sigma=float(sigma))
+    return Scan(neighbours, energy=energy, basin_weight=basin, sigma=float(sigma), log_z=log_z)
 
 
 def _exact_topk(queries: np.ndarray, refs: np.ndarray, cand_i: np.ndarray, k: int, transform: Transform) -> Neighbours:
@@ -194,7 +195,8 @@ def nearest_groups(
     """Like `scan`, but neighbours are distinct *groups* (a training image and its augmentations): the distance
     to a group is the distance to its closest member. Without this, a memorised copy of a left-right symmetric
     training image would have d1 ≈ d2 (the image and its mirror) and never count as memorised.
-    Returned indices are group ids; energy and basin weight (with σ) are over every stored row."""
+    Returned indices are group ids; the energy (with σ) is over every stored row, the basin weight is the summed
+    softmax weight of the nearest group."""
     groups = np.asarray(groups, dtype=np.int64)
     per_group = int(np.bincount(groups).max()) if len(groups) else 1
     if len(np.unique(groups)) < k:
@@ -210,6 +212,19 @@ def nearest_groups(
         first = np.sort(first)[:k]
         out_d[j], out_i[j], out_r[j] = dist[first], g[first], idx[first]
     s.neighbours = Neighbours(out_d, out_i, out_r)
+    if sigma is not None:
+        # Basin weight of the nearest *group* (an image and its mirror share one basin): the summed softmax
+        # weight of its rows, measured exactly for those few rows against the streamed normaliser.
+        order = np.argsort(groups, kind="stable")
+        starts = np.searchsorted(groups[order], out_i[:, 0])
+        q = transform(queries)
+        for j in range(len(q)):
+            members = order[starts[j] : starts[j] + per_group]
+            members = members[groups[members] == out_i[j, 0]]
+            d2 = ((transform(refs[members]) - q[j]) ** 2).sum(axis=1)
+            logits = -d2 / (2.0 * sigma * sigma)
+            m = logits.max()
+            s.basin_weight[j] = min(1.0, float(np.exp(m + np.log(np.exp(logits - m).sum()) - s.log_z[j])))
     return s
 
 
@@ -238,11 +253,12 @@ def memorization_ratio(
 
 def default_sigma(refs: np.ndarray, *, transform: Transform = flatten, sample: int = 256, seed: int = 0,
                   block_bytes: int = BLOCK_BYTES) -> float:
-    """σ for the energy: a third of the median distance from a stored image to its nearest other stored image.
+    """σ for the energy: a third of the 10th-percentile distance from a stored image to its nearest other one.
 
-    Why this scale: at the memorisation threshold (d1 ≈ d2 / 3 of a typical gap) a sample still gets a basin
-    weight near 1, while a sample halfway between two stored images gets ≈ 1/2; a σ much larger would blur every
-    sample over many patterns, a much smaller one would call every sample "in a basin".
+    Why this scale: with σ ≤ gap/3 a stored image whose nearest neighbour is `gap` away is a basin of its own
+    (an exact copy of it gets weight ≳ 0.98 against one such neighbour), and the 10th percentile makes that hold
+    for ~90% of the stored images, so "basin weight ≈ 1" can be read as "fell into one stored image". Much
+    larger σ blurs every sample over many patterns; much smaller calls every sample "in a basin".
     """
     n = len(refs)
     if n < 2:
@@ -250,8 +266,8 @@ def default_sigma(refs: np.ndarray, *, transform: Transform = flatten, sample: i
     pick = np.sort(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
     nb = scan(refs[pick], refs, k=1, transform=transform, block_bytes=block_bytes, exclude=pick).neighbours
     d = nb.distances[:, 0]
-    med = float(np.median(d[d > 0])) if (d > 0).any() else 1.0
-    return med / 3.0
+    gap = float(np.percentile(d[d > 0], 10)) if (d > 0).any() else 1.0
+    return gap / 3.0
 
 
 def energy_and_basin(

@@ -289,3 +289,13 @@ def test_audit_command_on_a_trained_run_and_its_bundle(tmp_path, image_folder):
     s = audit(tmp_path / "bundle", data=str(image_folder), n=4, steps=3, features=False)
     assert s["source"]["kind"] == "bundle" and s["n_samples"] == 4
     assert (tmp_path / "bundle_audit" / "audit.json").is_file()  # beside the bundle, never inside it
+
+
+def test_basin_weight_of_a_group_sums_the_image_and_its_mirror():
+    train = _images(6, size=8)
+    train[2] = np.concatenate([train[2][:, :4], train[2][:, :4][:, ::-1]], axis=1)  # mirror == itself
+    refs, groups = with_flips(train)
+    s = nearest_groups(train[[2]], refs, groups, 2, sigma=2.0, transform=pixels_unit)
+    assert s.basin_weight[0] > 0.99  # per row it would be ≈ 0.5: the image and its identical mirror
+    rows = scan(train[[2]], refs, k=1, sigma=2.0, transform=pixels_unit)
+    assert rows.basin_weight[0] == pytest.approx(0.5, abs=0.01)

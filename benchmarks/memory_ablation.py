@@ -15,6 +15,7 @@ The JSON is rewritten after every checkpoint, so a run cut short still leaves co
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -42,6 +43,15 @@ def speedup(steps: list[int], fd_memory: list[float], fd_plain: list[float]) -> 
     return None, None
 
 
+def real_floor(real: np.ndarray, n: int, seed: int) -> float:
+    """FD-Lite0 of `n` random real images against all of them: what a perfect generator would score at this n
+    (FD's small-sample bias), the floor the curves can approach."""
+    from edgediff.metrics import fd_lite0
+
+    idx = np.random.default_rng(seed).choice(len(real), n, replace=False)
+    return fd_lite0(real[idx], real)
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -56,6 +66,8 @@ def plot(result: dict, path: Path) -> None:
     if result["fd_plain"]:
         ax.axhline(result["fd_plain"][n - 1], color="gray", ls=":", lw=1, label="plain, last checkpoint")
     s = result["settings"]
+    if result.get("fd_real_floor") is not None:
+        ax.axhline(result["fd_real_floor"], color="green", ls="--", lw=1, label=f"real vs real ({s['n_samples']})")
     ax.set_xlabel("training steps")
     ax.set_ylabel(f"FD-Lite0 ({s['n_samples']} samples, {s['sampler_steps']} DDIM steps)")
     sp = result.get("speedup")
@@ -76,6 +88,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: least contention on shared cores)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None, help="where the two runs live (default: a temp dir)")
+    ap.add_argument("--extend", type=str, default=None,
+                    help="STEPS,...: continue the runs kept in --workdir to these further checkpoints, appending to "
+                         "the existing result JSON (same settings, same evaluation seed)")
     args = ap.parse_args(argv)
 
     import torch
@@ -93,8 +108,17 @@ def main(argv: list[str] | None = None) -> dict:
                     reference="all emoji at 32 px (Lite0 features of the real set)")
     name = "memory_ablation_quick" if args.quick else "memory_ablation"
     work = args.workdir or Path(tempfile.mkdtemp(prefix="edgediff_memab_"))
-    for arm in ("memory", "plain"):
-        shutil.rmtree(work / arm, ignore_errors=True)
+    name_json = RESULTS / f"{name}.json"
+    previous = None
+    if args.extend:
+        if args.workdir is None or not name_json.exists():
+            raise SystemExit("--extend needs --workdir with the runs of a previous run and its result JSON")
+        previous = json.loads(name_json.read_text())
+        preset = dict(preset, checkpoints=[int(x) for x in args.extend.split(",")])
+        settings["checkpoints"] = previous["settings"]["checkpoints"] + preset["checkpoints"]
+    else:
+        for arm in ("memory", "plain"):
+            shutil.rmtree(work / arm, ignore_errors=True)
 
     dataset = load_dataset("emoji", 32)
     real = dataset_features(dataset)
@@ -112,7 +136,15 @@ def main(argv: list[str] | None = None) -> dict:
               "seam_memory": [], "seam_plain": [], "loss_memory": [], "loss_plain": [],
               "train_seconds": {"memory": 0.0, "plain": 0.0}, "speedup": None, "speedup_reached_at": None,
               "settings": settings, "machine": machine_info(), "note": SHARED_CPU_NOTE, "complete": False}
-    t_start = time.perf_counter()
+    result["fd_real_floor"] = real_floor(real, preset["n_samples"], args.seed)
+    if previous is not None:
+        for key, value in previous.items():
+            if isinstance(value, list) and key in result:
+                result[key] = value
+        result["train_seconds"] = previous["train_seconds"]
+        result["extended_from_step"] = previous["steps"][-1]
+        result["machine_first_part"] = previous["machine"]
+    t_start = time.perf_counter() - (previous or {}).get("wall_seconds", 0.0)
     for target in preset["checkpoints"]:
         for arm in ("memory", "plain"):
             t0 = time.perf_counter()

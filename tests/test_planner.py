@@ -109,7 +109,8 @@ def test_buffers_grow_with_images_per_pass_and_the_cap_covers_activations():
     assert buffers_mb(m, 16, 16, 1) > buffers_mb(m, 16, 1, 1) + 30  # 15 more images × 3 float buffers ≈ 36 MiB
     p = plan(400.0, m=m, n=16)
     assert p.settings.arena == "capped" and p.settings.cap_mb >= p.breakdown["activation_mb"]
-    assert p.settings.cap_mb == pytest.approx(400.0 - (p.estimate_mb - p.breakdown["activation_mb"]), abs=0.2)
+    committed = p.breakdown["start_mb"] + p.breakdown["resident_mb"]
+    assert p.settings.cap_mb == pytest.approx(400.0 - committed, abs=0.2)
     assert plan(400.0, m=m, n=16, cap=False).settings.cap_mb is None
 
 

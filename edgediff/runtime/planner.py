@@ -32,6 +32,7 @@ MIB = float(1 << 20)
 MARGIN_MB = 2.0  # allocator slack: small on purpose, a refused budget must be truly too small
 MARGIN_FRAC = 0.02
 EXTRAPOLATION_SLACK = 1.10
+ARENA_SLACK_MB = 4.0  # the arena's region granularity: never cap below activations + this
 PRECISIONS = ("auto", "fp32", "int8")
 ROLE = {"fp32": "denoiser_fp32", "int8": "denoiser_int8"}
 
@@ -192,12 +193,15 @@ def plan_sampling(
     images_per_pass: int | None = None,
     cap: bool = True,
     keep_float: bool = False,
+    mode: str | None = None,
 ) -> Plan:
     """The fastest plan whose estimated peak fits `budget_mb`, or `BudgetError` naming the smallest that works.
 
-    `cells_per_call` / `images_per_pass` pin those choices (benchmarks and tests); `cap=False` leaves the arena
-    uncapped (used to show that a refused budget really is too small).
+    `cells_per_call` / `images_per_pass` / `mode` pin those choices (benchmarks and tests); `cap=False` leaves the
+    arena uncapped (used to show that a refused budget really is too small).
     """
+    if mode is not None and mode not in MODES:
+        raise EdgediffError(f"mode {mode!r} must be one of {', '.join(MODES)}")
     if precision not in PRECISIONS:
         raise EdgediffError(f"--precision {precision!r} must be one of {', '.join(PRECISIONS)}")
     if n < 1:
@@ -223,8 +227,8 @@ def plan_sampling(
     load_peaks = {k: float(v) for k, v in load_peaks.items() if isinstance(v, (int, float))} if isinstance(load_peaks, dict) else {}
     candidates = []
     for vi, variant in enumerate(variants):
-        for mode in MODES:
-            key = _profile_key(variant, mode)
+        for mode_name in ([mode] if mode else MODES):
+            key = _profile_key(variant, mode_name)
             if key not in profile.variants:
                 continue
             vp = profile.variants[key]
@@ -237,7 +241,7 @@ def plan_sampling(
                     ms = ms_per_call(vp, c)
                     calls_per_step = math.ceil(n * cells_total_per_image / c)
                     step_ms = None if ms is None else ms * calls_per_step
-                    candidates.append((variant, vi, mode, g, c, est, parts, step_ms, vp))
+                    candidates.append((variant, vi, mode_name, g, c, est, parts, step_ms, vp))
     if not candidates:
         raise EdgediffError("the bundle's memory profile has no usable entries; re-export the bundle")
 
@@ -261,16 +265,19 @@ def plan_sampling(
         step_ms = cand[7] if cand[7] is not None else float("inf")
         return (step_ms, cand[5])
 
-    variant, _, mode, g, c, est, parts, step_ms, vp = min(fits, key=speed_key)
-    settings = MODES[mode].with_(threads=nthreads)
+    variant, _, chosen, g, c, est, parts, step_ms, vp = min(fits, key=speed_key)
+    settings = MODES[chosen].with_(threads=nthreads)
     if settings.arena == "capped":
         if cap and budget_mb is not None:
-            # all the headroom the rest of the estimate leaves goes to the arena: at least the activations
-            headroom = budget_mb - (est - parts["activation_mb"])
-            settings = settings.with_(cap_mb=round(max(parts["activation_mb"], headroom), 1))
+            # The arena gets all the headroom above what is already committed (start + weights): the arena's
+            # bytes are not the RSS growth the profile measured (it works in >= 1 MiB regions and reuses freed
+            # heap pages), so a cap at the measured activations would refuse plans that fit. Measured: a 32 px
+            # model whose calls grow RSS by 1.1 MiB needs more than 3.2 MiB of arena.
+            headroom = budget_mb - parts["start_mb"] - parts["resident_mb"]
+            settings = settings.with_(cap_mb=round(max(parts["activation_mb"] + ARENA_SLACK_MB, headroom), 1))
         else:
             settings = settings.with_(cap_mb=None)
-    return Plan(variant=variant, mode=mode, cells_per_call=c, images_per_pass=g, threads=nthreads, settings=settings,
+    return Plan(variant=variant, mode=chosen, cells_per_call=c, images_per_pass=g, threads=nthreads, settings=settings,
                 budget_mb=budget_mb, estimate_mb=round(est, 1), floor_mb=floor_mb, breakdown=parts,
                 est_ms_per_step=None if step_ms is None else round(step_ms, 1))
 

@@ -145,6 +145,7 @@ def sample_bundle(
     out: str | Path | None = None,
     out_dir: str | Path | None = None,
     keep_float: bool = False,
+    mode: str | None = None,
     log: Callable[[str], None] = lambda s: None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> SampleResult:
@@ -174,7 +175,7 @@ def sample_bundle(
         budget_mb = None if avail is None else rss.current_mb() + avail / 2
     plan = plan_sampling(manifest, profile, n=n, steps=steps, now_mb=rss.current_mb(), peak_so_far_mb=rss.peak_mb(),
                          budget_mb=budget_mb, precision=precision, threads=threads, cells_per_call=cells_per_call,
-                         images_per_pass=images_per_pass, cap=cap, keep_float=keep_float)
+                         images_per_pass=images_per_pass, cap=cap, keep_float=keep_float, mode=mode)
     if auto:
         plan.budget_mb = None  # what the user asked for; the cap still protects against an OOM kill
     roles = (ROLE[plan.variant],) + (("lut_codes", "lut_codebooks") if manifest.lut is not None else ())

@@ -37,10 +37,10 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     lr: float = typer.Option(2e-4, help="AdamW learning rate."),
-    seed: int = typer.Option(0, help="Seed: fixes data order, noise and initialisation."),
+    seed: int = typer.Option(0, min=0, help="Seed: fixes data order, noise and initialisation."),
     dim: int = typer.Option(64, help="Base channel width of the network."),
     mults: str = typer.Option("1,2,2", help="UNet width multipliers per level, comma separated."),
-    depth: int = typer.Option(6, help="Blocks of the DiS / DiT backbones."),
+    depth: int = typer.Option(6, min=1, help="Blocks of the DiS / DiT backbones."),
     snippet_dropout: float = typer.Option(0.2, help="Probability of training on the null snippet."),
     features: Optional[Path] = typer.Option(None, help="Your own .npy features (one row per image) for the bank."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
@@ -93,14 +93,14 @@ def sample(
     bundle_dir: Optional[Path] = typer.Argument(None, help="A bundle folder; left out: the default bundle shipped inside edgediff."),
     n: int = typer.Option(16, "--n", help="Number of images."),
     steps: int = typer.Option(25, help="DDIM steps."),
-    seed: int = typer.Option(0, help="Seed: the same seed gives the same images whatever the plan."),
+    seed: int = typer.Option(0, min=0, help="Seed: the same seed gives the same images whatever the plan."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Peak RSS of the whole process, e.g. 96MiB, 96MB, 100000000 (default: half the available memory)."),
     snippet: Optional[int] = typer.Option(None, "--snippet", help="Condition every image on memory-bank entry INDEX."),
     interpolate: Optional[str] = typer.Option(None, "--interpolate", help="I,J,ALPHA: slerp between bank entries I and J."),
     out: Path = typer.Option(Path("samples.png"), "--out", help="Grid PNG to write."),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Also write each image as its own PNG here."),
     precision: str = typer.Option("auto", help="auto (fp32 when it fits, else int8), fp32 or int8."),
-    threads: Optional[int] = typer.Option(None, help="onnxruntime threads (default: the cores this process may use)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="onnxruntime threads (default: the cores this process may use)."),
     cells_per_call: Optional[int] = typer.Option(None, "--cells-per-call", help="Pin the cells per denoiser call instead of planning it."),
 ) -> None:
     """Sample images on device (numpy + onnxruntime only), planned to stay under --memory-budget."""
@@ -144,7 +144,7 @@ def eval_(
     data: str = typer.Option("emoji", help="The real images to compare with: 'emoji' or a folder."),
     n: int = typer.Option(1000, "--n", help="Number of generated images (FD-Lite0 is biased upward for small n)."),
     steps: int = typer.Option(25, help="DDIM steps of the torch sampler."),
-    seed: int = typer.Option(0, help="Seed of the initial noise and of the random bank entries."),
+    seed: int = typer.Option(0, min=0, help="Seed of the initial noise and of the random bank entries."),
     snippet: Optional[int] = typer.Option(None, "--snippet", help="Condition every image on memory-bank entry INDEX."),
     interpolate: Optional[str] = typer.Option(None, "--interpolate", help="I,J,ALPHA: slerp between bank entries I and J."),
     like: Optional[Path] = typer.Option(None, "--like", help="Condition on the snippet of this image (encoded with the run's encoder and PCA)."),
@@ -173,7 +173,7 @@ def audit(
     n: int = typer.Option(1000, "--n", help="Number of samples to generate (with --samples: at most this many are read)."),
     samples: Optional[Path] = typer.Option(None, "--samples", help="Audit this folder of generated images instead of generating."),
     steps: int = typer.Option(25, help="DDIM steps when generating."),
-    seed: int = typer.Option(0, help="Seed of the initial noise and of the random bank entries."),
+    seed: int = typer.Option(0, min=0, help="Seed of the initial noise and of the random bank entries."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for worst.png, samples.png and audit.json (default: RUN_DIR/audit or <name>_audit beside it)."),
     sigma: Optional[float] = typer.Option(None, help="σ of the associative-memory energy, in [-1, 1] pixel units (default: a third of the 10th-percentile gap between training images)."),
     flips: bool = typer.Option(True, "--flips/--no-flips", help="Count a training image and its mirror as one image (training mirrors at random)."),
@@ -201,15 +201,20 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors: typer >= 0.29 vendors click, so `click.*` types no longer match them
+        if type(e).__name__ == "NoArgsIsHelpError" and hasattr(e, "show"):
             e.show()
+            sys.exit(getattr(e, "exit_code", 2))
+        if isinstance(e, typer.TyperException) and hasattr(e, "format_message"):  # one line, like every error
+            where = getattr(getattr(e, "param", None), "opts", None)
+            msg = " ".join(e.format_message().split())
+            if where and where[0] not in msg:
+                msg = f"{where[0]}: {msg}"
+            typer.echo(f"error: {msg} (see --help)", err=True)
+            sys.exit(getattr(e, "exit_code", 2))
+        if isinstance(e, typer.Exit):
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, typer.Abort):
             sys.exit(1)
         raise
 

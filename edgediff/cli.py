@@ -111,6 +111,8 @@ def sample(
     bar: dict = {}
 
     def on_step(done: int, total: int) -> None:
+        if not sys.stderr.isatty():  # logs and pipes get the summary lines, not a bar's label
+            return
         if "bar" not in bar:
             bar["bar"] = typer.progressbar(length=total, label="sampling", file=sys.stderr)
             bar["bar"].__enter__()

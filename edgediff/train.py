@@ -263,7 +263,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if progress and dist.main:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=None)  # None: no bar when stderr is not a terminal (logs, pipes, CI)
     t0, start_step = time.perf_counter(), step
     while step < cfg.steps:
         inputs, target = make_batch(step, cfg, dist.rank, data, own, flipped, acp, per_rank, mcfg.snippet_dim)

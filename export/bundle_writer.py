@@ -158,6 +158,10 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_
                     log(f"memory profile {name}: resident {v.resident_mb:.1f} MiB, activations "
                         + ", ".join(f"{k} cell(s) {a:.1f} MiB" for k, a in v.activation_mb.items()))
         write_bundle(out, manifest, stage)
+    except OSError as e:  # a full disk or an unwritable --out while writing any bundle file
+        shutil.rmtree(stage, ignore_errors=True)
+        raise EdgediffError(f"cannot write the bundle at {out}: {e.strerror or e}; free some space or choose a "
+                            "writable --out (nothing was written there)") from e
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -426,6 +426,12 @@ def write_bundle(out_dir: str | Path, manifest: Manifest, staged_dir: str | Path
         f.write(manifest.to_json())
         f.flush()
         os.fsync(f.fileno())
+    # mkdtemp/mkstemp create owner-only files; a bundle is shipped and installed as package data, so make it
+    # world-readable like any other file a release contains.
+    os.chmod(staged, 0o755)
+    for f in staged.iterdir():
+        if f.is_file():
+            os.chmod(f, 0o644)
     old = None
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

@@ -168,3 +168,23 @@ def test_encoder_onnx_matches_torch_and_bank_uses_it(tmp_path, cache):
     ref = encoders.encode_torch(imgs)
     assert np.abs(f - ref).max() < 1e-3 * max(1.0, np.abs(ref).max())
     assert not np.allclose(f[0], f[1])
+
+
+@pytest.mark.slow
+def test_like_a_training_image_recovers_its_bank_entry(tmp_path, cache):
+    """--like projects through the run's own encoder + PCA: a training image lands on its own snippet."""
+    from PIL import Image
+
+    from edgediff.data import load_dataset
+    from edgediff.memory import load_run_bank, run_snippets
+    from edgediff.train import train
+
+    folder = _tiny_folder(tmp_path)
+    train(_cfg(tmp_path, folder, steps=1, checkpoint_every=1), progress=False)
+    bank = load_run_bank(tmp_path / "run")
+    ds = load_dataset(str(folder), 16)
+    Image.fromarray(ds.images[5]).save(tmp_path / "like.png")
+    z = run_snippets(tmp_path / "run", 2, like=tmp_path / "like.png", image_size=16)
+    assert z.shape == (2, 8)
+    assert np.abs(z[0] - bank[5]).max() < 1e-3
+    assert int(np.argmax(bank @ z[0])) == 5

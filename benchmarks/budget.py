@@ -150,11 +150,34 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The README table: one line per run."""
+    out = ["| px | budget MiB | × floor | accepted | plan (precision, mode, cells/call, images/pass) | estimate MiB "
+           "| peak MiB | peak <= budget | refusal check: leanest plan's peak MiB |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p = r["plan"]
+        plan = f"{p['variant']}, {p['mode']}, {p['cells_per_call']}, {p['images_per_pass']}" if p else "refused"
+        peak = "" if r["peak_mb"] is None else f"{r['peak_mb']:.1f}"
+        met = "" if "met" not in r else ("yes" if r["met"] else "NO")
+        proof = ""
+        if "proof" in r:
+            proof = f"{r['proof']['peak_mb']:.1f} (> budget: {'yes' if r['truly_too_small'] else 'NO'})"
+        out.append(f"| {r['resolution']} | {r['budget_mb']:.1f} | {r['budget_over_floor']:.2f} | "
+                   f"{'yes' if r['accepted'] else 'no'} | {plan} | {r.get('estimate_mb') or ''} | {peak} | {met} | "
+                   f"{proof} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer images and steps (a smoke run)")
     ap.add_argument("--work", default="/tmp/edgediff-budget", help="where the runs and bundles are made")
+    ap.add_argument("--table", action="store_true", help="print the README table of the last results and exit")
     a = ap.parse_args(argv)
+    if a.table:
+        print(markdown_table(json.loads((RESULTS / ("budget_quick.json" if a.quick else "budget.json")).read_text())["rows"]))
+        return 0
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     rows, bundles = [], {}

@@ -270,7 +270,7 @@ def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path) ->
     return params
 
 
-def export_bench_bundle(run_dir: str, out: str, int8: bool) -> dict:
+def export_bench_bundle(run_dir: str, out: str, int8: bool, lean_profile: bool = False) -> dict:
     """`edgediff export` (fresh process) with a calibration set cut to one row per timestep in CALIB_TIMESTEPS and
     cell, and parity checked at one timestep: the 512 px full-image model cannot calibrate on 1024 rows here."""
     import numpy as np
@@ -279,6 +279,10 @@ def export_bench_bundle(run_dir: str, out: str, int8: bool) -> dict:
     import edgediff_export.quantize as q
     from edgediff_export import export_run
 
+    if lean_profile:  # the time-boxed full run: profile only the lean mode the budget-floor rows use
+        from edgediff.runtime.profile import measure_profile
+
+        bw.measure_profile_hook = lambda stage, manifest: measure_profile(stage, manifest, modes=("lean",))
     q.CALIB_TIMESTEPS = np.asarray(CALIB_TIMESTEPS, dtype=np.int64)
     q.CALIB_ROWS = len(CALIB_TIMESTEPS)
     bw.PARITY_TIMESTEPS = (500,)
@@ -447,7 +451,7 @@ def plot(body: dict, path: Path) -> None:
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=6.5, ncol=2)
     params = body.get("params", {})
-    fig.suptitle(f"batch 1, {STEPS} DDIM steps, each configuration a fresh process; edgediff "
+    fig.suptitle(f"batch 1, {body['settings'].get('steps', STEPS)} DDIM steps, each configuration a fresh process; edgediff "
                  f"{params.get('edgediff_full_image', '?')} params vs diffusers {params.get('diffusers', '?')}; "
                  "edgediff at the smallest budget its planner accepts", fontsize=9)
     fig.tight_layout()
@@ -459,6 +463,24 @@ def plot(body: dict, path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # driver
+
+
+def markdown(body: dict) -> str:
+    """The README's headline table: per resolution, diffusers vs edgediff's full image (grid 1) and its leanest grid."""
+    rows = [r for r in body["rows"] if "error" not in r]
+    diff = {r["resolution"]: r for r in rows if r["tool"] == "diffusers"}
+    ed = [r for r in rows if r["tool"] == "edgediff" and r.get("budget") == "floor"]
+    out = ["| px | tool | grid | precision | peak MiB | floor MiB | peak / floor | s / step | params |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for res in sorted({r["resolution"] for r in rows}):
+        d = diff.get(res)
+        if d:
+            out.append(f"| {res} | diffusers (torch) | 1 | fp32 | {d['peak_mb']:.0f} | | | {d['s_per_step']:.2f} | "
+                       f"{d['params'] / 1e6:.2f}M |")
+        for r in sorted((r for r in ed if r["resolution"] == res), key=lambda r: (r["grid"], r["precision"])):
+            out.append(f"| {res} | edgediff | {r['grid']} | {r['precision']} | {r['peak_mb']:.0f} | {r['floor_mb']:.0f} | "
+                       f"{r['measured_over_floor']:.2f} | {r['s_per_step']:.2f} | {r['params'] / 1e6:.2f}M |")
+    return "\n".join(out)
 
 
 def row_key(r: dict) -> tuple:
@@ -509,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--combine", default=None,
                     help="comma list of result JSONs measured separately (e.g. late re-timings): rows of later files "
                          "replace the same configuration in earlier ones; writes --json and the plot")
+    ap.add_argument("--steps", type=int, default=STEPS, help="DDIM steps per run (the issue's figure is 20)")
+    ap.add_argument("--table", action="store_true", help="print the README table from the existing result JSON")
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: one measurement in this process
     ap.add_argument("--bundle", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--run", default=None, help=argparse.SUPPRESS)
@@ -516,18 +540,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-mb", type=float, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--resolution", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--int8", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--lean-profile", action="store_true",
+                    help="export bundles with the lean-mode memory profile only (faster; the planner then plans lean)")
     a = ap.parse_args(argv)
     if a.probe == "diffusers":
-        _emit(probe_diffusers(a.resolution, STEPS, a.threads))
+        _emit(probe_diffusers(a.resolution, a.steps, a.threads))
         return 0
     if a.probe == "floor":
-        _emit(probe_floor(a.bundle, a.precision, STEPS, a.threads))
+        _emit(probe_floor(a.bundle, a.precision, a.steps, a.threads))
         return 0
     if a.probe == "edgediff":
-        _emit(probe_edgediff(a.bundle, a.precision, STEPS, a.budget_mb, a.threads))
+        _emit(probe_edgediff(a.bundle, a.precision, a.steps, a.budget_mb, a.threads))
         return 0
     if a.probe == "export":
-        _emit(export_bench_bundle(a.run, a.bundle, a.int8))
+        _emit(export_bench_bundle(a.run, a.bundle, a.int8, a.lean_profile))
         return 0
 
     s = dict(QUICK if a.quick else FULL)
@@ -539,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     name = a.json or ("peak_memory.quick.json" if a.quick else JSON_NAME)
     if a.combine:
         return combine([Path(p) for p in a.combine.split(",")], name)
+    if a.table:
+        print(markdown(json.loads((RESULTS / name).read_text())))
+        return 0
     work = Path(a.workdir or ("/tmp/edgediff_peak_quick" if a.quick else "/tmp/edgediff_peak"))
     work.mkdir(parents=True, exist_ok=True)
     from edgediff.models import ModelConfig, build_model
@@ -549,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "peak_memory", "quick": a.quick, "machine": machine_info(),
         "note": SHARED_CPU_NOTE + " Memory is unaffected by the load; s_per_step is the mean over the 20 steps of "
                 "one run (s_per_step_min the fastest step) and may be inflated by other jobs on the cores. MB = MiB.",
-        "settings": {"steps": STEPS, "batch": 1, "threads": a.threads, "n_images": 1, "seed": 0, "edgediff_widths": {**WIDTHS, "mults": list(WIDTHS["mults"])},
+        "settings": {"steps": a.steps, "batch": 1, "threads": a.threads, "n_images": 1, "seed": 0, "edgediff_widths": {**WIDTHS, "mults": list(WIDTHS["mults"])},
                      "diffusers_unet": {k: list(v) if isinstance(v, tuple) else v for k, v in DIFFUSERS_UNET.items()},
                      "edgediff_command": "edgediff sample BUNDLE --n 1 --steps 20 --seed 0 --precision P "
                                          "--memory-budget <planner floor + 1 MiB> (budget 'floor'; if the run fails at that budget, "
@@ -575,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     if "diffusers" in only:
         for res in s["resolutions"]:
             try:
-                row = run_probe(["--probe", "diffusers", "--resolution", str(res), "--threads", str(a.threads)])
+                row = run_probe(["--probe", "diffusers", "--resolution", str(res), "--threads", str(a.threads),
+                                 "--steps", str(a.steps)])
                 body["params"]["diffusers"] = row["params"]
                 row["params_vs_edgediff"] = round(row["params"] / full_params - 1, 4)
                 row["load_average"] = list(os.getloadavg())
@@ -598,7 +628,9 @@ def main(argv: list[str] | None = None) -> int:
                 if not (bundle / "manifest.json").is_file():
                     try:
                         export_info = run_probe(["--probe", "export", "--run", str(run_dir), "--bundle", str(bundle),
-                                                 "--int8"], timeout=5400)
+                                                 "--int8"] + (["--lean-profile"] if a.lean_profile else []),
+                                                timeout=5400)
+                        export_info["profile_modes"] = "lean" if a.lean_profile else "lean,fast"
                     except Exception as e:
                         for prec in s["precisions"]:
                             body["rows"].append({"tool": "edgediff", "resolution": res, "grid": g, "precision": prec,
@@ -617,13 +649,14 @@ def main(argv: list[str] | None = None) -> int:
                     budgets = ["floor"] + (["none"] if res in s["auto_at"] else [])
                     for budget in budgets:
                         row = {"tool": "edgediff", "resolution": res, "grid": g, "precision": prec, "budget": budget,
+                               "steps": a.steps,
                                "patch": res // g, "params": params, "model_file_mb": round(m.files[role].bytes / MIB, 2),
                                **export_info}
                         try:
                             bmb = None
                             if budget == "floor":
                                 fl = run_probe(["--probe", "floor", "--bundle", str(bundle), "--precision", prec,
-                                                "--threads", str(a.threads)])
+                                                "--threads", str(a.threads), "--steps", str(a.steps)])
                                 row["planner_floor_mb"] = fl["planner_floor_mb"]
                                 bmb = fl["planner_floor_mb"] + 1.0
                             attempts = []
@@ -632,7 +665,8 @@ def main(argv: list[str] | None = None) -> int:
                             for factor in ((1.0, 1.1, 1.25, 1.5) if bmb is not None else (1.0,)):
                                 b = None if bmb is None else round(bmb * factor, 1)
                                 r = run_probe(["--probe", "edgediff", "--bundle", str(bundle), "--precision", prec,
-                                               "--threads", str(a.threads)] + (["--budget-mb", str(b)] if b else []))
+                                               "--threads", str(a.threads), "--steps", str(a.steps)]
+                                              + (["--budget-mb", str(b)] if b else []))
                                 if b is not None:
                                     attempts.append({"budget_mb": b, "exit_code": r["exit_code"],
                                                      "peak_mb": r["peak_mb"], "message": r["cli_output"][-240:]

@@ -37,10 +37,10 @@ import numpy as np
 
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json
 
-FULL = dict(grids=[1, 2, 4], steps=800, dim=32, mults=[1, 2, 2], batch_size=32, lr=5e-4, ema_decay=0.995,
-            n_samples=256, sampler_steps=20, int8=True)
+FULL = dict(grids=[1, 2, 4], steps=200, dim=32, mults=[1, 2, 2], batch_size=32, lr=5e-4, ema_decay=0.995,
+            n_samples=128, sampler_steps=20, int8=True, matrix="core")
 QUICK = dict(grids=[1, 2], steps=40, dim=16, mults=[1, 2], batch_size=16, lr=5e-4, ema_decay=0.9,
-             n_samples=32, sampler_steps=5, int8=True)
+             n_samples=32, sampler_steps=5, int8=True, matrix="core")
 IMAGE_SIZE = 32
 DATA = "emoji"
 SEED = 0
@@ -165,15 +165,23 @@ def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n:
 
 
 def plan_rows(s: dict) -> list[dict]:
-    """(run, grid, memory, precision, bank) for every row; the grid-2 run without memory gives the "none" rows."""
+    """(run, grid, memory, precision, bank) for every row; the grid-2 run without memory gives the "none" rows.
+
+    matrix "core" (default): every grid at fp32 + LUT (the device path), and at grid 2 also int8 + LUT, fp32 + float
+    bank and the run without a bank: each comparison of the issue once, at the grid the paper's claim is about.
+    matrix "all": every grid × precision × bank.
+    """
     rows = []
     precisions = ["fp32", "int8"] if s["int8"] else ["fp32"]
+    g2 = 2 if 2 in s["grids"] else s["grids"][-1]
     for g in s["grids"]:
         for p in precisions:
             for b in ("lut", "float"):
-                rows.append(dict(run=f"g{g}_mem", grid=g, memory=True, precision=p, bank=b))
-    g2 = 2 if 2 in s["grids"] else s["grids"][-1]
-    for p in precisions:
+                if s.get("matrix", "core") == "all" or (p, b) == ("fp32", "lut") or g == g2:
+                    if s.get("matrix", "core") != "all" and g == g2 and (p, b) == ("int8", "float"):
+                        continue
+                    rows.append(dict(run=f"g{g}_mem", grid=g, memory=True, precision=p, bank=b))
+    for p in precisions if s.get("matrix", "core") == "all" else ["fp32"]:
         rows.append(dict(run=f"g{g2}_nomem", grid=g2, memory=False, precision=p, bank="none"))
     return rows
 
@@ -191,6 +199,18 @@ def summarize(rows: list[dict]) -> dict:
         out["goal_fd_within_10pct"] = {f"grid{r['grid']}": r.get("fd_vs_full") for r in main}
         out["goal_seam_le_1.2"] = {f"grid{r['grid']}": r.get("seam") for r in main}
     return out
+
+
+def markdown(body: dict) -> str:
+    """The README's table of every row."""
+    out = ["| grid | precision | bank | train steps | FD-Lite0 | vs grid 1 | KID | seam (real) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in body["rows"]:
+        seam = "–" if r["seam"] is None else f"{r['seam']:.3f} ({r['seam_real']:.3f})"
+        ratio = f"{r['fd_vs_full']:.2f}×" if r.get("fd_vs_full") else ""
+        out.append(f"| {r['grid']} | {r['precision']} | {r['bank']} | {r['steps']} | {r['fd_lite0']:.2f} | {ratio} | "
+                   f"{r['kid']:.4f} ± {r['kid_std']:.4f} | {seam} |")
+    return "\n".join(out)
 
 
 def plot(body: dict, path: Path) -> None:
@@ -264,14 +284,14 @@ def score_run(rname: str, s: dict, workdir: Path, threads: int) -> list[dict]:
     return rows
 
 
-def run(s: dict, workdir: Path, threads: int, quick: bool, log=print) -> dict:
+def run(s: dict, workdir: Path, threads: int, quick: bool, log=print, note: str | None = None) -> dict:
     from edgediff.bundle import read_manifest
 
     workdir.mkdir(parents=True, exist_ok=True)
     name = "quality.quick.json" if quick else JSON_NAME
     body = {"benchmark": "quality", "quick": quick, "machine": machine_info(), "note": SHARED_CPU_NOTE +
             " The runs train, export and score side by side as single-threaded processes; train/sample seconds are "
-            "wall clock under that load. Scores do not depend on the load.",
+            "wall clock under that load. Scores do not depend on the load." + (f" {note}" if note else ""),
             "settings": dict(s, image_size=IMAGE_SIZE, data=DATA, seed=SEED, threads_per_process=threads,
                              sampler="onnxruntime lean session + edgediff.sampling.sample_loop (DDIM), every row the "
                                      "same initial noise and the same bank indices",
@@ -289,7 +309,8 @@ def run(s: dict, workdir: Path, threads: int, quick: bool, log=print) -> dict:
                                 workdir, threads, "export", log)
     here = Path(__file__).resolve().parent.parent
     score_jobs = {r: [sys.executable, "-m", "benchmarks.quality", "--score-run", r, "--workdir", str(workdir),
-                      "--threads", str(threads), "--steps", str(s["steps"]), "--n", str(s["n_samples"])]
+                      "--threads", str(threads), "--steps", str(s["steps"]), "--n", str(s["n_samples"]),
+                      "--matrix", s.get("matrix", "core")]
                   + (["--quick"] if quick else []) for r in runs}
     cwd = os.getcwd()
     os.chdir(here)
@@ -323,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="threads per process (the cores are shared)")
     ap.add_argument("--steps", type=int, default=None, help="override the training steps per run")
     ap.add_argument("--n", type=int, default=None, help="override the number of generated images per row")
+    ap.add_argument("--matrix", choices=["core", "all"], default=None, help="core: each comparison once (default); "
+                    "all: every grid x precision x bank")
+    ap.add_argument("--note", default=None, help="appended to the result JSON's note (e.g. how the runs were trained)")
+    ap.add_argument("--table", action="store_true", help="print the README table from the existing result JSON")
     ap.add_argument("--score-run", default=None, help=argparse.SUPPRESS)  # internal: score one run's rows
     a = ap.parse_args(argv)
     s = dict(QUICK if a.quick else FULL)
@@ -330,12 +355,17 @@ def main(argv: list[str] | None = None) -> int:
         s["steps"] = a.steps
     if a.n:
         s["n_samples"] = a.n
+    if a.matrix:
+        s["matrix"] = a.matrix
     workdir = Path(a.workdir or ("/tmp/edgediff_quality_quick" if a.quick else "/tmp/edgediff_quality"))
+    if a.table:
+        print(markdown(json.loads((RESULTS / ("quality.quick.json" if a.quick else JSON_NAME)).read_text())))
+        return 0
     if a.score_run:
         score_run(a.score_run, s, workdir, a.threads)
         return 0
     t0 = time.perf_counter()
-    body = run(s, workdir, a.threads, a.quick, log=lambda m: print(m, flush=True))
+    body = run(s, workdir, a.threads, a.quick, log=lambda m: print(m, flush=True), note=a.note)
     print(f"wrote {RESULTS / ('quality.quick.json' if a.quick else JSON_NAME)} ({len(body['rows'])} rows) in "
           f"{time.perf_counter() - t0:.0f} s")
     return 0

@@ -194,7 +194,8 @@ def quality_part(args, workdir: Path, save=None) -> dict:
     dataset = load_dataset("emoji", 32)
     settings = _quality_settings(args)
     rows = []
-    for backbone, model in QUALITY_MODELS.items():
+    for backbone in args.backbones:
+        model = QUALITY_MODELS[backbone]
         cfg = TrainConfig(
             data="emoji", out=str(workdir / f"quality_{backbone}"), image_size=32, grid=2, backbone=backbone,
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ema-decay", type=float, default=0.995)
     ap.add_argument("--n", type=int, default=None, help="generated images per backbone for FD-Lite0")
     ap.add_argument("--sample-steps", type=int, default=20)
+    ap.add_argument("--backbones", type=str, default=",".join(QUALITY_MODELS), help="quality part: which ones")
     ap.add_argument("--workdir", type=str, default=None, help="keep runs here (finished runs are reused)")
     ap.add_argument("--out", type=str, default=JSON_NAME)
     ap.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
@@ -310,6 +312,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.tokens = [int(t) for t in args.tokens.split(",")] if args.tokens else (
         QUICK_TOKENS if args.quick else FULL_TOKENS)
     args.steps = args.steps or (30 if args.quick else 400)
+    args.backbones = [b for b in args.backbones.split(",") if b]
+    if not set(args.backbones) <= set(QUALITY_MODELS):
+        ap.error(f"--backbones: choose from {','.join(QUALITY_MODELS)}")
     args.n = args.n or (32 if args.quick else 256)
     if args.quick:
         args.min_seconds = min(args.min_seconds, 0.5)
@@ -322,6 +327,11 @@ def main(argv: list[str] | None = None) -> dict:
     def save(part: dict) -> dict:
         """Merge into the file as it is now: the two parts may run as separate processes at the same time."""
         current = json.loads(path.read_text()) if path.exists() else {}
+        if "quality" in part:  # rows of backbones measured by another process stay
+            mine = {r["backbone"] for r in part["quality"]}
+            kept = [r for r in current.get("quality", []) if r["backbone"] not in mine]
+            order = list(QUALITY_MODELS)
+            part = dict(part, quality=sorted(kept + part["quality"], key=lambda r: order.index(r["backbone"])))
         current.update(part, benchmark="scaling", note=SHARED_CPU_NOTE)
         write_json(args.out, current)
         plot(current, png)

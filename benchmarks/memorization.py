@@ -271,8 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "memorization (EMM)",
         "machine": machine_info(),
-        "note": SHARED_CPU_NOTE + " Ratios are over n_samples samples each, so ±~6 percentage points of sampling"
-                " noise at 64 samples; EMM needs every size up to it at >= 90%.",
+        "note": SHARED_CPU_NOTE + " Ratios are over n_samples samples each, so ±~7 percentage points of sampling"
+                " noise at 48 samples; EMM needs every size up to it at >= 90%. Bank features: Lite0 on the 32 px renders"
+                " of the same emoji. k-means bank: max(2, n/8) entries.",
         "settings": s,
         "subset_indices": {str(k): [int(i) for i in order[:k]] for k in s["sizes"]},
         "rows": [], "reference_rows": [], "emm": {},

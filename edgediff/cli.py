@@ -142,7 +142,7 @@ def info(bundle_dir: Path = typer.Argument(..., help="A bundle folder written by
 
 @app.command("eval")
 def eval_(
-    run_dir: Path = typer.Argument(..., help="A run directory written by 'edgediff train'."),
+    run_dir: Path = typer.Argument(..., help="A RUN_DIR from 'edgediff train' (torch) or a BUNDLE_DIR (device runtime)."),
     data: str = typer.Option("emoji", help="The real images to compare with: 'emoji' or a folder."),
     n: int = typer.Option(1000, "--n", help="Number of generated images (FD-Lite0 is biased upward for small n)."),
     steps: int = typer.Option(25, help="DDIM steps of the torch sampler."),
@@ -153,7 +153,7 @@ def eval_(
     save: Optional[Path] = typer.Option(None, "--save", help="Also write a grid PNG of the first 64 generated images."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON here."),
 ) -> None:
-    """Quality of a run's EMA model: FD-Lite0 and KID against real images, and the seam score (1.0 = invisible)."""
+    """Quality of a run or bundle: FD-Lite0 and KID against real images, and the seam score (1.0 = invisible)."""
     from edgediff.metrics import eval_command
 
     result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,

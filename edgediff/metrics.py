@@ -197,7 +197,8 @@ def eval_command(
 
     run_dir = Path(run_dir)
     if (run_dir / "manifest.json").exists() and not (run_dir / "checkpoints").exists():
-        raise EdgediffError(f"{run_dir} is a bundle; eval takes a RUN_DIR from 'edgediff train' for now")
+        return _eval_bundle(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
+                            interpolate=interpolate, like=like, save=save, json_out=json_out)
     if not run_dir.is_dir():
         raise EdgediffError(f"{run_dir}: no such run directory; pass the --out folder of 'edgediff train'")
     if n < 2:
@@ -212,6 +213,36 @@ def eval_command(
         ("like", str(like)) if like is not None else ("random", None))
     result.update(run_dir=str(run_dir), data=data, sampler_steps=int(steps), seed=int(seed),
                   snippet_choice=choice[0], snippet_arg=choice[1], memory=sn is not None)
+    if save is not None:
+        save_png(make_grid(images[:64]), save, scale=2)
+    if json_out is not None:
+        atomic_write_bytes(json_out, json.dumps(result, indent=1).encode())
+    return result
+
+
+def _eval_bundle(
+    bundle_dir: Path, data: str, n: int, steps: int, seed: int, snippet: int | None, interpolate: str | None,
+    like, save, json_out,
+) -> dict:
+    """`edgediff eval BUNDLE_DIR`: sample with the device runtime (what users actually ship) and score it."""
+    import json
+
+    from edgediff.bundle import read_manifest
+    from edgediff.data import load_dataset
+    from edgediff.images import atomic_write_bytes, make_grid, save_png
+    from edgediff.runtime.sampler import sample_bundle
+
+    if like is not None:
+        raise EdgediffError("--like needs the run's encoder; pass the RUN_DIR instead of a bundle")
+    if n < 2:
+        raise EdgediffError(f"--n {n} must be at least 2 for FD-Lite0 and KID")
+    manifest = read_manifest(bundle_dir)
+    dataset = load_dataset(data, manifest.image_size)
+    images = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate).images
+    result = evaluate(images, dataset, manifest.grid)
+    result.update(bundle_dir=str(bundle_dir), data=data, sampler_steps=int(steps), seed=int(seed),
+                  snippet_choice="snippet" if snippet is not None else "interpolate" if interpolate else "random",
+                  memory=manifest.lut is not None)
     if save is not None:
         save_png(make_grid(images[:64]), save, scale=2)
     if json_out is not None:

@@ -55,6 +55,24 @@ class TrainConfig:
         base = ModelConfig(image_size=self.image_size, grid=self.grid, backbone=self.backbone, snippet_dim=snippet_dim)
         return ModelConfig.from_dict({**base.to_dict(), **self.model})
 
+    def command(self, steps: int | None = None) -> str:
+        """The `edgediff train` line that rebuilds this run (recorded in bundles so anyone can retrain a model)."""
+        m = {**{"dim": 64, "mults": [1, 2, 2], "depth": 6}, **self.model}
+        parts = [
+            "edgediff train", f"--data {self.data}", f"--image-size {self.image_size}", f"--grid {self.grid}",
+            f"--backbone {self.backbone}", f"--dim {m['dim']}", f"--mults {','.join(str(x) for x in m['mults'])}",
+            f"--steps {steps if steps is not None else self.steps}", f"--batch-size {self.batch_size}",
+            f"--lr {self.lr:g}", f"--seed {self.seed}", f"--ema-decay {self.ema_decay:g}",
+            f"--snippet-dropout {self.snippet_dropout:g}",
+        ]
+        if self.backbone != "unet":
+            parts.append(f"--depth {m['depth']}")
+        if not self.memory:
+            parts.append("--no-memory")
+        if self.features:
+            parts.append(f"--features {self.features}")
+        return " ".join(parts + [f"--out {self.out}"])
+
     def validate(self) -> None:
         checks = [
             (self.steps >= 1, f"--steps {self.steps} must be >= 1"),

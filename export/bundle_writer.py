@@ -146,7 +146,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_
             model_config=config.to_dict(),
             training={"run_dir": str(run_dir.resolve()), "step": int(meta.get("step", 0)),
                       "data": meta.get("train", {}).get("data"), "memory": bank is not None,
-                      "settings": meta.get("train", {})},
+                      "settings": meta.get("train", {}), "command": _train_command(meta)},
             quality=quality,
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             edgediff_version=edgediff.__version__,
@@ -167,3 +167,12 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_
         raise
     messages.append(f"bundle written to {out}")
     return ExportResult(out=out, manifest=manifest, messages=messages)
+
+
+def _train_command(meta: dict) -> str:
+    """The training command that made this checkpoint, with --steps set to the step actually exported."""
+    from edgediff.train import TrainConfig
+
+    known = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in meta.get("train", {}).items() if k in known})
+    return cfg.command(steps=int(meta.get("step", cfg.steps)))

@@ -436,7 +436,13 @@ def write_bundle(out_dir: str | Path, manifest: Manifest, staged_dir: str | Path
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / out.name)
-    os.replace(staged, out)
+    try:
+        os.replace(staged, out)
+    except OSError:
+        if old is not None:  # put the earlier bundle back rather than leave no bundle at all
+            os.replace(old / out.name, out)
+            shutil.rmtree(old, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out

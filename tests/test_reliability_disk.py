@@ -144,3 +144,24 @@ def test_export_on_a_full_disk_leaves_no_bundle_and_keeps_the_old_one(short_run,
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     open_bundle(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"], list(tmp_path.iterdir())
+
+
+def test_failed_final_rename_puts_the_old_bundle_back(tmp_path, monkeypatch):
+    """write_bundle's swap: if moving the new bundle into place fails, the earlier bundle is restored."""
+    import edgediff.bundle as bundle_mod
+
+    out = make_bundle(tmp_path / "bundle", seed=0)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if ".staging-" in str(src):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(bundle_mod.os, "replace", replace)
+    with pytest.raises(OSError):
+        make_bundle(out, seed=1)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    open_bundle(out)

@@ -451,7 +451,8 @@ def plot(body: dict, path: Path) -> None:
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=6.5, ncol=2)
     params = body.get("params", {})
-    fig.suptitle(f"batch 1, {body['settings'].get('steps', STEPS)} DDIM steps, each configuration a fresh process; edgediff "
+    steps = sorted({r.get("steps", STEPS) for r in rows})
+    fig.suptitle(f"batch 1, {'/'.join(map(str, steps))} DDIM steps (per row in the JSON), each configuration a fresh process; edgediff "
                  f"{params.get('edgediff_full_image', '?')} params vs diffusers {params.get('diffusers', '?')}; "
                  "edgediff at the smallest budget its planner accepts", fontsize=9)
     fig.tight_layout()
@@ -526,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grids", default=None, help="override, e.g. 1,8")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch / onnxruntime threads for both tools (1: the shared cores make 2 threads erratic)")
+    ap.add_argument("--precisions", default=None, help="override, e.g. fp32")
     ap.add_argument("--merge", action="store_true", help="keep rows of other configurations from the existing JSON")
     ap.add_argument("--json", default=None, help="result file name under benchmarks/results (default peak_memory.json)")
     ap.add_argument("--combine", default=None,
@@ -561,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         s["resolutions"] = [int(x) for x in a.resolutions.split(",")]
     if a.grids:
         s["grids"] = [int(x) for x in a.grids.split(",")]
+    if a.precisions:
+        s["precisions"] = a.precisions.split(",")
     only = set(a.only.split(","))
     name = a.json or ("peak_memory.quick.json" if a.quick else JSON_NAME)
     if a.combine:

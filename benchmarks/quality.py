@@ -323,8 +323,18 @@ def run(s: dict, workdir: Path, threads: int, quick: bool, log=print, note: str 
         body["runs"][r].update(params=m.params, trained_steps=m.training.get("step"),
                                train_wall_s=train_walls.get(r), export_wall_s=export_walls.get(r),
                                score_wall_s=score_walls.get(r), quality_at_export=m.quality)
-    by_run = {r: json.loads((workdir / f"rows_{r}.json").read_text()) for r in runs}
+    return assemble(body, s, workdir, runs, name, log)
+
+
+def assemble(body: dict, s: dict, workdir: Path, runs, name: str, log=print) -> dict:
+    """Rows of every run's rows_<run>.json in plan order, the summary, the JSON and the plot. Rows a run has not
+    scored yet (a time-boxed run collected early with --collect) are listed under "missing_rows"."""
+    by_run = {r: json.loads((workdir / f"rows_{r}.json").read_text()) if (workdir / f"rows_{r}.json").is_file()
+              else [] for r in runs}
+    body["missing_rows"] = []
     for spec in plan_rows(s):  # plan order
+        if not any((row["precision"], row["bank"]) == (spec["precision"], spec["bank"]) for row in by_run[spec["run"]]):
+            body["missing_rows"].append({k: spec[k] for k in ("grid", "precision", "bank")})
         for row in by_run[spec["run"]]:
             if (row["precision"], row["bank"]) == (spec["precision"], spec["bank"]):
                 body["rows"].append(row)
@@ -348,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                     "all: every grid x precision x bank")
     ap.add_argument("--note", default=None, help="appended to the result JSON's note (e.g. how the runs were trained)")
     ap.add_argument("--table", action="store_true", help="print the README table from the existing result JSON")
+    ap.add_argument("--collect", action="store_true", help="write the JSON and plot from the rows scored so far")
     ap.add_argument("--score-run", default=None, help=argparse.SUPPRESS)  # internal: score one run's rows
     a = ap.parse_args(argv)
     s = dict(QUICK if a.quick else FULL)
@@ -363,6 +374,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.score_run:
         score_run(a.score_run, s, workdir, a.threads)
+        return 0
+    if a.collect:
+        from edgediff.bundle import read_manifest
+
+        name = "quality.quick.json" if a.quick else JSON_NAME
+        body = {"benchmark": "quality", "quick": a.quick, "machine": machine_info(),
+                "note": SHARED_CPU_NOTE + " Collected with --collect from the scored rows present at that time."
+                        + (f" {a.note}" if a.note else ""),
+                "settings": dict(s, image_size=IMAGE_SIZE, data=DATA, seed=SEED, threads_per_process=a.threads),
+                "runs": {}, "rows": []}
+        runs = list(dict.fromkeys(r["run"] for r in plan_rows(s)))
+        for r in runs:
+            m = read_manifest(workdir / f"{r}_bundle")
+            body["runs"][r] = dict(params=m.params, trained_steps=m.training.get("step"), quality_at_export=m.quality)
+        assemble(body, s, workdir, runs, name, log=lambda m: print(m, flush=True))
         return 0
     t0 = time.perf_counter()
     body = run(s, workdir, a.threads, a.quick, log=lambda m: print(m, flush=True), note=a.note)

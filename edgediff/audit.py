@@ -273,7 +273,8 @@ def format_summary(s: dict) -> str:
         f"energy (σ = {s['energy']['sigma']:.3f}): median {e['median']:.2f}, p10 {e['p10']:.2f}, p90 {e['p90']:.2f} "
         f"(at the training images themselves: median {s['energy']['at_training_images']['median']:.2f})",
         f"basin weight: mean {b['stats']['mean']:.3f}, median {b['stats']['median']:.3f}; "
-        f"{b['fraction_above_0.9']:.1%} of samples > 0.9 (fell into one training image)",
+        f"{b['fraction_above_0.9']:.1%} of samples > 0.9 (one training image dominates; a replay only if the "
+        "energy is also near the training images' own)",
         f"wrote {s['worst_sheet']} (most memorised: sample | nearest | second nearest), {s['samples_png']}, {s['json']}",
     ]
     return "\n".join(lines)

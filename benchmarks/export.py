@@ -13,11 +13,17 @@ the variants with each other, not with other runs):
 Speed: per-call latency at 1/2/4 cells from the bundle's memory profile (fresh processes, runtime settings), plus
 an interleaved fp32/int8 timing of larger calls in this process (alternating, so load changes hit both alike).
 Writes benchmarks/results/export.json and export.png.
+
+Long runs on a shared box: `--workdir DIR` keeps the snapshot, the bundle and each variant's score
+(DIR/scores.json), so an interrupted run resumes where it stopped, and `--only NAME[,NAME]` lets several processes
+score different variants of the same workdir in parallel; a final run assembles export.json once all are present.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import tempfile
 import time
@@ -104,6 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="n=32, steps=8: a smoke run (results not meaningful)")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep the snapshot, bundle and per-variant scores here; a rerun reuses them (and scores only "
+                         "the variants still missing), so variants can be scored in parallel processes with --only")
+    ap.add_argument("--only", default=None, help="comma list of variants this process may sample (others are taken "
+                    "from the workdir's scores or left out): fp32_float,int8_float,fp32_lut4,fp32_lut8,fp32_lut16,"
+                    "int8_lut8_bundle; '' samples nothing and just assembles export.json")
     a = ap.parse_args(argv)
     if a.quick:
         a.n, a.steps = 32, 8
@@ -116,14 +128,22 @@ def main(argv: list[str] | None = None) -> None:
     from edgediff.metrics import evaluate
     from edgediff_export import export_run
 
-    work = Path(tempfile.mkdtemp(prefix="edgediff-bench-export-"))
+    keep = a.workdir is not None
+    work = a.workdir or Path(tempfile.mkdtemp(prefix="edgediff-bench-export-"))
+    work.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
+    scores_path = work / "scores.json"
     try:
-        run = snapshot_run(a.run, work / "run")
-        t0 = time.perf_counter()
-        res = export_run(run, work / "bundle", int8=True, lut_bytes=8, profile=True, log=print)
-        export_s = time.perf_counter() - t0
-        bundle = res.out
+        run = work / "run" if (work / "run" / "checkpoints").is_dir() else snapshot_run(a.run, work / "run")
+        bundle = work / "bundle"
+        export_s = None
+        if not (bundle / "manifest.json").is_file():
+            t0 = time.perf_counter()
+            export_run(run, bundle, int8=True, lut_bytes=8, profile=True, log=print)
+            export_s = time.perf_counter() - t0
+            (work / "export_s.txt").write_text(str(export_s))
+        elif (work / "export_s.txt").is_file():
+            export_s = float((work / "export_s.txt").read_text())
         m = open_bundle(bundle)
         bank = load_run_bank(run)
         if bank is None:
@@ -135,15 +155,26 @@ def main(argv: list[str] | None = None) -> None:
         float_sn = bank[rows]
 
         fp32, int8 = session(bundle / "denoiser.onnx"), session(bundle / "denoiser.int8.onnx")
-        results: dict[str, dict] = {}
+        results: dict[str, dict] = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
+        only = set(a.only.split(",")) if a.only else None
 
         def score(name: str, sess, sn: np.ndarray) -> dict:
+            if name in results:
+                return results[name]
+            if only is not None and name not in only:
+                return {"fd_lite0": float("nan"), "kid": float("nan")}
             t = time.perf_counter()
             imgs = sample(sess, m, sn, a.steps, a.seed)
             sample_s = time.perf_counter() - t
             ev = evaluate(imgs, dataset, m.grid, real_features=real, seed=a.seed)
             r = {"fd_lite0": ev["fd_lite0"], "kid": ev["kid"], "kid_std": ev["kid_std"], "sample_s": sample_s}
-            results[name] = r
+            # re-read before merging: other processes (--only) may have added their variants meanwhile
+            merged = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
+            merged[name] = r
+            tmp = scores_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(merged, indent=1))
+            os.replace(tmp, scores_path)
+            results.update(merged)
             print(f"{name}: FD-Lite0 {r['fd_lite0']:.3f}, KID {r['kid']:.4f} (sampled in {sample_s:.0f} s)", flush=True)
             return r
 
@@ -163,6 +194,11 @@ def main(argv: list[str] | None = None) -> None:
                         "bytes_for_1_28m_entries": lut_bytes(IMAGENET_ENTRIES, bank.shape[1], mb)})
         lut8 = np.load(bundle / "lut_codes.npy"), np.load(bundle / "lut_codebooks.npy")
         device = score("int8_lut8_bundle", int8, decode(*lut8)[rows])
+        required = ["fp32_float", "int8_float"] + [f"fp32_lut{mb}" for mb in (4, 8, 16)]
+        if any(k not in results for k in required):
+            print(f"scored {sorted(only or [])} into {scores_path}; still missing "
+                  f"{[k for k in required if k not in results]}: rerun to assemble export.json")
+            return
 
         prof = m.memory_profile.variants
         sizes = {v: m.files[r].bytes for v, r in (("fp32", "denoiser_fp32"), ("int8", "denoiser_int8"))}
@@ -189,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
             "benchmark": "export", "machine": machine_info(), "note": SHARED_CPU_NOTE + (
                 " FD-Lite0 on a few hundred samples is noisy in absolute terms; all variants share the same noise "
                 "seeds and bank rows, so their differences are paired. The run was still training: see "
-                "run.step."),
+                "run.step. Variants may be scored by several processes on one --workdir (same snapshot, bundle, "
+                "seeds and rows); samples[*].source says where a score came from."),
             "settings": {"n": a.n, "sampler_steps": a.steps, "seed": a.seed, "quick": a.quick,
                          "sessions": "runtime MODES['lean'] (extended opt, capped arena, no mem pattern), 1 thread",
                          "ms_per_call": "median of 20 interleaved fp32/int8 calls of 4 cells in one process",
@@ -200,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
             "export_s": export_s, "parity_fp32_max_abs": m.quality["parity_fp32"]["max_abs"],
             "fp32": variants["fp32"], "int8": variants["int8"],
             "lut": lut, "float_bank_fd_lite0": ref["fd_lite0"],
-            "device_int8_lut8_fd_lite0": device["fd_lite0"],
+            "device_int8_lut8_fd_lite0": None if np.isnan(device["fd_lite0"]) else device["fd_lite0"],
             "float_bank_bytes_per_entry": 4 * dim,
             "bytes_for_1_28m_entries": {
                 **{f"lut_{d['bytes_per_entry']}B": d["bytes_for_1_28m_entries"] for d in lut},
@@ -214,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         plot(body, RESULTS / f"{name}.png")
         print(f"wrote {path} and {RESULTS / f'{name}.png'}")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def plot(body: dict, path: Path) -> None:

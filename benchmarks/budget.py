@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgediff.data import write_square_images
 from benchmarks.common import SHARED_CPU_NOTE, machine_info, write_json, RESULTS
 
 BUNDLES = {
@@ -59,26 +60,12 @@ def fresh(args: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def write_images(folder: Path, n: int, size: int, seed: int = 0) -> Path:
-    """Coloured squares on white: just enough data for `edgediff train` to make a run and a bank."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        img = np.full((size, size, 3), 255, np.uint8)
-        y, x = rng.integers(0, size // 2, 2)
-        img[y : y + size // 2, x : x + size // 2] = rng.integers(0, 255, 3)
-        Image.fromarray(img).save(folder / f"img_{i:03d}.png")
-    return folder
-
-
 def make_bundle(work: Path, size: int, spec: dict) -> Path:
     """train 1 step + export (both through the CLI, fresh processes); reused when it already exists."""
     bundle = work / f"bundle{size}"
     if (bundle / "manifest.json").is_file():
         return bundle
-    data = write_images(work / f"images{size}", 8, size)
+    data = write_square_images(work / f"images{size}", 8, size)
     run = work / f"run{size}"
     edgediff = [sys.executable, "-m", "edgediff.cli"]
     subprocess.run(edgediff + ["train", "--data", str(data), "--image-size", str(size), "--grid", str(spec["grid"]),

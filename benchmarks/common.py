@@ -65,3 +65,15 @@ def write_json(name: str, body: dict) -> Path:
     tmp.write_text(json.dumps(body, indent=1))
     os.replace(tmp, path)
     return path
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure atomically (temp file + rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import SHARED_CPU_NOTE, machine_info, write_json, RESULTS
+from benchmarks.common import SHARED_CPU_NOTE, machine_info, write_json, RESULTS, save_figure
 
 # Sized for ≤ 1 h on 2 cores shared with other jobs (≈ 1 training step/s at dim 32, batch 32, one thread).
 FULL = dict(checkpoints=[100, 250, 500, 750, 1000], n_samples=200, sampler_steps=8, dim=32,
@@ -76,10 +76,7 @@ def plot(result: dict, path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json, save_figure
 
 MIB = float(1 << 20)
 STEPS = 20
@@ -456,10 +456,7 @@ def plot(body: dict, path: Path) -> None:
                  f"{params.get('edgediff_full_image', '?')} params vs diffusers {params.get('diffusers', '?')}; "
                  "edgediff at the smallest budget its planner accepts", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------------------------

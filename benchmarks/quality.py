@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json, save_figure
 
 FULL = dict(grids=[1, 2, 4], steps=200, dim=32, mults=[1, 2, 2], batch_size=32, lr=5e-4, ema_decay=0.995,
             n_samples=128, sampler_steps=20, int8=True, matrix="core")
@@ -244,10 +244,7 @@ def plot(body: dict, path: Path) -> None:
                  f"{s['n_samples']} samples × {s['sampler_steps']} DDIM steps (blue: full image, orange: 2×2, "
                  "green: 4×4)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)
 
 
 def score_run(rname: str, s: dict, workdir: Path, threads: int) -> list[dict]:

@@ -172,3 +172,21 @@ def load_folder(root: Path, image_size: int) -> Dataset:
     np.savez(tmp, images=arr, skipped=np.int64(skipped))
     os.replace(tmp, path)
     return Dataset(images=arr, name=str(root), key=key, skipped=skipped)
+
+
+def write_square_images(folder: str | Path, n: int = 8, size: int = 20, seed: int = 0) -> Path:
+    """A tiny folder dataset (coloured squares on white): enough structure to train on in seconds.
+
+    Tests and benchmarks use it to make real runs without downloading or rendering anything.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = np.full((size, size, 3), 255, np.uint8)
+        y, x = rng.integers(0, size // 2, 2)
+        img[y : y + size // 2, x : x + size // 2] = rng.integers(0, 255, 3)
+        Image.fromarray(img).save(folder / f"img_{i:03d}.png")
+    return folder

@@ -23,16 +23,9 @@ def _private_cache(tmp_path_factory):
 
 def write_images(folder, n: int = 8, size: int = 20, seed: int = 0):
     """Simple structured images (coloured squares on white) so a model has something to learn."""
-    from PIL import Image
+    from edgediff.data import write_square_images
 
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        img = np.full((size, size, 3), 255, np.uint8)
-        y, x = rng.integers(0, size // 2, 2)
-        img[y : y + size // 2, x : x + size // 2] = rng.integers(0, 255, 3)
-        Image.fromarray(img).save(folder / f"img_{i:03d}.png")
-    return folder
+    return write_square_images(folder, n=n, size=size, seed=seed)
 
 
 @pytest.fixture

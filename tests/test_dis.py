@@ -171,3 +171,23 @@ def test_dis_trains_checkpoints_and_samples(tmp_path, image_folder):
     assert mcfg.backbone == "dis" and meta["step"] == 60
     imgs = sample_torch(model, mcfg, n=2, steps=3, seed=0)
     assert imgs.shape == (2, 3, 16, 16) and np.isfinite(imgs).all()
+
+
+def test_mixer_constants_live_in_the_config_and_old_configs_rebuild():
+    """A checkpoint written before the mixer constants were recorded rebuilds with the same shapes; the SSD chunk
+    length changes how the scan is computed, never what it computes; the head width changes the architecture."""
+    base = _cfg("dis")
+    old = {k: v for k, v in base.to_dict().items() if not k.startswith(("ssm_", "attn_"))}
+    rebuilt = build_model(ModelConfig.from_dict(old))
+    model = build_model(base).eval()
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+    _randomise_head(model)
+    rechunked = build_model(ModelConfig.from_dict({**base.to_dict(), "ssm_chunk": 3})).eval()
+    rechunked.load_state_dict(model.state_dict())
+    x = example_inputs(base, batch=2)
+    with torch.no_grad():
+        torch.testing.assert_close(rechunked(**x), model(**x), atol=1e-5, rtol=1e-4)
+
+    narrow = build_model(ModelConfig.from_dict({**base.to_dict(), "ssm_conv": 2}))
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in model.parameters())

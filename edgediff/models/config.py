@@ -27,6 +27,13 @@ class ModelConfig:
     token_patch: int = 2
     depth: int = 6
     d_state: int = 16
+    # Mixer constants, recorded so a checkpoint rebuilds exactly (older checkpoints lack them and get these,
+    # which are the values they were trained with).
+    ssm_expand: int = 2  # inner width of the SSM mixer = ssm_expand · dim
+    ssm_headdim: int = 64  # SSM head width (one head when it does not divide the inner width)
+    ssm_conv: int = 4  # kernel of each scan direction's causal depthwise conv
+    ssm_chunk: int = 16  # SSD chunk length: cost is linear in tokens for any fixed chunk
+    attn_headdim: int = 32  # attention head width of the dit twin
     extra: dict = field(default_factory=dict)
 
     @property

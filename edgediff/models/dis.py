@@ -37,11 +37,12 @@ class RMSNorm(nn.Module):
 class Block(nn.Module):
     """h + mixer(RMSNorm(h)), optionally after merging a long skip: Linear(2d → d) of [h, skip]."""
 
-    def __init__(self, kind: str, dim: int, d_state: int, skip: bool = False):
+    def __init__(self, config: ModelConfig, skip: bool = False):
         super().__init__()
+        dim = config.dim
         self.skip = nn.Linear(2 * dim, dim) if skip else None
         self.norm = RMSNorm(dim)
-        self.mixer = build_mixer(kind, dim, d_state)
+        self.mixer = build_mixer(config)
 
     def forward(self, h: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if self.skip is not None:
@@ -80,10 +81,9 @@ class PatchDiS(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
         half = config.depth // 2
-        kind = config.backbone
-        self.in_blocks = nn.ModuleList([Block(kind, dim, config.d_state) for _ in range(half)])
-        self.mid_block = Block(kind, dim, config.d_state)
-        self.out_blocks = nn.ModuleList([Block(kind, dim, config.d_state, skip=True) for _ in range(half)])
+        self.in_blocks = nn.ModuleList([Block(config) for _ in range(half)])
+        self.mid_block = Block(config)
+        self.out_blocks = nn.ModuleList([Block(config, skip=True) for _ in range(half)])
         self.norm_out = RMSNorm(dim)
         self.head = nn.Linear(dim, tp * tp * c)
         nn.init.zeros_(self.head.weight)  # start as "predict zero noise", like the UNet's zeroed conv_out

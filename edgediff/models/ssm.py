@@ -164,10 +164,12 @@ class AttentionMixer(nn.Module):
         return self.out_proj(y * F.silu(z))
 
 
-def build_mixer(kind: str, dim: int, d_state: int = 16) -> nn.Module:
-    """'dis' → the bidirectional SSM mixer, 'dit' → the attention mixer (same block shape around either)."""
-    if kind == "dis":
-        return BiSSMMixer(dim, d_state=d_state)
-    if kind == "dit":
-        return AttentionMixer(dim)
-    raise ValueError(f"unknown mixer {kind!r}: use dis or dit")
+def build_mixer(config) -> nn.Module:
+    """The mixer of `config.backbone`: 'dis' → bidirectional SSM, 'dit' → attention (same block shape around
+    either), with the constants the config records."""
+    if config.backbone == "dis":
+        return BiSSMMixer(config.dim, d_state=config.d_state, expand=config.ssm_expand, d_conv=config.ssm_conv,
+                          headdim=config.ssm_headdim, chunk=config.ssm_chunk)
+    if config.backbone == "dit":
+        return AttentionMixer(config.dim, headdim=config.attn_headdim)
+    raise ValueError(f"unknown mixer {config.backbone!r}: use dis or dit")

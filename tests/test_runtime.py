@@ -188,3 +188,19 @@ def test_missing_default_bundle_names_the_fix():
     else:
         with pytest.raises(EdgediffError, match="pass BUNDLE_DIR"):
             resolve_bundle(None)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_mmap_threshold_uses_the_mapped_libc_without_a_subprocess(monkeypatch):
+    """The lever is set on every run: it must come from the libc already in the process, not from find_library
+    (which runs ldconfig in a subprocess)."""
+    import ctypes.util
+
+    from edgediff.runtime import rss
+
+    def no_lookup(name):
+        raise AssertionError("find_library called")
+
+    rss._mallopt.cache_clear()
+    monkeypatch.setattr(ctypes.util, "find_library", no_lookup)
+    assert rss.set_mmap_threshold(64 * 1024) is True

@@ -10,6 +10,7 @@ single process.
 from __future__ import annotations
 
 import ctypes
+import functools
 import ctypes.util
 import resource
 import sys
@@ -55,6 +56,21 @@ def reset_peak() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def _mallopt():
+    """glibc's mallopt from the libc already mapped into this process (CDLL(None)); find_library is only the
+    fallback because it shells out to ldconfig, which costs tens of milliseconds and a subprocess per run."""
+    for name in (None, "libc.so.6"):
+        try:
+            return ctypes.CDLL(name).mallopt
+        except (OSError, AttributeError):
+            continue
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
 def set_mmap_threshold(nbytes: int) -> bool:
     """Make glibc serve allocations >= `nbytes` with mmap, so freed activation buffers go back to the kernel.
 
@@ -62,10 +78,8 @@ def set_mmap_threshold(nbytes: int) -> bool:
     (REFERENCE.md: 376 -> 234 MB at 256 px with 64 KiB). Same effect as MALLOC_MMAP_THRESHOLD_ but settable after
     start-up. Returns False on a libc without mallopt (musl, macOS): the lever is then simply unavailable.
     """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

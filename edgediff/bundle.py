@@ -107,6 +107,8 @@ class Manifest:
     model_config: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)  # the command that made it, steps, data
     quality: dict = field(default_factory=dict)  # measured at export, e.g. FD-Lite0
+    # sampler defaults the exporter recommends, e.g. {"guidance": 3.0}; optional, so older bundles stay valid
+    sampling: dict = field(default_factory=dict)
     created: str = ""
     edgediff_version: str = ""
 
@@ -206,6 +208,21 @@ def _profile(d: Any) -> MemoryProfile | None:
     return MemoryProfile(baseline_mb=_num(d, "baseline_mb", w), variants=variants, settings=settings)
 
 
+def _sampling(d: dict) -> dict:
+    """manifest.sampling: only known keys, each range-checked (it steers the sampler, so it is validated too)."""
+    unknown = set(d) - {"guidance"}
+    if unknown:
+        raise BundleError(f"manifest.sampling has unknown key {_label(sorted(unknown)[0])}; upgrade edgediff or "
+                          "re-export the bundle")
+    out = {}
+    if "guidance" in d:
+        g = d["guidance"]
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or not 0 <= g <= 20:
+            raise BundleError("manifest.sampling.guidance must be a number between 0 and 20; re-export the bundle")
+        out["guidance"] = float(g)
+    return out
+
+
 def parse_manifest(raw: Any) -> Manifest:
     """Validate a decoded manifest.json and build the `Manifest`; any problem is a `BundleError`."""
     if not isinstance(raw, dict):
@@ -250,9 +267,10 @@ def parse_manifest(raw: Any) -> Manifest:
     if kind not in SCHEDULE_KINDS:
         raise BundleError(f"manifest.schedule.kind {kind[:40]!r} is unknown to this edgediff (it knows "
                           f"{', '.join(SCHEDULE_KINDS)}); upgrade edgediff or re-export the bundle")
-    for key in ("model_config", "training", "quality"):
+    for key in ("model_config", "training", "quality", "sampling"):
         if not isinstance(raw.get(key, {}), dict):
             raise BundleError(f"manifest.{key} must be an object; re-export the bundle")
+    sampling = _sampling(raw.get("sampling", {}))
     manifest = Manifest(
         schema_version=version,
         image_size=image_size,
@@ -272,6 +290,7 @@ def parse_manifest(raw: Any) -> Manifest:
         model_config=raw.get("model_config", {}),
         training=raw.get("training", {}),
         quality=raw.get("quality", {}),
+        sampling=sampling,
         created=str(raw.get("created", "")),
         edgediff_version=str(raw.get("edgediff_version", "")),
     )

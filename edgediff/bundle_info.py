@@ -47,6 +47,9 @@ def describe(manifest: Manifest, bundle_dir: str | Path = "") -> str:
             f"({lut.subvectors} sub-vectors × {lut.centroids} centroids of {lut.dim // lut.subvectors} dims; "
             f"float bank would be {4 * lut.dim} B/entry)"
         )
+        g = m.sampling.get("guidance", 1.0)
+        lines.append(f"sampling      memory-bank guidance {g:g} by default"
+                     + (" (none)" if g == 1.0 else " (each cell evaluated with and without its snippet)"))
     q = m.quality
     if q:
         parts = []

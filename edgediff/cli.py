@@ -79,11 +79,13 @@ def export(
     int8: bool = typer.Option(False, "--int8", help="Also ship a static QDQ int8 denoiser (calibrated on the data)."),
     lut_bytes: int = typer.Option(8, "--lut-bytes", help="Bytes per memory-bank entry in the PQ lookup table."),
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Measure the memory profile (fresh processes)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Record this memory-bank guidance scale as the bundle's sampling default."),
 ) -> None:
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
     from edgediff_export import export_run
 
-    result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, log=typer.echo)
+    result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
+                        log=typer.echo)
     files = ", ".join(f"{f.path} ({f.bytes / 2**20:.2f} MiB)" for f in result.manifest.files.values())
     typer.echo(f"exported {run_dir} → {result.out}: {files}; inspect with 'edgediff info {result.out}'")
 
@@ -102,6 +104,7 @@ def sample(
     precision: str = typer.Option("auto", help="auto (fp32 when it fits, else int8), fp32 or int8."),
     threads: Optional[int] = typer.Option(None, min=1, help="onnxruntime threads (default: the cores this process may use)."),
     cells_per_call: Optional[int] = typer.Option(None, "--cells-per-call", help="Pin the cells per denoiser call instead of planning it."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (1 = none; default: the bundle's recommendation)."),
 ) -> None:
     """Sample images on device (numpy + onnxruntime only), planned to stay under --memory-budget."""
     from edgediff.runtime.sampler import sample_bundle
@@ -122,7 +125,7 @@ def sample(
         result = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, memory_budget=budget, snippet=snippet,
                                interpolate=interpolate, precision=precision, threads=threads,
                                cells_per_call=cells_per_call, out=out, out_dir=out_dir, log=typer.echo,
-                               on_step=on_step)
+                               on_step=on_step, guidance=guidance)
     finally:
         if "bar" in bar:
             bar["bar"].__exit__(None, None, None)
@@ -152,16 +155,18 @@ def eval_(
     like: Optional[Path] = typer.Option(None, "--like", help="Condition on the snippet of this image (encoded with the run's encoder and PCA)."),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write a grid PNG of the first 64 generated images."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON here."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (default: a bundle's recommendation; 1 for a run)."),
 ) -> None:
     """Quality of a run or bundle: FD-Lite0 and KID against real images, and the seam score (1.0 = invisible)."""
     from edgediff.metrics import eval_command
 
     result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
-                          interpolate=interpolate, like=like, save=save, json_out=json_out)
+                          interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance)
     typer.echo(
         f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  "
         f"seam score {result['seam_score']:.3f} (real images: {result['seam_score_real']:.3f})  "
-        f"[{result['n_generated']} generated vs {result['n_real']} real, {steps} DDIM steps]"
+        f"[{result['n_generated']} generated vs {result['n_real']} real, {steps} DDIM steps, "
+        f"guidance {result['guidance']:g}]"
     )
     for path in (save, json_out):
         if path is not None:

@@ -139,7 +139,7 @@ def evaluate(
 
 def generate_from_run(
     run_dir: str | Path, n: int, steps: int = 25, seed: int = 0, snippets: np.ndarray | None = None,
-    batch: int = 250, progress: bool = False,
+    batch: int = 250, progress: bool = False, guidance: float = 1.0,
 ) -> tuple[np.ndarray, object]:
     """uint8 samples [n, H, W, 3] from a run's EMA model (torch sampler), snippets drawn at random from its bank
     unless given; returns (images, ModelConfig). Batches of `batch` images keep memory flat for large n."""
@@ -164,7 +164,8 @@ def generate_from_run(
     for k, s in enumerate(starts):
         m = min(batch, n - s)
         sn = None if snippets is None else snippets[s : s + m]
-        out.append(to_uint8(sample_torch(model, config, n=m, steps=steps, seed=seed + 1000 * k, snippets=sn)))
+        out.append(to_uint8(sample_torch(model, config, n=m, steps=steps, seed=seed + 1000 * k, snippets=sn,
+                                         guidance=guidance)))
     return np.concatenate(out), config
 
 
@@ -185,7 +186,7 @@ def evaluate_run(
 def eval_command(
     run_dir: str | Path, data: str = "emoji", n: int = 1000, steps: int = 25, seed: int = 0,
     snippet: int | None = None, interpolate: str | None = None, like: str | Path | None = None,
-    save: str | Path | None = None, json_out: str | Path | None = None,
+    save: str | Path | None = None, json_out: str | Path | None = None, guidance: float | None = None,
 ) -> dict:
     """What `edgediff eval` does: pick the snippets (random bank entries unless told), sample, score, write files."""
     import json
@@ -194,11 +195,12 @@ def eval_command(
     from edgediff.data import load_dataset
     from edgediff.images import atomic_write_bytes, make_grid, save_png
     from edgediff.memory import run_snippets
+    from edgediff.sampling import resolve_guidance
 
     run_dir = Path(run_dir)
     if (run_dir / "manifest.json").exists() and not (run_dir / "checkpoints").exists():
         return _eval_bundle(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
-                            interpolate=interpolate, like=like, save=save, json_out=json_out)
+                            interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance)
     if not run_dir.is_dir():
         raise EdgediffError(f"{run_dir}: no such run directory; pass the --out folder of 'edgediff train'")
     if n < 2:
@@ -207,12 +209,13 @@ def eval_command(
     dataset = load_dataset(data, config.image_size)  # fail on a bad --data before sampling for minutes
     sn = run_snippets(run_dir, n, seed=seed, snippet=snippet, interpolate=interpolate, like=like,
                       image_size=config.image_size)
-    images, config = generate_from_run(run_dir, n, steps=steps, seed=seed, snippets=sn, progress=True)
+    g = resolve_guidance(guidance, has_bank=sn is not None)
+    images, config = generate_from_run(run_dir, n, steps=steps, seed=seed, snippets=sn, progress=True, guidance=g)
     result = evaluate(images, dataset, config.grid)
     choice = ("snippet", snippet) if snippet is not None else ("interpolate", interpolate) if interpolate else (
         ("like", str(like)) if like is not None else ("random", None))
     result.update(run_dir=str(run_dir), data=data, sampler_steps=int(steps), seed=int(seed),
-                  snippet_choice=choice[0], snippet_arg=choice[1], memory=sn is not None)
+                  snippet_choice=choice[0], snippet_arg=choice[1], memory=sn is not None, guidance=g)
     if save is not None:
         save_png(make_grid(images[:64]), save, scale=2)
     if json_out is not None:
@@ -222,7 +225,7 @@ def eval_command(
 
 def _eval_bundle(
     bundle_dir: Path, data: str, n: int, steps: int, seed: int, snippet: int | None, interpolate: str | None,
-    like, save, json_out,
+    like, save, json_out, guidance: float | None = None,
 ) -> dict:
     """`edgediff eval BUNDLE_DIR`: sample with the device runtime (what users actually ship) and score it."""
     import json
@@ -238,11 +241,13 @@ def _eval_bundle(
         raise EdgediffError(f"--n {n} must be at least 2 for FD-Lite0 and KID")
     manifest = read_manifest(bundle_dir)
     dataset = load_dataset(data, manifest.image_size)
-    images = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate).images
+    run = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate,
+                        guidance=guidance)
+    images = run.images
     result = evaluate(images, dataset, manifest.grid)
     result.update(bundle_dir=str(bundle_dir), data=data, sampler_steps=int(steps), seed=int(seed),
                   snippet_choice="snippet" if snippet is not None else "interpolate" if interpolate else "random",
-                  memory=manifest.lut is not None)
+                  memory=manifest.lut is not None, guidance=run.plan.guidance)
     if save is not None:
         save_png(make_grid(images[:64]), save, scale=2)
     if json_out is not None:

@@ -5,6 +5,12 @@ arrays, so torch and onnxruntime run through one loop and their images can be co
 
 Memory shape of the loop: two full-image buffers (x_t and x_{t-1}) plus one batch of cells; each cell of
 x_{t-1} is written as soon as its noise estimate is known, so no full-image eps buffer is ever held.
+
+Memory-bank guidance (`guidance` w != 1): eps = eps(∅) + w · (eps(s) − eps(∅)), where ∅ is the null (all-zero)
+snippet the model also learns through snippet dropout. It is classifier-free guidance with the bank entry as the
+condition: the one lever that makes every cell of an image follow the same snippet, so cells agree with each other.
+`cells_per_call` keeps meaning "rows per denoiser call" (what the memory planner sizes), so a guided call carries
+half as many cells, each twice; with one row per call the two halves become two calls.
 """
 
 from __future__ import annotations
@@ -30,6 +36,56 @@ def work_items(n: int, grid: int, cells_per_call: int) -> list[list[tuple[int, i
     return [pairs[k : k + cells_per_call] for k in range(0, len(pairs), cells_per_call)]
 
 
+def check_guidance(guidance: float) -> float:
+    """Guidance scale as a float in [0, 20] (0 = ignore the snippet, 1 = plain conditional), or ValueError."""
+    g = float(guidance)
+    if not np.isfinite(g) or not 0.0 <= g <= 20.0:
+        raise ValueError(f"guidance {guidance} must be a number between 0 and 20 (1 = no guidance, 2-4 typical)")
+    return g
+
+
+def resolve_guidance(guidance: float | None, has_bank: bool, default: float = 1.0) -> float:
+    """The scale a run uses: the one asked for, else `default`; a bad value, or guidance without a memory bank
+    (where the condition and the null snippet are the same thing), is a one-line EdgediffError."""
+    from edgediff.errors import EdgediffError
+
+    if guidance is None:
+        return float(default) if has_bank else 1.0
+    try:
+        g = check_guidance(guidance)
+    except ValueError as e:
+        raise EdgediffError(f"--{e}") from None
+    if g != 1.0 and not has_bank:
+        raise EdgediffError(f"--guidance {guidance:g} needs a memory bank and this model has none (trained with "
+                            "--no-memory): drop --guidance")
+    return g
+
+
+def guided(eps_fn: EpsFn, scale: float, rows_per_call: int) -> EpsFn:
+    """`eps_fn` under memory-bank guidance: one call of 2k rows (conditional, then null) when it fits in
+    `rows_per_call`, else two calls of k rows. The two forms give the same numbers (up to batch effects in the
+    runtime), so the plan changes speed and memory only."""
+
+    def eps(patch, glob, t, pos, snippet):
+        null = np.zeros_like(snippet)
+        k = len(patch)
+        if 2 * k <= rows_per_call:
+            both = eps_fn(np.concatenate([patch, patch]), np.concatenate([glob, glob]), np.concatenate([t, t]),
+                          np.concatenate([pos, pos]), np.concatenate([snippet, null]))
+            cond, uncond = both[:k], both[k:]
+        else:
+            cond = eps_fn(patch, glob, t, pos, snippet)
+            uncond = eps_fn(patch, glob, t, pos, null)
+        return (uncond + scale * (cond - uncond)).astype(np.float32, copy=False)
+
+    return eps
+
+
+def cells_per_chunk(rows_per_call: int, guidance: float) -> int:
+    """Cells handled per chunk of the loop: a guided cell takes two rows."""
+    return rows_per_call if guidance == 1.0 else max(1, rows_per_call // 2)
+
+
 def sample_loop(
     eps_fn: EpsFn,
     *,
@@ -44,17 +100,21 @@ def sample_loop(
     schedule: Schedule = Schedule(),
     x_T: np.ndarray | None = None,
     on_step: Callable[[int], None] | None = None,
+    guidance: float = 1.0,
 ) -> np.ndarray:
-    """Generate `n` images [n, C, H, W] in [-1, 1], `cells_per_call` cells per denoiser call."""
+    """Generate `n` images [n, C, H, W] in [-1, 1], at most `cells_per_call` rows per denoiser call."""
     if cells_per_call < 1:
         raise ValueError(f"cells per call must be >= 1, got {cells_per_call}")
+    guidance = check_guidance(guidance)
+    if guidance != 1.0:
+        eps_fn = guided(eps_fn, guidance, cells_per_call)
     p = patch_size(image_size, grid)
     acp = schedule.alphas_cumprod()
     ts = ddim_timesteps(steps, schedule.num_train_timesteps)
     x = initial_noise(n, channels, image_size, seed) if x_T is None else x_T.astype(np.float32, copy=True)
     x_prev = np.empty_like(x)
     snippets = np.ascontiguousarray(snippets, dtype=np.float32)
-    calls = work_items(n, grid, cells_per_call)
+    calls = work_items(n, grid, cells_per_chunk(cells_per_call, guidance))
     for k, t in enumerate(ts):
         t_prev = int(ts[k + 1]) if k + 1 < len(ts) else -1
         glob = pool_global(x, grid)

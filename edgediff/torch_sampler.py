@@ -35,8 +35,10 @@ def sample_torch(
     snippets: np.ndarray | None = None,
     cells_per_call: int | None = None,
     device: torch.device | str = "cpu",
+    guidance: float = 1.0,
 ) -> np.ndarray:
-    """Images [n, C, H, W] in [-1, 1]; `snippets` None means the null (all-zero) condition."""
+    """Images [n, C, H, W] in [-1, 1]; `snippets` None means the null (all-zero) condition; `guidance` w != 1
+    applies memory-bank guidance (edgediff.sampling.guided), meaningless without snippets."""
     if snippets is None:
         snippets = np.zeros((n, config.snippet_dim), dtype=np.float32)
     return sample_loop(
@@ -48,5 +50,6 @@ def sample_torch(
         steps=steps,
         seed=seed,
         snippets=snippets,
-        cells_per_call=cells_per_call or n * config.num_cells,
+        cells_per_call=cells_per_call or n * config.num_cells * (1 if guidance == 1.0 else 2),
+        guidance=guidance,
     )

@@ -22,6 +22,7 @@ from edgediff.bundle import (SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, T
 from edgediff.errors import EdgediffError
 from edgediff.images import atomic_write_bytes
 from edgediff.lut import mean_cosine, train_pq
+from edgediff.sampling import resolve_guidance
 from edgediff.schedule import Schedule
 from edgediff_export.inputs import denoiser_inputs, load_run_bank, load_run_data
 from edgediff_export.onnx_export import PARITY_TIMESTEPS, check_parity, export_onnx
@@ -94,7 +95,8 @@ def check_out(out: Path, run_dir: Path) -> None:
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_bytes: int = DEFAULT_LUT_BYTES,
-               profile: bool = True, seed: int = 0, log: Callable[[str], None] = lambda s: None) -> ExportResult:
+               profile: bool = True, seed: int = 0, guidance: float | None = None,
+               log: Callable[[str], None] = lambda s: None) -> ExportResult:
     """RUN_DIR (latest checkpoint, EMA weights) → verified bundle at `out`. Raises EdgediffError on any refusal."""
     from edgediff.checkpoint import load_ema_model
 
@@ -107,6 +109,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_
     model, config, meta = load_ema_model(run_dir)
     data = load_run_data(run_dir, meta, config, seed=seed)
     bank = load_run_bank(run_dir, meta)
+    sampling = {} if guidance is None else {"guidance": resolve_guidance(guidance, has_bank=bank is not None)}
     stage = staging_dir(out)
     messages: list[str] = []
     try:
@@ -148,6 +151,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_
                       "data": meta.get("train", {}).get("data"), "memory": bank is not None,
                       "settings": meta.get("train", {}), "command": _train_command(meta)},
             quality=quality,
+            sampling=sampling,
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             edgediff_version=edgediff.__version__,
         )

@@ -55,6 +55,9 @@ CASES: list[tuple[str, str, str]] = [
     ("sample", "--interpolate", "1,2,abc"), ("sample", "--interpolate", "1,2,1.5"), ("sample", "--interpolate", "0,99999,0.5"),
     ("sample", "--threads", "0"), ("sample", "--threads", "-2"),
     ("sample", "--cells-per-call", "0"), ("sample", "--cells-per-call", "-1"),
+    ("sample", "--guidance", "-1"), ("sample", "--guidance", "nan"), ("sample", "--guidance", "25"),
+    ("export", "--guidance", "-2"), ("export", "--guidance", "3"), ("eval", "--guidance", "50"),  # 3, 2: no bank
+    ("eval", "--guidance", "2"),
     ("eval", "--n", "0"), ("eval", "--steps", "0"), ("eval", "--seed", "-1"), ("eval", "--snippet", "-1"),
     ("audit", "--n", "0"), ("audit", "--steps", "0"), ("audit", "--seed", "-1"), ("audit", "--sigma", "-1"),
     ("audit", "--sigma", "nan"), ("audit", "--worst", "-1"),

@@ -60,6 +60,7 @@ class Plan:
     floor_mb: float
     breakdown: dict = field(default_factory=dict)
     est_ms_per_step: float | None = None
+    guidance: float = 1.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -73,6 +74,7 @@ class Plan:
         mmap = f", mmap threshold {s.mmap_threshold // 1024} KiB" if s.mmap_threshold else ""
         return (f"plan: {self.variant} {self.mode} (opt {s.opt_level}, memory pattern {'on' if s.mem_pattern else 'off'}"
                 f"{mmap}), {self.cells_per_call} cell(s) per call, {self.images_per_pass} image(s) per pass, "
+                f"{'' if self.guidance == 1.0 else f'guidance {self.guidance:g} (2 rows per cell), '}"
                 f"{self.threads} thread(s), {cap}; estimated peak {self.estimate_mb:.1f} MiB ({budget}, "
                 f"floor {self.floor_mb:.1f} MiB)")
 
@@ -169,6 +171,15 @@ def _profile_key(variant: str, mode: str) -> str:
     return variant if mode == "lean" else f"{variant}@{mode}"
 
 
+def calls_per_step(total_cells: int, rows_per_call: int, guidance: float) -> int:
+    """Denoiser calls per DDIM step; a guided cell is two rows (edgediff.sampling.guided)."""
+    if guidance == 1.0:
+        return math.ceil(total_cells / rows_per_call)
+    if rows_per_call == 1:
+        return 2 * total_cells
+    return math.ceil(total_cells / (rows_per_call // 2))
+
+
 def _cell_options(total_cells: int) -> list[int]:
     opts = {1 << k for k in range(0, 16) if (1 << k) < total_cells} | {total_cells}
     return sorted(opts)
@@ -194,11 +205,13 @@ def plan_sampling(
     cap: bool = True,
     keep_float: bool = False,
     mode: str | None = None,
+    guidance: float = 1.0,
 ) -> Plan:
     """The fastest plan whose estimated peak fits `budget_mb`, or `BudgetError` naming the smallest that works.
 
     `cells_per_call` / `images_per_pass` / `mode` pin those choices (benchmarks and tests); `cap=False` leaves the
-    arena uncapped (used to show that a refused budget really is too small).
+    arena uncapped (used to show that a refused budget really is too small). With `guidance` != 1 every cell
+    is evaluated twice, so calls carry up to twice as many rows and a step costs twice the rows.
     """
     if mode is not None and mode not in MODES:
         raise EdgediffError(f"mode {mode!r} must be one of {', '.join(MODES)}")
@@ -233,14 +246,15 @@ def plan_sampling(
                 continue
             vp = profile.variants[key]
             for g in ([images_per_pass] if images_per_pass else sorted({1, n} | {k for k in (2, 4, 8, 16) if k < n})):
-                for c in ([cells_per_call] if cells_per_call else _cell_options(g * cells_total_per_image)):
-                    if c > g * cells_total_per_image and cells_per_call is None:
+                rows_max = g * cells_total_per_image * (1 if guidance == 1.0 else 2)
+                for c in ([cells_per_call] if cells_per_call else _cell_options(rows_max)):
+                    if c > rows_max and cells_per_call is None:
                         continue
                     est, parts = estimate_mb(manifest, vp, now_mb, n, g, c, keep_float, load_peaks.get(key))
                     est = max(est, peak_so_far_mb)
                     ms = ms_per_call(vp, c)
-                    calls_per_step = math.ceil(n * cells_total_per_image / c)
-                    step_ms = None if ms is None else ms * calls_per_step
+                    calls = calls_per_step(n * cells_total_per_image, c, guidance)
+                    step_ms = None if ms is None else ms * calls
                     candidates.append((variant, vi, mode_name, g, c, est, parts, step_ms, vp))
     if not candidates:
         raise EdgediffError("the bundle's memory profile has no usable entries; re-export the bundle")
@@ -279,7 +293,7 @@ def plan_sampling(
             settings = settings.with_(cap_mb=None)
     return Plan(variant=variant, mode=chosen, cells_per_call=c, images_per_pass=g, threads=nthreads, settings=settings,
                 budget_mb=budget_mb, estimate_mb=round(est, 1), floor_mb=floor_mb, breakdown=parts,
-                est_ms_per_step=None if step_ms is None else round(step_ms, 1))
+                est_ms_per_step=None if step_ms is None else round(step_ms, 1), guidance=guidance)
 
 
 def available_mb() -> float | None:

@@ -28,7 +28,7 @@ from edgediff.lut import decode
 from edgediff.runtime import rss
 from edgediff.runtime.planner import ROLE, Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
-from edgediff.sampling import sample_loop
+from edgediff.sampling import resolve_guidance, sample_loop
 from edgediff.schedule import Schedule
 from edgediff import snippets as snip
 
@@ -146,11 +146,13 @@ def sample_bundle(
     out_dir: str | Path | None = None,
     keep_float: bool = False,
     mode: str | None = None,
+    guidance: float | None = None,
     log: Callable[[str], None] = lambda s: None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> SampleResult:
     """Sample `n` images from a bundle within `memory_budget` bytes of process peak RSS (None: half of what the
-    machine has available). Raises `EdgediffError` (a `BudgetError` for a budget no plan can meet)."""
+    machine has available). `guidance` None takes the bundle's recommended scale (manifest.sampling), else 1.
+    Raises `EdgediffError` (a `BudgetError` for a budget no plan can meet)."""
     t_start = time.perf_counter()
     rss.set_mmap_threshold(MMAP_THRESHOLD)  # first: every later allocation behaves as in the profiling process
     if not 1 <= n <= MAX_N:
@@ -166,6 +168,8 @@ def sample_bundle(
                         prediction=manifest.prediction)
     if steps > schedule.num_train_timesteps:
         raise EdgediffError(f"--steps {steps} exceeds the bundle's {schedule.num_train_timesteps} training timesteps")
+    has_bank = manifest.lut is not None
+    guidance = resolve_guidance(guidance, has_bank, default=manifest.sampling.get("guidance", 1.0))
     profile = load_profile(bundle, manifest, log)
     warm_up()
     budget_mb = None if memory_budget is None else memory_budget / rss.MIB
@@ -175,7 +179,8 @@ def sample_bundle(
         budget_mb = None if avail is None else rss.current_mb() + avail / 2
     plan = plan_sampling(manifest, profile, n=n, steps=steps, now_mb=rss.current_mb(), peak_so_far_mb=rss.peak_mb(),
                          budget_mb=budget_mb, precision=precision, threads=threads, cells_per_call=cells_per_call,
-                         images_per_pass=images_per_pass, cap=cap, keep_float=keep_float, mode=mode)
+                         images_per_pass=images_per_pass, cap=cap, keep_float=keep_float, mode=mode,
+                         guidance=guidance)
     if auto:
         plan.budget_mb = None  # what the user asked for; the cap still protects against an OOM kill
     roles = (ROLE[plan.variant],) + (("lut_codes", "lut_codebooks") if manifest.lut is not None else ())
@@ -197,7 +202,7 @@ def sample_bundle(
         step_cb = None if on_step is None else (lambda s, k=k: on_step(k * steps + s + 1, passes * steps))
         x = sample_loop(eps_fn, n=stop - start, image_size=h, channels=c, grid=manifest.grid, steps=steps, seed=seed,
                         snippets=conds[start:stop], cells_per_call=plan.cells_per_call, schedule=schedule, x_T=x_T,
-                        on_step=step_cb)
+                        on_step=step_cb, guidance=guidance)
         del x_T
         for i in range(stop - start):  # one image at a time keeps the float temporaries small
             result[start + i] = to_uint8(x[i : i + 1])[0]

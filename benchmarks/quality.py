@@ -38,9 +38,9 @@ import numpy as np
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json, save_figure
 
 FULL = dict(grids=[1, 2, 4], steps=200, dim=32, mults=[1, 2, 2], batch_size=32, lr=5e-4, ema_decay=0.995,
-            n_samples=128, sampler_steps=20, int8=True, matrix="core")
+            n_samples=128, sampler_steps=20, int8=True, matrix="core", guidance=3.0)
 QUICK = dict(grids=[1, 2], steps=40, dim=16, mults=[1, 2], batch_size=16, lr=5e-4, ema_decay=0.9,
-             n_samples=32, sampler_steps=5, int8=True, matrix="core")
+             n_samples=32, sampler_steps=5, int8=True, matrix="core", guidance=3.0)
 IMAGE_SIZE = 32
 DATA = "emoji"
 SEED = 0
@@ -134,7 +134,7 @@ def snippets_for(bank: str, run_dir: Path, bundle: Path, manifest, n: int, seed:
 
 
 def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n: int, steps: int, seed: int,
-                threads: int) -> np.ndarray:
+                threads: int, guidance: float = 1.0) -> np.ndarray:
     """n uint8 images [n, H, W, 3] from the bundle's `precision` denoiser, the runtime's lean session settings."""
     from edgediff.bundle import resolve
     from edgediff.data import to_uint8
@@ -156,7 +156,7 @@ def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n:
     cells = manifest.grid * manifest.grid
     x = sample_loop(eps_fn, n=n, image_size=manifest.image_size, channels=manifest.channels, grid=manifest.grid,
                     steps=steps, seed=seed, snippets=snippets, cells_per_call=min(n * cells, 256),
-                    schedule=schedule)
+                    schedule=schedule, guidance=guidance)
     return to_uint8(x)
 
 
@@ -169,7 +169,8 @@ def plan_rows(s: dict) -> list[dict]:
 
     matrix "core" (default): every grid at fp32 + LUT (the device path), and at grid 2 also int8 + LUT, fp32 + float
     bank and the run without a bank: each comparison of the issue once, at the grid the paper's claim is about.
-    matrix "all": every grid × precision × bank.
+    matrix "all": every grid × precision × bank. With s["guidance"] (memory-bank guidance, edgediff.sampling.guided)
+    every grid also gets an fp32 + LUT row sampled at that scale: the device default of a bundle that records it.
     """
     rows = []
     precisions = ["fp32", "int8"] if s["int8"] else ["fp32"]
@@ -183,32 +184,45 @@ def plan_rows(s: dict) -> list[dict]:
                     rows.append(dict(run=f"g{g}_mem", grid=g, memory=True, precision=p, bank=b))
     for p in precisions if s.get("matrix", "core") == "all" else ["fp32"]:
         rows.append(dict(run=f"g{g2}_nomem", grid=g2, memory=False, precision=p, bank="none"))
+    for r in rows:
+        r["guidance"] = 1.0
+    if s.get("guidance", 1.0) != 1.0:
+        rows += [dict(run=f"g{g}_mem", grid=g, memory=True, precision="fp32", bank="lut", guidance=float(s["guidance"]))
+                 for g in s["grids"]]
     return rows
+
+
+def row_key(r: dict) -> tuple:
+    """What tells two rows of one run apart."""
+    return r["precision"], r["bank"], float(r.get("guidance", 1.0))
 
 
 def summarize(rows: list[dict]) -> dict:
     """FD ratios against the full-image model (same precision and bank) and the issue's goals, as measured."""
-    base = {(r["precision"], r["bank"]): r for r in rows if r["grid"] == 1}
+    base = {row_key(r): r for r in rows if r["grid"] == 1}
     out = {}
     for r in rows:
-        b = base.get((r["precision"], r["bank"]))
+        b = base.get(row_key(r))
         if r["grid"] != 1 and b is not None and b.get("fd_lite0"):
             r["fd_vs_full"] = round(r["fd_lite0"] / b["fd_lite0"], 3)
-    main = [r for r in rows if r["precision"] == "fp32" and r["bank"] == "lut" and r["grid"] in (2, 4)]
-    if main:
-        out["goal_fd_within_10pct"] = {f"grid{r['grid']}": r.get("fd_vs_full") for r in main}
-        out["goal_seam_le_1.2"] = {f"grid{r['grid']}": r.get("seam") for r in main}
+    for g in sorted({float(r.get("guidance", 1.0)) for r in rows}):
+        main = [r for r in rows if row_key(r) == ("fp32", "lut", g) and r["grid"] in (2, 4)]
+        suffix = "" if g == 1.0 else f"_guidance{g:g}"
+        if main:
+            out["goal_fd_within_10pct" + suffix] = {f"grid{r['grid']}": r.get("fd_vs_full") for r in main}
+            out["goal_seam_le_1.2" + suffix] = {f"grid{r['grid']}": r.get("seam") for r in main}
     return out
 
 
 def markdown(body: dict) -> str:
     """The README's table of every row."""
-    out = ["| grid | precision | bank | train steps | FD-Lite0 | vs grid 1 | KID | seam (real) |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| grid | precision | bank | guidance | train steps | FD-Lite0 | vs grid 1 | KID | seam (real) |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in body["rows"]:
         seam = "–" if r["seam"] is None else f"{r['seam']:.3f} ({r['seam_real']:.3f})"
         ratio = f"{r['fd_vs_full']:.2f}×" if r.get("fd_vs_full") else ""
-        out.append(f"| {r['grid']} | {r['precision']} | {r['bank']} | {r['steps']} | {r['fd_lite0']:.2f} | {ratio} | "
+        out.append(f"| {r['grid']} | {r['precision']} | {r['bank']} | {r.get('guidance', 1.0):g} | {r['steps']} | "
+                   f"{r['fd_lite0']:.2f} | {ratio} | "
                    f"{r['kid']:.4f} ± {r['kid_std']:.4f} | {seam} |")
     return "\n".join(out)
 
@@ -220,7 +234,8 @@ def plot(body: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = body["rows"]
-    labels = [f"g{r['grid']} {r['precision']}\n{r['bank']}" for r in rows]
+    labels = [f"g{r['grid']} {r['precision']}\n{r['bank']}" + ("" if r.get("guidance", 1.0) == 1.0 else
+              f" w{r['guidance']:g}") for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     colors = ["#4c72b0" if r["grid"] == 1 else "#dd8452" if r["grid"] == 2 else "#55a868" for r in rows]
     x = np.arange(len(rows))
@@ -266,17 +281,19 @@ def score_run(rname: str, s: dict, workdir: Path, threads: int) -> list[dict]:
     for spec in [r for r in plan_rows(s) if r["run"] == rname]:
         t0 = time.perf_counter()
         sn = snippets_for(spec["bank"], run_dir, bundle, m, s["n_samples"], SEED)
-        images = sample_onnx(bundle, m, spec["precision"], sn, s["n_samples"], s["sampler_steps"], SEED, threads)
+        images = sample_onnx(bundle, m, spec["precision"], sn, s["n_samples"], s["sampler_steps"], SEED, threads,
+                             guidance=spec["guidance"])
         sample_s = time.perf_counter() - t0
         scores = evaluate(images, dataset, spec["grid"], real_features=real, seed=SEED)
-        rows.append(dict(grid=spec["grid"], precision=spec["precision"], bank=spec["bank"],
+        rows.append(dict(grid=spec["grid"], precision=spec["precision"], bank=spec["bank"], guidance=spec["guidance"],
                          steps=m.training.get("step"), fd_lite0=round(scores["fd_lite0"], 4),
                          kid=round(scores["kid"], 6), kid_std=round(scores["kid_std"], 6),
                          seam=None if math.isnan(scores["seam_score"]) else round(scores["seam_score"], 4),
                          seam_real=None if math.isnan(scores["seam_score_real"]) else round(scores["seam_score_real"], 4),
                          n_generated=scores["n_generated"], n_real=scores["n_real"], run=rname, params=m.params,
                          sample_s=round(sample_s, 1)))
-        save_png(make_grid(images[:64]), workdir / f"samples_{rname}_{spec['precision']}_{spec['bank']}.png")
+        tag = "" if spec["guidance"] == 1.0 else f"_w{spec['guidance']:g}"
+        save_png(make_grid(images[:64]), workdir / f"samples_{rname}_{spec['precision']}_{spec['bank']}{tag}.png")
         atomic_write_bytes(workdir / f"rows_{rname}.json", json.dumps(rows, indent=1).encode())
     return rows
 
@@ -307,7 +324,7 @@ def run(s: dict, workdir: Path, threads: int, quick: bool, log=print, note: str 
     here = Path(__file__).resolve().parent.parent
     score_jobs = {r: [sys.executable, "-m", "benchmarks.quality", "--score-run", r, "--workdir", str(workdir),
                       "--threads", str(threads), "--steps", str(s["steps"]), "--n", str(s["n_samples"]),
-                      "--matrix", s.get("matrix", "core")]
+                      "--matrix", s.get("matrix", "core"), "--guidance", str(s.get("guidance", 1.0))]
                   + (["--quick"] if quick else []) for r in runs}
     cwd = os.getcwd()
     os.chdir(here)
@@ -330,12 +347,13 @@ def assemble(body: dict, s: dict, workdir: Path, runs, name: str, log=print) -> 
               else [] for r in runs}
     body["missing_rows"] = []
     for spec in plan_rows(s):  # plan order
-        if not any((row["precision"], row["bank"]) == (spec["precision"], spec["bank"]) for row in by_run[spec["run"]]):
-            body["missing_rows"].append({k: spec[k] for k in ("grid", "precision", "bank")})
+        if not any(row_key(row) == row_key(spec) for row in by_run[spec["run"]]):
+            body["missing_rows"].append({k: spec[k] for k in ("grid", "precision", "bank", "guidance")})
         for row in by_run[spec["run"]]:
-            if (row["precision"], row["bank"]) == (spec["precision"], spec["bank"]):
+            if row_key(row) == row_key(spec):
                 body["rows"].append(row)
-                log(f"grid {row['grid']} {row['precision']:4s} bank {row['bank']:5s}: FD-Lite0 {row['fd_lite0']:.3f}  "
+                log(f"grid {row['grid']} {row['precision']:4s} bank {row['bank']:5s} w {row.get('guidance', 1.0):g}: "
+                    f"FD-Lite0 {row['fd_lite0']:.3f}  "
                     f"KID {row['kid']:.5f}  seam {row['seam']}")
     body["machine_end"] = machine_info()
     body["summary"] = summarize(body["rows"])
@@ -353,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=None, help="override the number of generated images per row")
     ap.add_argument("--matrix", choices=["core", "all"], default=None, help="core: each comparison once (default); "
                     "all: every grid x precision x bank")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="memory-bank guidance of the extra fp32+LUT row per grid (default 3; 1 = no extra rows)")
     ap.add_argument("--note", default=None, help="appended to the result JSON's note (e.g. how the runs were trained)")
     ap.add_argument("--table", action="store_true", help="print the README table from the existing result JSON")
     ap.add_argument("--collect", action="store_true", help="write the JSON and plot from the rows scored so far")
@@ -365,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         s["n_samples"] = a.n
     if a.matrix:
         s["matrix"] = a.matrix
+    if a.guidance is not None:
+        s["guidance"] = a.guidance
     workdir = Path(a.workdir or ("/tmp/edgediff_quality_quick" if a.quick else "/tmp/edgediff_quality"))
     if a.table:
         print(markdown(json.loads((RESULTS / ("quality.quick.json" if a.quick else JSON_NAME)).read_text())))

@@ -77,3 +77,18 @@ def test_quality_rows_cover_every_comparison_and_ratios_use_the_full_image_model
     summary = summarize_quality(scored)
     assert scored[1]["fd_vs_full"] == pytest.approx(1.05)
     assert summary["goal_fd_within_10pct"] == {"grid2": pytest.approx(1.05), "grid4": pytest.approx(1.2)}
+
+
+def test_guided_quality_rows_are_compared_with_the_guided_full_image_model():
+    rows = plan_rows(dict(grids=[1, 2], int8=False, guidance=3.0))
+    guided = {(r["grid"], r["precision"], r["bank"]) for r in rows if r["guidance"] == 3.0}
+    assert guided == {(1, "fp32", "lut"), (2, "fp32", "lut")}
+    assert len({(r["run"], r["precision"], r["bank"], r["guidance"]) for r in rows}) == len(rows)
+    scored = [dict(grid=1, precision="fp32", bank="lut", guidance=1.0, fd_lite0=10.0, seam=math.nan),
+              dict(grid=1, precision="fp32", bank="lut", guidance=3.0, fd_lite0=8.0, seam=math.nan),
+              dict(grid=2, precision="fp32", bank="lut", guidance=1.0, fd_lite0=11.0, seam=1.5),
+              dict(grid=2, precision="fp32", bank="lut", guidance=3.0, fd_lite0=8.8, seam=1.1)]
+    summary = summarize_quality(scored)
+    assert scored[3]["fd_vs_full"] == pytest.approx(1.1)  # against the guided grid-1 row, not the plain one
+    assert summary["goal_seam_le_1.2_guidance3"] == {"grid2": 1.1}
+    assert summary["goal_seam_le_1.2"] == {"grid2": 1.5}

@@ -22,7 +22,8 @@ from edgediff.models.config import ModelConfig
 from edgediff.models.layers import INPUT_NAMES, OUTPUT_NAMES, example_inputs
 
 OPSET = 18
-PARITY_TOL = 1e-4
+PARITY_TOL = 1e-4  # for cells up to PARITY_REF_SIDE px with outputs of unit scale; see parity_tolerance
+PARITY_REF_SIDE = 64
 PARITY_TIMESTEPS = (999, 800, 600, 400, 200, 50, 0)
 
 
@@ -33,9 +34,21 @@ class Parity:
     max_abs: float
     rows: int
     timesteps: list[int]
+    tolerance: float = PARITY_TOL
 
     def to_dict(self) -> dict:
-        return {"max_abs": self.max_abs, "rows": self.rows, "timesteps": self.timesteps, "tolerance": PARITY_TOL}
+        return {"max_abs": self.max_abs, "rows": self.rows, "timesteps": self.timesteps, "tolerance": self.tolerance}
+
+
+def parity_tolerance(side: int, out_scale: float, tol: float = PARITY_TOL) -> float:
+    """Allowed max |ORT − torch| for cells of `side` px whose torch outputs reach `out_scale`.
+
+    Float32 rounding in a reduction grows like the square root of its length, and GroupNorm reduces over the whole
+    cell: √(H·W) = the side. Measured on an untrained 512 px full-image UNet: 1.1e-4 with outputs up to 1.7,
+    where 16-64 px cells stay at 1e-6-4e-5. So the bound scales with side / 64 and with the output scale (never
+    below the fixed 1e-4): still tight enough to catch an op that exports differently (those err by 1e-2 and up).
+    """
+    return tol * max(1.0, side / PARITY_REF_SIDE) * max(1.0, out_scale)
 
 
 def export_onnx(model: torch.nn.Module, config: ModelConfig, path: Path, opset: int = OPSET) -> Path:
@@ -92,7 +105,8 @@ def check_parity(model: torch.nn.Module, path: Path, inputs: dict[str, np.ndarra
                             "report it with --debug")
     err = float(np.max(np.abs(got - want)))
     ts = sorted({int(t) for t in inputs["timestep"]}, reverse=True)
-    if not np.isfinite(err) or err > tol:
-        raise EdgediffError(f"exported denoiser differs from torch by {err:.3g} (> {tol:g}) on real inputs; "
+    bound = parity_tolerance(int(want.shape[-1]), float(np.max(np.abs(want))) if want.size else 0.0, tol)
+    if not np.isfinite(err) or err > bound:
+        raise EdgediffError(f"exported denoiser differs from torch by {err:.3g} (> {bound:.3g}) on real inputs; "
                             "refusing the bundle: check the model for ops that export differently")
-    return Parity(max_abs=err, rows=len(got), timesteps=ts)
+    return Parity(max_abs=err, rows=len(got), timesteps=ts, tolerance=bound)

@@ -196,3 +196,12 @@ def test_no_memory_run_exports_without_a_lut(tmp_path):
     m = export_run(run, tmp_path / "bundle", profile=False).manifest
     assert m.lut is None and set(m.files) == {"denoiser_fp32"}
     assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["denoiser.onnx", "manifest.json"]
+
+
+def test_parity_bound_grows_with_the_cell_and_the_output_scale_only():
+    from edgediff_export.onnx_export import PARITY_TOL, parity_tolerance
+
+    assert parity_tolerance(16, 0.5) == PARITY_TOL  # small cells, unit-scale outputs: the fixed bound
+    assert parity_tolerance(64, 1.0) == PARITY_TOL
+    assert parity_tolerance(512, 1.7) == pytest.approx(PARITY_TOL * 8 * 1.7)  # the 512 px full-image case
+    assert parity_tolerance(512, 1.7) < 1e-2  # an op that exports differently (errors of 1e-2 and up) still fails

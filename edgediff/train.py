@@ -210,7 +210,9 @@ def _write_run_json(out: Path, cfg: TrainConfig, mcfg: ModelConfig, dataset: Dat
     path = out / "run.json"
     if path.exists():
         old = json.loads(path.read_text())
-        if old.get("model") != body["model"]:
+        # compared through ModelConfig so that fields added since (recorded with their old values as defaults)
+        # do not make an older run look like a different model
+        if not isinstance(old.get("model"), dict) or ModelConfig.from_dict(old["model"]).to_dict() != body["model"]:
             raise EdgediffError(
                 f"{out} holds a run with a different model ({old.get('model')}); use a new --out or the same settings"
             )

@@ -102,3 +102,20 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
 def test_grid_that_does_not_divide_is_refused(tmp_path, image_folder):
     with pytest.raises(EdgediffError, match="--grid 3 does not divide --image-size 16"):
         train(_cfg(tmp_path, image_folder, grid=3), progress=False)
+
+
+def test_a_run_written_before_new_model_fields_still_resumes(tmp_path, image_folder):
+    """run.json files from before the mixer constants existed lack those keys: same model, so resume works; a run
+    with a genuinely different model is still refused."""
+    import json
+
+    train(_cfg(tmp_path, image_folder, steps=3), progress=False)
+    run_json = tmp_path / "run" / "run.json"
+    body = json.loads(run_json.read_text())
+    body["model"] = {k: v for k, v in body["model"].items() if not k.startswith(("ssm_", "attn_"))}
+    run_json.write_text(json.dumps(body))
+    train(_cfg(tmp_path, image_folder, steps=5), resume=True, progress=False)
+    assert latest_checkpoint(tmp_path / "run")[1]["step"] == 5
+    other = dict(tiny_model(), dim=tiny_model()["dim"] * 2)
+    with pytest.raises(EdgediffError, match="different model"):
+        train(_cfg(tmp_path, image_folder, steps=6, model=other), resume=True, progress=False)

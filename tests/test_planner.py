@@ -129,3 +129,24 @@ def test_a_large_bank_raises_the_floor_through_its_decode_phase():
     small = plan(None, m=manifest(lut_entries=100)).floor_mb
     big = plan(None, m=manifest(lut_entries=4_000_000)).floor_mb  # 4M × 16 floats = 244 MiB decoded
     assert big > small + 200
+
+
+def test_no_speed_up_is_assumed_beyond_the_largest_measured_batch():
+    from edgediff.runtime.planner import ms_per_call
+
+    vp = profile().variants["fp32"]  # 10, 16, 28 ms at 1, 2, 4 cells
+    assert ms_per_call(vp, 3) == pytest.approx(22.0)  # interpolated
+    assert ms_per_call(vp, 16) == pytest.approx(28.0 * 4)  # 4-cell time per cell, not the 2→4 slope (6 ms/cell)
+
+
+def test_without_a_budget_memory_is_not_spent_for_less_than_ten_percent():
+    """`auto`: the leanest plan within 10% of the fastest estimate; an explicit budget still buys the fastest."""
+    v = {"fp32": VariantProfile(resident_mb=40.0, activation_mb={"1": 10.0, "2": 18.0, "4": 34.0},
+                                ms_per_call={"1": 10.0, "2": 19.5, "4": 38.5})}  # batching saves 2.5% at most
+    p = MemoryProfile(baseline_mb=50.0, variants=v, settings={})
+    fastest = plan(10_000.0, p=p)
+    auto = plan(10_000.0, p=p, auto=True)
+    assert fastest.cells_per_call > 1
+    assert auto.cells_per_call == 1 and auto.estimate_mb < fastest.estimate_mb
+    worth_it = plan(10_000.0, auto=True)  # the default profile: 4 cells per call is 30% faster per cell than 1
+    assert worth_it.cells_per_call > 1

@@ -180,6 +180,16 @@ def test_profile_command_prints_a_valid_profile(tiny):
     assert prof.settings["modes"]["lean"]["opt_level"] == "extended"
 
 
+def test_small_cells_are_profiled_up_to_16_per_call(tiny):
+    """The planner assumes no batching gain beyond the largest measured batch, so small cells (where batching
+    pays) are measured at 8 and 16 too."""
+    from edgediff.bundle import read_manifest
+
+    bundle, _, _ = tiny
+    assert read_manifest(bundle).patch_size <= 32
+    assert set(read_manifest(bundle).memory_profile.variants["fp32"].ms_per_call) == {"1", "2", "4", "8", "16"}
+
+
 def test_missing_default_bundle_names_the_fix():
     from edgediff.errors import EdgediffError
     from edgediff.runtime.sampler import DEFAULT_BUNDLE, resolve_bundle

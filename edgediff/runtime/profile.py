@@ -37,6 +37,8 @@ from edgediff.runtime.session import MODES, SessionSettings, create_session
 DEFAULT_FILES = {"fp32": "denoiser.onnx", "int8": "denoiser.int8.onnx"}
 ROLE = {"fp32": "denoiser_fp32", "int8": "denoiser_int8"}
 DEFAULT_CELLS = (1, 2, 4)
+SMALL_CELL_CELLS = (1, 2, 4, 8, 16)  # cells of <= 32 px: batching pays, so measure it where it does
+SMALL_CELL_SIDE = 32
 DEFAULT_CALLS = 3
 
 
@@ -121,11 +123,16 @@ def measure_profile(
     manifest: Manifest | None = None,
     *,
     modes: tuple[str, ...] = ("lean", "fast"),
-    cells: tuple[int, ...] = DEFAULT_CELLS,
+    cells: tuple[int, ...] | None = None,
     calls: int = DEFAULT_CALLS,
     variants: tuple[str, ...] | None = None,
 ) -> MemoryProfile:
-    """Measure every (variant, mode, cells) in its own fresh process and assemble the manifest's profile."""
+    """Measure every (variant, mode, cells) in its own fresh process and assemble the manifest's profile. `cells`
+    None: 1, 2, 4 cells per call, and also 8 and 16 for cells of at most 32 px (the planner assumes no speed-up
+    beyond the largest measured batch, so small cells need those points to be batched)."""
+    if cells is None:
+        m = manifest if manifest is not None else read_manifest(bundle_dir)
+        cells = SMALL_CELL_CELLS if m.patch_size <= SMALL_CELL_SIDE else DEFAULT_CELLS
     files = model_files(bundle_dir, manifest)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -164,21 +171,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgediff.runtime.profile", description=__doc__.split("\n")[0])
     ap.add_argument("bundle", nargs="?", help="bundle directory or export staging folder")
     ap.add_argument("--modes", default="lean,fast")
-    ap.add_argument("--cells", default=",".join(map(str, DEFAULT_CELLS)))
+    ap.add_argument("--cells", default=None, help="comma list (default: 1,2,4, plus 8,16 for cells <= 32 px)")
     ap.add_argument("--calls", type=int, default=DEFAULT_CALLS)
     ap.add_argument("--variants", default=None, help="comma list of fp32,int8 (default: every file present)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one measurement, this process
     ap.add_argument("--mode", default="lean", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.one:
-        print(json.dumps(measure_one(a.one, MODES[a.mode], int(a.cells), a.calls)))
+        print(json.dumps(measure_one(a.one, MODES[a.mode], int(a.cells or 1), a.calls)))
         return 0
     if not a.bundle:
         ap.error("pass a bundle directory")
     from dataclasses import asdict
 
     try:
-        prof = measure_profile(a.bundle, modes=tuple(a.modes.split(",")), cells=tuple(int(c) for c in a.cells.split(",")),
+        prof = measure_profile(a.bundle, modes=tuple(a.modes.split(",")),
+                               cells=tuple(int(c) for c in a.cells.split(",")) if a.cells else None,
                                calls=a.calls, variants=tuple(a.variants.split(",")) if a.variants else None)
     except EdgediffError as e:
         print(f"error: {e}", file=sys.stderr)

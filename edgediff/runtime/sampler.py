@@ -180,7 +180,7 @@ def sample_bundle(
     plan = plan_sampling(manifest, profile, n=n, steps=steps, now_mb=rss.current_mb(), peak_so_far_mb=rss.peak_mb(),
                          budget_mb=budget_mb, precision=precision, threads=threads, cells_per_call=cells_per_call,
                          images_per_pass=images_per_pass, cap=cap, keep_float=keep_float, mode=mode,
-                         guidance=guidance)
+                         guidance=guidance, auto=auto)
     if auto:
         plan.budget_mb = None  # what the user asked for; the cap still protects against an OOM kill
     roles = (ROLE[plan.variant],) + (("lut_codes", "lut_codebooks") if manifest.lut is not None else ())

@@ -23,6 +23,7 @@ def test_default_bundle_is_valid_and_small():
     assert total <= 12 * 2**20
     assert manifest.grid >= 2 and manifest.image_size >= 32 and manifest.lut is not None
     assert "edgediff train" in manifest.training.get("command", "")
+    assert manifest.sampling.get("guidance", 1.0) > 1.0  # the shipped default samples with memory-bank guidance
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ def test_cli_samples_with_torch_unimportable(tiny, tmp_path):
         "sys.argv = ['edgediff'] + sys.argv[1:]\n"
         "main()\n"
         "assert 'torch' not in sys.modules\n"
-        "assert 'pydantic' not in sys.modules, 'typer>=0.29 pulls pydantic into every run (+9 MiB): see pyproject'\n"
+        "assert 'pydantic' not in sys.modules, 'typer>=0.29 pulls pydantic into every run (+8 MiB): see pyproject'\n"
         "try:\n    import torch\nexcept ImportError:\n    print('torch-blocked-ok')\n"
     )
     out = tmp_path / "grid.png"

@@ -62,26 +62,18 @@ def session(path: Path, mode: str = "lean"):
     return create_session(path, MODES[mode].with_(threads=1))
 
 
-def eps_fn(sess):
-    from edgediff.models.layers import INPUT_NAMES
-
-    def fn(patch, glob, t, pos, snippet):
-        return sess.run(None, dict(zip(INPUT_NAMES, (patch, glob, t, pos, snippet))))[0]
-
-    return fn
-
-
 def sample(sess, manifest, snippets: np.ndarray, steps: int, seed: int, batch_images: int = 16) -> np.ndarray:
     """uint8 images; each chunk of `batch_images` has its own seed, identical across variants."""
     from edgediff.data import to_uint8
+    from edgediff.runtime.sampler import onnx_eps_fn
     from edgediff.sampling import sample_loop
 
     out = []
     for k, s in enumerate(range(0, len(snippets), batch_images)):
         sn = snippets[s : s + batch_images]
-        x = sample_loop(eps_fn(sess), n=len(sn), image_size=manifest.image_size, channels=manifest.channels,
-                        grid=manifest.grid, steps=steps, seed=seed + k, snippets=sn,
-                        cells_per_call=len(sn) * manifest.num_cells)
+        x = sample_loop(onnx_eps_fn(sess, manifest), n=len(sn), image_size=manifest.image_size,
+                        channels=manifest.channels, grid=manifest.grid, steps=steps, seed=seed + k, snippets=sn,
+                        cells_per_call=len(sn) * manifest.num_cells, schedule=manifest.noise_schedule())
         out.append(to_uint8(x))
     return np.concatenate(out)
 

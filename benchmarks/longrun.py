@@ -29,16 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json
+from edgediff.runtime import rss as proc_rss  # stdlib only: importing it adds nothing to the RSS it measures
 
 WARMUP = 5
 BUILD_DIR = Path(tempfile.gettempdir()) / "edgediff_longrun"
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def growth(rss: list[float]) -> dict:
@@ -58,8 +52,8 @@ def run_calls(bundle: Path, images: int, steps: int, out: Path) -> dict:
         t0 = time.perf_counter()
         sample_bundle(bundle, n=1, steps=steps, seed=i, out=out)
         wall.append(time.perf_counter() - t0)
-        rss.append(round(_status_mb("VmRSS"), 2))
-        peak.append(round(_status_mb("VmHWM"), 2))
+        rss.append(round(proc_rss.current_mb(), 2))
+        peak.append(round(proc_rss.peak_mb(), 2))
     return {"rss_mb": rss, "peak_mb": peak, "s_per_image": round(float(np.median(wall)), 4), **growth(rss),
             "peak_change_after_warmup_mb": round(peak[-1] - peak[min(WARMUP, images - 1)], 2)}
 
@@ -71,8 +65,8 @@ def run_batch(bundle: Path, images: int, steps: int, out: Path) -> dict:
 
     def on_step(done: int, total: int) -> None:
         if done % steps == 0:  # the end of a pass = one more image finished
-            rss.append(round(_status_mb("VmRSS"), 2))
-            peak.append(round(_status_mb("VmHWM"), 2))
+            rss.append(round(proc_rss.current_mb(), 2))
+            peak.append(round(proc_rss.peak_mb(), 2))
 
     t0 = time.perf_counter()
     result = sample_bundle(bundle, n=images, steps=steps, seed=0, out=out, images_per_pass=1, on_step=on_step)
@@ -91,7 +85,7 @@ def run_batch(bundle: Path, images: int, steps: int, out: Path) -> dict:
 def measure(bundle: Path, images: int, steps: int, modes: tuple[str, ...] = ("calls", "batch")) -> dict:
     """Both modes in this process (calls first, then batch), PNGs into a temp folder."""
     out = Path(tempfile.mkdtemp(prefix="longrun_")) / "grid.png"
-    start = {"rss_mb": round(_status_mb("VmRSS"), 2), "peak_mb": round(_status_mb("VmHWM"), 2)}
+    start = {"rss_mb": round(proc_rss.current_mb(), 2), "peak_mb": round(proc_rss.peak_mb(), 2)}
     runs = {}
     for mode in modes:
         runs[mode] = (run_calls if mode == "calls" else run_batch)(bundle, images, steps, out)

@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json, save_figure
+from edgediff.runtime import rss  # stdlib only, so the interpreter baseline stays torch- and numpy-free
 
 MIB = float(1 << 20)
 STEPS = 20
@@ -62,32 +63,25 @@ def _emit(d: dict) -> None:
     print(MARK + json.dumps(d), flush=True)
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"{field} missing from /proc/self/status")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # diffusers probe (fresh process)
 
 
 def probe_diffusers(resolution: int, steps: int, threads: int) -> dict:
     """diffusers UNet2DModel + DDIMScheduler, batch 1, `steps` steps; RSS before/after load and peak (VmHWM)."""
-    interp_mb = _status_mb("VmRSS")
+    interp_mb = rss.current_mb()
     import numpy  # noqa: F401
     import torch
     from diffusers import DDIMScheduler, UNet2DModel
 
     torch.set_num_threads(threads)
-    base = _status_mb("VmRSS")
+    base = rss.current_mb()
     t0 = time.perf_counter()
     model = UNet2DModel(sample_size=resolution, **DIFFUSERS_UNET).eval().requires_grad_(False)
     sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False)
     sched.set_timesteps(steps)
     load_s = time.perf_counter() - t0
-    after_load = _status_mb("VmRSS")
+    after_load = rss.current_mb()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 3, resolution, resolution, generator=g)
     times = []
@@ -97,7 +91,7 @@ def probe_diffusers(resolution: int, steps: int, threads: int) -> dict:
             eps = model(x, t).sample
             x = sched.step(eps, t, x).prev_sample
             times.append(time.perf_counter() - ts)
-    peak = _status_mb("VmHWM")
+    peak = rss.peak_mb()
     return {
         "tool": "diffusers", "resolution": resolution, "grid": 1, "precision": "fp32", "steps": steps,
         "params": int(sum(p.numel() for p in model.parameters())), "interpreter_mb": round(interp_mb, 1),
@@ -137,7 +131,6 @@ def probe_edgediff(bundle: str, precision: str, steps: int, budget_mb: float | N
     """Run the real `edgediff sample` CLI in this process, observing RSS after load and the time of each step."""
     import edgediff.cli as cli
     import edgediff.runtime.sampler as smp
-    from edgediff.runtime import rss
 
     base = rss.current_mb()  # interpreter + numpy + onnxruntime + pillow + typer + edgediff: the CLI's baseline
     obs: dict = {"step_times": []}
@@ -510,6 +503,24 @@ def combine(paths: list[Path], name: str) -> int:
     return 0
 
 
+def parity_rows(work: Path) -> dict:
+    """The exporter's own torch-vs-onnxruntime check (manifest quality.parity_fp32) of every benchmark bundle: how
+    far fp32 rounding goes as cells grow, the evidence behind export's size-aware parity bound."""
+    from edgediff.bundle import read_manifest
+
+    rows = []
+    for bundle in sorted(work.glob("bundle_*_g*")):
+        if (bundle / "manifest.json").is_file():
+            m = read_manifest(bundle)
+            rows.append({"resolution": m.image_size, "grid": m.grid, "cell_px": m.patch_size,
+                         **m.quality.get("parity_fp32", {})})
+    rows.sort(key=lambda r: (r["resolution"], r["grid"]))
+    return {"benchmark": "export_parity", "machine": machine_info(),
+            "how": "read from the manifests of the peak_memory bundles (untrained default-width UNets), as written by "
+                   "edgediff export: max |ORT - torch| over real inputs and the bound it was held to",
+            "rows": rows}
+
+
 def load_existing(name: str) -> dict | None:
     p = RESULTS / name
     return json.loads(p.read_text()) if p.is_file() else None
@@ -532,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
                          "replace the same configuration in earlier ones; writes --json and the plot")
     ap.add_argument("--steps", type=int, default=STEPS, help="DDIM steps per run (the issue's figure is 20)")
     ap.add_argument("--table", action="store_true", help="print the README table from the existing result JSON")
+    ap.add_argument("--parity", action="store_true",
+                    help="write export_parity.json: the exporter's fp32 parity check of every bundle in --workdir")
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: one measurement in this process
     ap.add_argument("--bundle", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--run", default=None, help=argparse.SUPPRESS)
@@ -570,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(json.loads((RESULTS / name).read_text())))
         return 0
     work = Path(a.workdir or ("/tmp/edgediff_peak_quick" if a.quick else "/tmp/edgediff_peak"))
+    if a.parity:
+        write_json("export_parity.json", parity_rows(work))
+        return 0
     work.mkdir(parents=True, exist_ok=True)
     from edgediff.models import ModelConfig, build_model
 

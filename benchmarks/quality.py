@@ -139,20 +139,13 @@ def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n:
     from edgediff.bundle import resolve
     from edgediff.data import to_uint8
     from edgediff.runtime.planner import ROLE
+    from edgediff.runtime.sampler import onnx_eps_fn
     from edgediff.runtime.session import MODES, create_session
     from edgediff.sampling import sample_loop
-    from edgediff.schedule import Schedule
 
     session = create_session(resolve(bundle, manifest.files[ROLE[precision]]), MODES["lean"].with_(threads=threads))
-    names = [spec.name for spec in manifest.inputs]
-    out_name = manifest.outputs[0].name
-
-    def eps_fn(patch, glob, t, pos, sn):
-        return session.run([out_name], dict(zip(names, (patch, glob, t.astype(np.int64), pos, sn))))[0]
-
-    schedule = Schedule(kind=str(manifest.schedule["kind"]),
-                        num_train_timesteps=int(manifest.schedule["num_train_timesteps"]),
-                        prediction=manifest.prediction)
+    eps_fn = onnx_eps_fn(session, manifest)
+    schedule = manifest.noise_schedule()
     cells = manifest.grid * manifest.grid
     x = sample_loop(eps_fn, n=n, image_size=manifest.image_size, channels=manifest.channels, grid=manifest.grid,
                     steps=steps, seed=seed, snippets=snippets, cells_per_call=min(n * cells, 256),

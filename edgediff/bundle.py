@@ -119,6 +119,13 @@ class Manifest:
     def num_cells(self) -> int:
         return self.grid * self.grid
 
+    def noise_schedule(self):
+        """The numpy `Schedule` the bundle was trained with (kind and T were validated by parse_manifest)."""
+        from edgediff.schedule import Schedule
+
+        return Schedule(kind=str(self.schedule["kind"]), num_train_timesteps=int(self.schedule["num_train_timesteps"]),
+                        prediction=self.prediction)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # validation: every field is checked for type and range, so a hostile manifest is a one-line error, never a crash

@@ -44,9 +44,9 @@ def parity_tolerance(side: int, out_scale: float, tol: float = PARITY_TOL) -> fl
     """Allowed max |ORT − torch| for cells of `side` px whose torch outputs reach `out_scale`.
 
     Float32 rounding in a reduction grows like the square root of its length, and GroupNorm reduces over the whole
-    cell: √(H·W) = the side. Measured on an untrained 512 px full-image UNet: 1.1e-4 with outputs up to 1.7,
-    where 16-64 px cells stay at 1e-6-4e-5. So the bound scales with side / 64 and with the output scale (never
-    below the fixed 1e-4): still tight enough to catch an op that exports differently (those err by 1e-2 and up).
+    cell: √(H·W) = the side. Measured (benchmarks/results/export_parity.json): 2e-6-1.6e-5 for 8-256 px cells, 1.2e-4
+    for a 512 px full image. So the bound scales with side / 64 and with the output scale (never below the fixed
+    1e-4): still tight enough to catch an op that exports differently (those err by 1e-2 and up).
     """
     return tol * max(1.0, side / PARITY_REF_SIDE) * max(1.0, out_scale)
 

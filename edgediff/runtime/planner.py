@@ -106,8 +106,8 @@ def activation_mb(vp: VariantProfile, cells: int) -> float:
 def ms_per_call(vp: VariantProfile, cells: int) -> float | None:
     """Estimated wall time of one call (None if not measured): interpolated between the measured points and, beyond
     the largest, at that point's time per cell. Extrapolating the measured slope instead promised batching gains
-    that large cells do not give (512 px, 64 px cells: 64 cells per call planned as 40% faster, measured 4%, at
-    2.9 GiB instead of 128 MiB)."""
+    that large cells do not give (512 px, 64 px cells, no budget: 64 cells per call ran 4% faster than 1, at
+    2.9 GiB instead of 128 MiB; benchmarks/results/peak_memory.json)."""
     pts = sorted((int(k), float(v)) for k, v in vp.ms_per_call.items())
     if not pts:
         return None

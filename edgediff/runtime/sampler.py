@@ -29,7 +29,6 @@ from edgediff.runtime import rss
 from edgediff.runtime.planner import ROLE, Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
 from edgediff.sampling import resolve_guidance, sample_loop
-from edgediff.schedule import Schedule
 from edgediff import snippets as snip
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "default_bundle"
@@ -108,8 +107,9 @@ def choose_snippets(bundle: Path, manifest: Manifest, n: int, seed: int, snippet
     return np.ascontiguousarray(chosen, dtype=np.float32)
 
 
-def onnx_eps_fn(session: ort.InferenceSession, manifest: Manifest, plan: Plan):
-    """numpy → numpy denoiser over onnxruntime, with a capped-arena refusal turned into a clear error."""
+def onnx_eps_fn(session: ort.InferenceSession, manifest: Manifest, plan: Plan | None = None):
+    """numpy → numpy denoiser over onnxruntime (input names from the manifest), with a capped-arena refusal turned
+    into a clear error. Benchmarks that build their own session pass no plan."""
     names = [spec.name for spec in manifest.inputs]
     out_name = manifest.outputs[0].name
 
@@ -118,7 +118,7 @@ def onnx_eps_fn(session: ort.InferenceSession, manifest: Manifest, plan: Plan):
         try:
             return session.run([out_name], feeds)[0]
         except Exception as e:
-            if is_cap_error(e):
+            if plan is not None and is_cap_error(e):
                 raise EdgediffError(
                     f"the memory plan under-estimated activations: onnxruntime's arena hit its cap of "
                     f"{plan.settings.cap_mb} MiB at {plan.cells_per_call} cell(s) per call; raise --memory-budget "
@@ -163,9 +163,7 @@ def sample_bundle(
     manifest = read_manifest(bundle)
     if manifest.prediction != "epsilon":
         raise EdgediffError(f"bundle predicts {manifest.prediction!r}; this edgediff samples epsilon models only")
-    schedule = Schedule(kind=str(manifest.schedule["kind"]),
-                        num_train_timesteps=int(manifest.schedule["num_train_timesteps"]),
-                        prediction=manifest.prediction)
+    schedule = manifest.noise_schedule()
     if steps > schedule.num_train_timesteps:
         raise EdgediffError(f"--steps {steps} exceeds the bundle's {schedule.num_train_timesteps} training timesteps")
     has_bank = manifest.lut is not None

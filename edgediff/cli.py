@@ -13,15 +13,40 @@ from typing import Optional
 
 import typer
 
-from edgediff.errors import EdgediffError
+from edgediff.errors import EdgediffError, Interrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Patch diffusion for small devices.")
 _state = {"debug": False}
 
 
+def _version(value: bool) -> None:
+    if value:
+        from edgediff import __version__
+
+        typer.echo(f"edgediff {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
     _state["debug"] = debug
+
+
+def _on_interrupt(message: str):
+    """Run the command body; Ctrl-C becomes `Interrupted(message)` unless the body already said what it kept."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise Interrupted(message) from None
+
+    return guard()
 
 
 @app.command()
@@ -63,13 +88,21 @@ def train(
         checkpoint_every=checkpoint_every, device=device, ema_decay=ema_decay,
         model={"dim": dim, "mults": mult_tuple, "depth": depth},
     )
-    result = run_train(cfg, resume=resume)
-    if result.get("steps") is not None:
-        typer.echo(
-            f"trained {result['steps']} steps ({result['params']:,} parameters, {result['steps_per_s']:.2f} steps/s); "
-            f"checkpoint in {out}/checkpoints"
-            + (f", samples in {result['last_preview']}" if result.get("last_preview") else "")
-        )
+    try:
+        result = run_train(cfg, resume=resume, log=typer.echo)
+    except KeyboardInterrupt:
+        from edgediff.train import interrupted_message
+
+        raise Interrupted(interrupted_message(out)) from None
+    if result["trained"] == 0:
+        typer.echo(f"{out} is already at step {result['steps']} (= --steps): nothing to train; raise --steps to "
+                   "continue")
+        return
+    typer.echo(
+        f"trained to step {result['steps']} ({result['trained']} steps this time, {result['params']:,} parameters, "
+        f"{result['steps_per_s']:.2f} steps/s); checkpoint in {out}/checkpoints"
+        + (f", samples in {result['last_preview']}" if result.get("last_preview") else "")
+    )
 
 
 @app.command()
@@ -84,8 +117,9 @@ def export(
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
     from edgediff_export import export_run
 
-    result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
-                        log=typer.echo)
+    with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
+        result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
+                            log=typer.echo)
     files = ", ".join(f"{f.path} ({f.bytes / 2**20:.2f} MiB)" for f in result.manifest.files.values())
     typer.echo(f"exported {run_dir} → {result.out}: {files}; inspect with 'edgediff info {result.out}'")
 
@@ -122,10 +156,11 @@ def sample(
         bar["bar"].update(1)
 
     try:
-        result = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, memory_budget=budget, snippet=snippet,
-                               interpolate=interpolate, precision=precision, threads=threads,
-                               cells_per_call=cells_per_call, out=out, out_dir=out_dir, log=typer.echo,
-                               on_step=on_step, guidance=guidance)
+        with _on_interrupt("interrupted while sampling: no image written"):
+            result = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, memory_budget=budget, snippet=snippet,
+                                   interpolate=interpolate, precision=precision, threads=threads,
+                                   cells_per_call=cells_per_call, out=out, out_dir=out_dir, log=typer.echo,
+                                   on_step=on_step, guidance=guidance)
     finally:
         if "bar" in bar:
             bar["bar"].__exit__(None, None, None)
@@ -160,8 +195,9 @@ def eval_(
     """Quality of a run or bundle: FD-Lite0 and KID against real images, and the seam score (1.0 = invisible)."""
     from edgediff.metrics import eval_command
 
-    result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
-                          interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance)
+    with _on_interrupt("interrupted: no scores or files written"):
+        result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
+                              interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance)
     typer.echo(
         f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  "
         f"seam score {result['seam_score']:.3f} (real images: {result['seam_score_real']:.3f})  "
@@ -190,8 +226,9 @@ def audit(
     """Memorisation audit: nearest/second-nearest ratio (pixels and FD-Lite0), worst cases, energy and basin weight."""
     from edgediff.audit import audit as run_audit, format_summary
 
-    result = run_audit(target, data=data, n=n, steps=steps, seed=seed, samples=samples, out=out, sigma=sigma,
-                       flips=flips, worst=worst, features=features, log=typer.echo)
+    with _on_interrupt("interrupted: no audit written"):
+        result = run_audit(target, data=data, n=n, steps=steps, seed=seed, samples=samples, out=out, sigma=sigma,
+                           flips=flips, worst=worst, features=features, log=typer.echo)
     typer.echo(format_summary(result))
 
 
@@ -199,14 +236,17 @@ def main() -> None:
     """Console entry point: run the app, turning user errors into one line and a non-zero exit."""
     debug = "--debug" in sys.argv
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+    except Interrupted as e:  # Ctrl-C inside a command: it says what it kept
+        typer.echo(str(e), err=True)
+        sys.exit(130)
     except EdgediffError as e:
         if debug:
             raise
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo("interrupted before any work began: nothing written", err=True)
         sys.exit(130)
     except Exception as e:  # usage errors: typer >= 0.29 vendors click, so `click.*` types no longer match them
         if type(e).__name__ == "NoArgsIsHelpError" and hasattr(e, "show"):
@@ -224,6 +264,10 @@ def main() -> None:
         if isinstance(e, typer.Abort):
             sys.exit(1)
         raise
+    if code == 130:  # typer turns a KeyboardInterrupt outside any command body (start-up, parsing) into 130
+        typer.echo("interrupted before any work began: nothing written", err=True)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,12 @@ def check_image_size(image_size: int) -> None:
         )
 
 
+def data_spec(spec: str) -> str:
+    """'emoji', or a folder as an absolute path: the form a run records, so that eval, audit, export and --resume
+    find (and compare) the same images whatever directory they are started from."""
+    return spec if spec == "emoji" else str(Path(spec).expanduser().resolve())
+
+
 def load_dataset(spec: str, image_size: int) -> Dataset:
     """`spec` is 'emoji' or a folder path; returns the cached uint8 array at `image_size`."""
     check_image_size(image_size)

@@ -10,7 +10,6 @@ import copy
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from edgediff.errors import EdgediffError
 from edgediff.images import atomic_write_bytes, make_grid, save_png
 from edgediff.models import ModelConfig, build_model
 from edgediff.models.layers import alphas_cumprod_torch, pool_global_torch, split_torch
+from edgediff.progress import Progress
 
 
 @dataclass
@@ -294,39 +294,6 @@ def check_resume(cfg: TrainConfig, out: Path, resume: bool) -> tuple[Path, dict]
     return found
 
 
-class Progress:
-    """What a run shows while it trains: a tqdm bar on a terminal; elsewhere (nohup, CI, pipes) a plain line at
-    every checkpoint and at least every LINE_EVERY_S seconds, so a log never goes silent for minutes."""
-
-    LINE_EVERY_S = 30.0
-
-    def __init__(self, enabled: bool, total: int, start: int, log: Callable[[str], None]):
-        self.total, self.log, self.bar, self.lines = total, log, None, False
-        self.t0, self.start, self.last_line = time.perf_counter(), start, time.perf_counter()
-        if not enabled:
-            return
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
-        else:
-            self.lines = True
-
-    def update(self, step: int, loss: float, checkpoint: bool) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}")
-        elif self.lines and (checkpoint or time.perf_counter() - self.last_line >= self.LINE_EVERY_S):
-            rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
-            self.log(f"step {step}/{self.total}  loss {loss:.4f}  {rate:.2f} steps/s"
-                     + ("  (checkpoint saved)" if checkpoint else ""))
-            self.last_line = time.perf_counter()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _load_run(cfg: TrainConfig, out: Path, dist: Distributed, log: Callable[[str], None]):
     """Dataset, memory bank and model config of the run; run.json and the bank written by rank 0."""
     dataset = load_dataset(cfg.data, cfg.image_size)
@@ -425,7 +392,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     batch_args = (data, own, flipped, acp, per_rank, mcfg.snippet_dim)
     meta_base = {"train": asdict(cfg), "model": mcfg.to_dict(), "memory": snippets.info}
 
-    shown = Progress(progress and dist.main, cfg.steps, step, log)
+    shown = Progress("step", cfg.steps, start=step, tenths=False, enabled=progress and dist.main)
     t0, start_step = time.perf_counter(), step
     since, last_preview = (step, t0), None
     try:
@@ -436,7 +403,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             checkpoint = dist.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps)
             if checkpoint:
                 save_checkpoint(out, step, model, ema, opt, dict(meta_base, losses=losses))
-            shown.update(step, loss_value, checkpoint)
+            shown.update(step, note=f"  loss {loss_value:.4f}", line=checkpoint)
             if dist.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
                 last_preview = _preview(ema, mcfg, snippets, cfg, step, since, device, log) or last_preview
                 since = (step, time.perf_counter())

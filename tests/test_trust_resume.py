@@ -76,14 +76,15 @@ def test_resume_logs_its_step_and_a_relative_data_path_still_matches(run, monkey
     assert json.loads((run_dir / "run.json").read_text())["train"]["data"] == str(data.resolve())
 
 
-def test_log_names_skipped_files_and_prints_plain_progress_lines(tmp_path):
-    """pytest captures stderr, so it is not a terminal here: progress comes as plain lines at each checkpoint."""
+def test_log_names_skipped_files_and_prints_plain_progress_lines(tmp_path, capsys):
+    """pytest captures stderr, so it is not a terminal here: progress comes as plain lines (stdout) at each
+    checkpoint."""
     data = write_images(tmp_path / "images", n=8, size=16)
     (data / "broken.png").write_bytes(b"not a png")
     lines: list[str] = []
     train(_cfg(data, tmp_path / "run"), progress=True, log=lines.append)
     assert any("skipped 1 unreadable image file(s)" in line and "8 images" in line for line in lines), lines
-    steps = [line for line in lines if line.startswith("step ")]
+    steps = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert steps[0].startswith("step 2/4  loss ") and steps[-1].startswith("step 4/4  loss "), lines
 
 

@@ -1,6 +1,7 @@
 """The README quick-start, run as a new user would: fresh dataset/feature cache, the real `edgediff` commands in
-subprocesses, with what each printed and how long it took. Writes benchmarks/results/quickstart.json, the source
-of the README's "what to expect from a minute of CPU training".
+subprocesses, with what each printed and how long it took; then the same training again with the cache warm (what
+every later run costs). Writes benchmarks/results/quickstart.json and quickstart_samples.png (the sampled grid),
+the source of the README's "what to expect from a minute of CPU training".
 
     python -m benchmarks.quickstart [--steps 200]
 """
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import SHARED_CPU_NOTE, machine_info, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json
 
 TRAIN = ["train", "--data", "emoji", "--image-size", "32", "--grid", "2", "--dim", "32", "--mults", "1,2",
          "--batch-size", "32", "--checkpoint-every", "50"]
@@ -41,7 +43,10 @@ def main() -> None:
         rows = [run(TRAIN + ["--steps", steps, "--sample-every", steps, "--out", "runs/quick"], env, wd)]
         rows.append(run(["export", "runs/quick", "--out", "bundles/quick"], env, wd))
         rows.append(run(["sample", "bundles/quick", "--out", "quick.png"], env, wd))
+        rows.append(run(TRAIN + ["--steps", steps, "--sample-every", steps, "--out", "runs/warm"], env, wd))
         preview = wd / "runs" / "quick" / "samples" / f"step_{args.steps:06d}.png"
+        if (wd / "quick.png").is_file():
+            shutil.copyfile(wd / "quick.png", RESULTS / "quickstart_samples.png")
         for r in rows:
             print(f"{r['command']}: rc {r['rc']}, {r['wall_s']} s")
             print("  " + "\n  ".join(r["stdout"][-6:]))

@@ -299,6 +299,9 @@ def _load_run(cfg: TrainConfig, out: Path, dist: Distributed, log: Callable[[str
     dataset = load_dataset(cfg.data, cfg.image_size)
     if dataset.skipped and dist.main:
         log(f"skipped {dataset.skipped} unreadable image file(s) in {cfg.data}; training on {len(dataset)} images")
+    if cfg.memory and dist.main:
+        log(f"memory bank of {len(dataset)} images and their mirrors (Lite0 features are computed on the first run "
+            "with this data, then cached)")
     snippets = load_snippets(cfg, dataset)
     mcfg = cfg.model_config(snippets.dim)
     try:

@@ -97,3 +97,28 @@ def test_preview_size_fits_the_training_it_follows():
     # after 500 such steps, 5% of ~83 min is 4 min: fewer images and steps than the full preview
     n, steps = preview_size(10.0, 64, 500, 16)
     assert n * steps < 16 * 25 and n * steps * 16 * 10.0 / (3 * 64) <= 0.05 * 10.0 * 500
+
+
+def test_cli_resume_prints_its_step_and_nothing_to_do(made, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from edgediff.cli import main
+
+    _, data, _ = made
+    base = ["edgediff", "train", "--data", str(data), "--image-size", "16", "--grid", "2", "--batch-size", "4",
+            "--no-memory", "--dim", "8", "--mults", "1,2", "--sample-every", "0", "--checkpoint-every", "2",
+            "--device", "cpu", "--out", str(tmp_path / "run")]
+    monkeypatch.setattr(sys, "argv", base + ["--steps", "4"])
+    main()
+    assert "trained to step 4 (4 steps this time" in capsys.readouterr().out
+    base.append("--resume")
+    monkeypatch.setattr(sys, "argv", base + ["--steps", "4"])
+    main()
+    out = capsys.readouterr().out
+    assert "resumed from step 4" in out and "already at step 4 (= --steps): nothing to train" in out, out
+    assert "nan" not in out
+    monkeypatch.setattr(sys, "argv", base + ["--steps", "3"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and one_line(err) and "--steps 3 is fewer than the 4 steps" in err, err

@@ -185,9 +185,8 @@ def sample_bundle(
                          guidance=guidance, auto=auto)
     if auto:
         plan.budget_mb = None  # what the user asked for; the cap still protects against an OOM kill
-    log(plan.describe())  # before the work: what it will do, and roughly how long
-    est = "" if plan.est_ms_per_step is None else f" (estimated {plan.est_ms_per_step * steps / 1000:.1f} s)"
-    log(f"sampling {n} image(s) × {steps} DDIM steps, seed {seed}{est}")
+    log(plan.describe())  # before the work: what it will do (the progress bar then gives the time left)
+    log(f"sampling {n} image(s) × {steps} DDIM steps, seed {seed}")
     roles = (ROLE[plan.variant],) + (("lut_codes", "lut_codebooks") if manifest.lut is not None else ())
     open_bundle(bundle, roles=roles)  # sha256 of exactly what will be parsed, before parsing it
     conds = choose_snippets(bundle, manifest, n, seed, snippet, interpolate)

@@ -108,13 +108,15 @@ def train(
         from edgediff.train import interrupted_message
 
         raise Interrupted(interrupted_message(out)) from None
+    from edgediff.progress import rate_text
+
     if result["trained"] == 0:
         typer.echo(f"{out} is already at step {result['steps']} (= --steps): nothing to train; raise --steps to "
                    "continue")
         return
     typer.echo(
         f"trained to step {result['steps']} ({result['trained']} steps this time, {result['params']:,} parameters, "
-        f"{result['steps_per_s']:.2f} steps/s); checkpoint in {out}/checkpoints"
+        f"{rate_text(result['steps_per_s'])}); checkpoint in {out}/checkpoints"
         + (f", samples in {result['last_preview']}" if result.get("last_preview") else "")
     )
 

@@ -18,6 +18,15 @@ REDRAW_S = 0.1
 WIDTH = 24
 
 
+def rate_text(rate: float, unit: str = "steps") -> str:
+    """`2.51 steps/s`, or for slow work (a 384 px step can take minutes) `1 step per 9.6 min` instead of 0.00."""
+    if rate >= 0.1 or rate <= 0:
+        return f"{rate:.2f} {unit}/s"
+    seconds = 1.0 / rate
+    single = unit[:-1] if unit.endswith("s") else unit
+    return f"1 {single} per {seconds:.0f} s" if seconds < 120 else f"1 {single} per {seconds / 60:.1f} min"
+
+
 class Progress:
     """`update(done)` with done in 1..total; `close()` ends the bar's line."""
 
@@ -39,7 +48,7 @@ class Progress:
         rate = (done - self.start) / max(time.perf_counter() - self.t0, 1e-9)
         left = (self.total - done) / rate if rate > 0 else float("inf")
         eta = f", {left:.0f} s left" if done < self.total and left != float("inf") else ""
-        return f"{rate:.2f} {self.unit}/s{eta}"
+        return f"{rate_text(rate, self.unit)}{eta}"
 
     def update(self, done: int, note: str = "", line: bool = False) -> None:
         """Report `done` of `total`; `note` is appended (e.g. the loss); `line` forces a plain line."""

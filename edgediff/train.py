@@ -395,6 +395,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     batch_args = (data, own, flipped, acp, per_rank, mcfg.snippet_dim)
     meta_base = {"train": asdict(cfg), "model": mcfg.to_dict(), "memory": snippets.info}
 
+    if dist.main and step < cfg.steps:
+        log(f"training steps {step + 1}-{cfg.steps} on {device} ({sum(p.numel() for p in model.parameters()):,} "
+            f"parameters, batch {cfg.batch_size}, checkpoint every {cfg.checkpoint_every})")
     shown = Progress("step", cfg.steps, start=step, tenths=False, enabled=progress and dist.main)
     t0, start_step = time.perf_counter(), step
     since, last_preview = (step, t0), None

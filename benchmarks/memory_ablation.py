@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     for target in preset["checkpoints"]:
         for arm in ("memory", "plain"):
             t0 = time.perf_counter()
-            out = train(cfg(arm, target), resume=True, progress=False)
+            out = train(cfg(arm, target), resume=(work / arm / "run.json").exists(), progress=False)
             result["train_seconds"][arm] += time.perf_counter() - t0
             result[f"loss_{arm}"].append(float(np.mean(out["losses"][-50:])))
             images, config = generate_from_run(work / arm, preset["n_samples"], steps=preset["sampler_steps"],

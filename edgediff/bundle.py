@@ -167,6 +167,8 @@ def _int(d: Any, key: str, lo: int, hi: int, where: str = "manifest") -> int:
 
 def _num(d: Any, key: str, where: str) -> float:
     v = _need(d, key, (int, float), where)
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 1000:  # math.isfinite would overflow
+        v = math.inf
     if isinstance(v, bool) or not math.isfinite(v) or v < 0:
         raise BundleError(f"{where}.{_label(key)} = {v!r} must be a finite non-negative number; re-export the bundle")
     return float(v)

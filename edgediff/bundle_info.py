@@ -85,7 +85,12 @@ def describe(manifest: Manifest, bundle_dir: str | Path = "") -> str:
     return "\n".join(lines)
 
 
-def bundle_info(bundle_dir: str | Path) -> str:
-    """Validate (schema, paths, sizes, sha256) and describe; raises BundleError on a bundle the device would refuse."""
+def bundle_info(bundle_dir: str | Path | None = None) -> str:
+    """Validate (schema, paths, sizes, sha256) and describe; raises BundleError on a bundle the device would refuse.
+    None: the default bundle shipped in the package (what `edgediff sample` uses without a BUNDLE_DIR)."""
+    if bundle_dir is None:
+        from edgediff.runtime.sampler import resolve_bundle
+
+        bundle_dir = resolve_bundle(None)
     manifest = open_bundle(bundle_dir)
     return describe(manifest, bundle_dir)

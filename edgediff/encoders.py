@@ -140,14 +140,13 @@ def encode(images_u8: np.ndarray, batch: int = BATCH, progress: bool = False) ->
         )
     session = _load_session()
     out = np.empty((len(images_u8), FEATURE_DIM), dtype=np.float32)
-    starts = range(0, len(images_u8), batch)
-    if progress and len(images_u8) > batch:
-        from tqdm import tqdm
+    from edgediff.progress import Progress
 
-        starts = tqdm(starts, desc="encode (Lite0)", unit="batch", dynamic_ncols=True)
-    for s in starts:
-        chunk = images_u8[s : s + batch]
-        out[s : s + len(chunk)] = session.run(None, {"image": preprocess(chunk)})[0]
+    with Progress("encode (Lite0)", len(images_u8), unit="images", enabled=progress and len(images_u8) > batch) as bar:
+        for s in range(0, len(images_u8), batch):
+            chunk = images_u8[s : s + batch]
+            out[s : s + len(chunk)] = session.run(None, {"image": preprocess(chunk)})[0]
+            bar.update(s + len(chunk))
     return out
 
 

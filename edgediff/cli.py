@@ -157,13 +157,17 @@ def eval_(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON here."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (default: a bundle's recommendation; 1 for a run)."),
 ) -> None:
-    """Quality of a run or bundle: FD-Lite0 and KID against real images, and the seam score (1.0 = invisible)."""
+    """Quality of a run or bundle: FD and KID against real images in Lite0 space (the bank's) and in an independent
+    network's, and the seam score (1.0 = invisible)."""
+    from edgediff.encoders_independent import LABEL
     from edgediff.metrics import eval_command
 
     result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
                           interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance)
     typer.echo(
-        f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  "
+        f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  |  "
+        f"FD-{LABEL} {result['fd_independent']:.2f}  KID {result['kid_independent']:.4f} ± "
+        f"{result['kid_independent_std']:.4f} (independent)  "
         f"seam score {result['seam_score']:.3f} (real images: {result['seam_score_real']:.3f})  "
         f"[{result['n_generated']} generated vs {result['n_real']} real, {steps} DDIM steps, "
         f"guidance {result['guidance']:g}]"

@@ -42,6 +42,10 @@ def train(
     mults: str = typer.Option("1,2,2", help="UNet width multipliers per level, comma separated."),
     depth: int = typer.Option(6, min=1, help="Blocks of the DiS / DiT backbones."),
     snippet_dropout: float = typer.Option(0.2, help="Probability of training on the null snippet."),
+    snippet_mode: str = typer.Option("pca", help="pca: PCA-reduced snippets (default); gmem: GMem's full normalised feature with element-wise dropout."),
+    snippet_element_dropout: float = typer.Option(0.4, help="Element-wise snippet dropout of --snippet-mode gmem."),
+    align: float = typer.Option(0.0, help="Weight of the representation-alignment loss (0: off; GMem uses 0.5)."),
+    align_until: int = typer.Option(0, help="Step after which --align turns off (0: never)."),
     features: Optional[Path] = typer.Option(None, help="Your own .npy features (one row per image) for the bank."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
     sample_every: int = typer.Option(500, help="Steps between preview grids (0: only at the end... and never if 0)."),
@@ -60,7 +64,8 @@ def train(
         data=data, out=str(out), image_size=image_size, grid=grid, backbone=backbone, steps=steps,
         batch_size=batch_size, lr=lr, seed=seed, memory=not no_memory, snippet_dropout=snippet_dropout,
         features=str(features) if features else None, sample_every=sample_every,
-        checkpoint_every=checkpoint_every, device=device, ema_decay=ema_decay,
+        checkpoint_every=checkpoint_every, device=device, ema_decay=ema_decay, snippet_mode=snippet_mode,
+        snippet_element_dropout=snippet_element_dropout, align=align, align_until=align_until,
         model={"dim": dim, "mults": mult_tuple, "depth": depth},
     )
     result = run_train(cfg, resume=resume)

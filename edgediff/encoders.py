@@ -117,14 +117,15 @@ def _load_session():
     return _session
 
 
-def preprocess(images_u8: np.ndarray) -> np.ndarray:
-    """uint8 [N, H, W, 3] → float32 [N, 3, 224, 224], bilinear (antialiased) resize and ImageNet normalisation."""
+def preprocess(images_u8: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """uint8 [N, H, W, 3] → float32 [N, 3, size, size] (224 unless told), bilinear (antialiased) resize and
+    ImageNet normalisation."""
     import torch
     import torch.nn.functional as F
 
     x = torch.from_numpy(np.array(images_u8, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0  # a writable copy
-    if x.shape[-1] != INPUT_SIZE or x.shape[-2] != INPUT_SIZE:
-        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     x = (x - torch.from_numpy(MEAN)[None, :, None, None]) / torch.from_numpy(STD)[None, :, None, None]
     return x.numpy()
 

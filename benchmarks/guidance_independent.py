@@ -26,7 +26,7 @@ def main() -> None:
     rows = []
     for g in (float(x) for x in a.guidance.split(",")):
         r = eval_command(DEFAULT_BUNDLE, data="emoji", n=a.n, steps=a.steps, seed=0, guidance=g)
-        rows.append({"guidance": g, **quality_fields(r), "seam_score": r["seam_score"]})
+        rows.append({"guidance": g, **quality_fields(r), "seam_border": r["seam_border"]})
         print(f"guidance {g:g}: FD-Lite0 {r['fd_lite0']:.2f} KID {r['kid']:.4f} | FD-independent "
               f"{r['fd_independent']:.2f} KID {r['kid_independent']:.4f}", flush=True)
     base = rows[0]

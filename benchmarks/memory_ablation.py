@@ -160,7 +160,7 @@ def _run_step(arm: str, target: int, work: Path, preset: dict, seed: int, datase
                                        seed=seed + 12345)
     sc = evaluate(images, dataset, config.grid, real_features=real["lite0"],
                   real_features_independent=real["independent"], kid_subsets=50)
-    row = {k: sc[k] for k in ("fd_lite0", "kid", "fd_independent", "kid_independent", "seam_score")}
+    row = {k: sc[k] for k in ("fd_lite0", "kid", "fd_independent", "kid_independent", "seam_border")}
     row.update(step=int(meta["step"]), loss_last50=float(np.mean(out["losses"][-50:])), train_seconds=train_s,
                eval_seconds=time.perf_counter() - t0 - train_s)
     atomic_write_bytes(work / "scores" / f"{arm}_{target:06d}.json", json.dumps(row, indent=1).encode())

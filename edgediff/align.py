@@ -97,6 +97,9 @@ class Aligner:
         block = model.down[k]
         self.grid = grid
         self.size = MAP_SIZE // grid
+        cfg = model.config
+        # with halo cells the UNet sees p + 2·halo pixels: align only the centre (the cell itself)
+        self.crop_frac = getattr(cfg, "halo", 0) / (cfg.image_size // grid + 2 * getattr(cfg, "halo", 0))
         self.projector = AlignProjector(block.conv2.out_channels).to(device)
         self.own = torch.from_numpy(spatial_targets(dataset)).to(device)
         self.flipped = torch.from_numpy(spatial_targets(dataset, flipped=True)).to(device)
@@ -109,6 +112,8 @@ class Aligner:
             raise EdgediffError("internal: the aligned UNet block did not run before Aligner.loss")
         maps = torch.where(flip[:, None, None, None], self.flipped[idx], self.own[idx])
         target = cell_regions(maps, cells, self.grid)
-        pred = self.projector(self._feature, self.size)
+        h = self._feature
+        c = int(round(self.crop_frac * h.shape[-1]))
+        pred = self.projector(h[..., c : h.shape[-2] - c, c : h.shape[-1] - c] if c else h, self.size)
         self._feature = None
         return negative_cosine(pred, target)

@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workdir", type=Path, default=None, help="runs and scores (default runs/ablation[_quick])")
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of the arms to advance")
     ap.add_argument("--until", type=int, default=None, help="stop after this checkpoint step (resume later)")
+    ap.add_argument("--report", action="store_true",
+                    help="train nothing: rebuild the JSON and PNG from the scores in --workdir, print the table")
     args = ap.parse_args(argv)
 
     import torch
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = load_dataset("emoji", 32)
     real = {"lite0": dataset_features(dataset), "independent": dataset_features(dataset, encoder="independent")}
     t_start = time.perf_counter()
-    for target in preset["checkpoints"]:
+    for target in [] if args.report else preset["checkpoints"]:
         if args.until is not None and target > args.until:
             break
         for arm in arms:
@@ -216,10 +218,25 @@ def main(argv: list[str] | None = None) -> dict:
     result["settings"]["machine_end"] = machine_info()
     write_json(f"{name}.json", result)
     plot(result, RESULTS / f"{name}.png")
-    for row in result["arms"]:
-        print(f"{row['name']:10s} steps {row['steps_done'][-1:] or '-'}: speed-up Lite0 {row.get('speedup_lite0')}, "
-              f"independent {row.get('speedup_independent')}")
+    print(markdown_table(result))
     return result
+
+
+def markdown_table(result: dict) -> str:
+    """The README table: each arm's last measured checkpoint, its FDs there, and its speed-ups."""
+    def fmt(x, spec):
+        return "–" if x is None else format(x, spec)
+
+    lines = ["| arm | steps done | FD-Lite0 | FD-independent | KID Lite0 / independent | speed-up Lite0 | "
+             "speed-up independent |", "|---|---|---|---|---|---|---|"]
+    for r in result["arms"]:
+        if not r["steps_done"]:
+            lines.append(f"| {r['name']} | 0 | – | – | – | – | – |")
+            continue
+        lines.append(f"| {r['name']} | {r['steps_done'][-1]} | {r['fd_lite0'][-1]:.1f} | {r['fd_independent'][-1]:.1f}"
+                     f" | {r['kid_lite0'][-1]:.3f} / {r['kid_independent'][-1]:.3f} | "
+                     f"{fmt(r.get('speedup_lite0'), '.2f')}× | {fmt(r.get('speedup_independent'), '.2f')}× |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -187,7 +187,7 @@ def quality_part(args, workdir: Path, save=None) -> dict:
 
     from edgediff.checkpoint import latest_checkpoint, load_ema_model
     from edgediff.data import load_dataset, to_uint8
-    from edgediff.metrics import evaluate
+    from edgediff.metrics import evaluate, quality_fields
     from edgediff.torch_sampler import sample_torch
     from edgediff.train import TrainConfig, train
 
@@ -219,7 +219,7 @@ def quality_part(args, workdir: Path, save=None) -> dict:
         sample_s = time.perf_counter() - t1
         metrics = evaluate(to_uint8(imgs), dataset, grid=2)
         row = {"backbone": backbone, "params": params, "steps": int(meta["step"]),
-               "fd_lite0": round(metrics["fd_lite0"], 3), "kid": metrics["kid"], "kid_std": metrics["kid_std"],
+               **quality_fields(metrics),
                "seam_border": metrics["seam_border"], "final_loss_mean_last50": float(np.mean(meta["losses"][-50:])),
                "model": model, "train_wall_s": train_s, "train_cpu_s": round(train_cpu_s, 1),
                "train_steps_per_s": steps_per_s, "sample_wall_s": round(sample_s, 1)}

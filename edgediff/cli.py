@@ -84,6 +84,10 @@ def train(
     mults: str = typer.Option("1,2,2", help="UNet width multipliers per level, comma separated."),
     depth: int = typer.Option(6, min=1, help="Blocks of the DiS / DiT backbones."),
     snippet_dropout: float = typer.Option(0.2, help="Probability of training on the null snippet."),
+    snippet_mode: str = typer.Option("pca", help="pca: PCA-reduced snippets (default); gmem: GMem's full normalised feature with element-wise dropout."),
+    snippet_element_dropout: float = typer.Option(0.4, help="Element-wise snippet dropout of --snippet-mode gmem."),
+    align: float = typer.Option(0.0, help="Weight of the representation-alignment loss (0: off; GMem uses 0.5)."),
+    align_until: int = typer.Option(0, help="Step after which --align turns off (0: never)."),
     features: Optional[Path] = typer.Option(None, help="Your own .npy features (one row per image) for the bank."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
     sample_every: int = typer.Option(500, help="Steps between preview grids (0: only at the end... and never if 0)."),
@@ -104,7 +108,8 @@ def train(
         init_from=str(init_from) if init_from else None,
         batch_size=batch_size, lr=lr, seed=seed, memory=not no_memory, snippet_dropout=snippet_dropout,
         features=str(features) if features else None, sample_every=sample_every,
-        checkpoint_every=checkpoint_every, device=device, ema_decay=ema_decay,
+        checkpoint_every=checkpoint_every, device=device, ema_decay=ema_decay, snippet_mode=snippet_mode,
+        snippet_element_dropout=snippet_element_dropout, align=align, align_until=align_until,
         model={"dim": dim, "mults": mult_tuple, "depth": depth},
     )
     try:
@@ -224,8 +229,10 @@ def eval_(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON here."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (default: a bundle's recommendation; 1 for a run)."),
 ) -> None:
-    """Quality of a run or bundle: FD-Lite0 and KID against real images, and the seam ratio (1.0 = invisible)."""
+    """Quality of a run or bundle: FD and KID against real images in Lite0 space (the bank's) and in an independent
+    network's, and the seam ratio (1.0 = invisible)."""
     _require_training_extras("eval")
+    from edgediff.encoders_independent import LABEL
     from edgediff.metrics import eval_command
 
     with _on_interrupt("interrupted: no scores or files written"):
@@ -233,7 +240,9 @@ def eval_(
                               interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance,
                               other_data=other_data, log=typer.echo)
     typer.echo(
-        f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  "
+        f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  |  "
+        f"FD-{LABEL} {result['fd_independent']:.2f}  KID {result['kid_independent']:.4f} ± "
+        f"{result['kid_independent_std']:.4f} (independent)  "
         f"seam ratio {result['seam_border']:.3f} at cell borders, {result['seam_midcell']:.3f} mid-cell (real images: "
         f"{result['seam_border_real']:.3f}, {result['seam_midcell_real']:.3f})  "
         f"[{result['n_generated']} generated vs {result['n_real']} real of {result['data']}, {steps} DDIM steps, "

@@ -80,12 +80,14 @@ def export(
     lut_bytes: int = typer.Option(8, "--lut-bytes", help="Bytes per memory-bank entry in the PQ lookup table."),
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Measure the memory profile (fresh processes)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Record this memory-bank guidance scale as the bundle's sampling default."),
+    ort: bool = typer.Option(False, "--ort", help="Ship the denoisers in ORT format (.ort): less memory while and after loading; what onnxruntime's mobile packages load."),
+    int8_recipe: str = typer.Option("static", "--int8-recipe", help="How to make the int8 denoiser: static, split, split+fp32io (static int8 with skip concats split and first/last conv + condition MLP in fp32) or weight-only."),
 ) -> None:
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
     from edgediff_export import export_run
 
     result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
-                        log=typer.echo)
+                        int8_recipe=int8_recipe, ort_format=ort, log=typer.echo)
     files = ", ".join(f"{f.path} ({f.bytes / 2**20:.2f} MiB)" for f in result.manifest.files.values())
     typer.echo(f"exported {run_dir} → {result.out}: {files}; inspect with 'edgediff info {result.out}'")
 

@@ -245,3 +245,22 @@ def test_a_second_reader_agrees_with_onnxruntime_on_both_denoisers(bundle, run_d
 def _ort_outputs(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     sess = _session(path)
     return sess.run(None, {i.name: inputs[i.name] for i in sess.get_inputs()})[0]
+
+
+def test_ort_format_bundle_samples_like_the_onnx_one_and_is_profiled_as_shipped(bundle, run_dir, tmp_path):
+    from edgediff.runtime.sampler import sample_bundle
+
+    out = tmp_path / "ort"
+    export_run(run_dir, out, int8=True, lut_bytes=4, profile=True, ort_format=True, int8_recipe="split+fp32io")
+    m = open_bundle(out)
+    assert (m.files["denoiser_fp32"].path, m.files["denoiser_int8"].path) == ("denoiser.ort", "denoiser.int8.ort")
+    assert not list(out.glob("*.onnx")) and m.quality["ort_format"]["max_abs_vs_onnx"] <= 1e-4
+    assert m.quality["int8"]["recipe"] == "split+fp32io" and m.quality["int8"]["split_concat"]
+    assert {"fp32", "int8"} <= set(m.memory_profile.variants)  # measured on the .ort files the device loads
+    for precision in ("fp32", "int8"):
+        want = sample_bundle(bundle, n=2, steps=4, seed=1, precision=precision, guidance=1.0).images
+        got = sample_bundle(out, n=2, steps=4, seed=1, precision=precision, guidance=1.0).images
+        if precision == "fp32":
+            assert np.abs(got.astype(int) - want).max() <= 1
+        else:  # another recipe: close, not equal
+            assert np.abs(got.astype(int) - want).mean() < 12

@@ -96,12 +96,19 @@ def check_out(out: Path, run_dir: Path) -> None:
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_bytes: int = DEFAULT_LUT_BYTES,
-               profile: bool = True, seed: int = 0, guidance: float | None = None, int8_recipe: str = "static",
+               profile: bool = True, seed: int = 0, guidance: float | None = None, int8_recipe: str = "diffusion",
                ort_format: bool = False, log: Callable[[str], None] = lambda s: None) -> ExportResult:
     """RUN_DIR (latest checkpoint, EMA weights) → verified bundle at `out`. Raises EdgediffError on any refusal."""
     from edgediff.checkpoint import load_ema_model
 
     run_dir, out = Path(run_dir), Path(out)
+    from edgediff_export.rebundle import is_bundle, rebundle
+
+    if is_bundle(run_dir):  # a bundle without its run (e.g. the shipped default): rebuild from its fp32 ONNX
+        if lut_bytes != DEFAULT_LUT_BYTES:
+            raise EdgediffError("--lut-bytes needs the run's float bank; a bundle keeps its lookup table: drop it")
+        return rebundle(run_dir, out, int8=int8, ort_format=ort_format, int8_recipe=int8_recipe, profile=profile,
+                        guidance=guidance, seed=seed, log=log)
     if not run_dir.is_dir():
         raise EdgediffError(f"RUN_DIR {run_dir} is not a directory; pass the --out folder of 'edgediff train'")
     if lut_bytes < 1:

@@ -50,6 +50,8 @@ OPERATORS = ("Conv", "ConvTranspose", "Gemm", "Clip", "Relu", "Reshape", "Transp
              "GatherElements", "Where", "InstanceNormalization", "LayerNormalization", "BatchNormalization", "TopK",
              "CumSum")
 
+CONV_OPS = ("Conv", "ConvTranspose")
+
 
 def cpu_preset() -> str:
     """The optimum preset that fits this CPU: what its int8 kernels can use."""
@@ -74,7 +76,9 @@ class Recipe:
     keep_fp32: "io" (first and last convolutions), "cond" (timestep/position/snippet MLPs) stay fp32;
     calibration: how activation ranges are picked from the calibration rows (minmax, percentile 99.99, entropy);
     band: calibrate on this [lo, hi] timestep band only (None: 32 timesteps from 999 to 0);
-    weight_only: int8 weights + DequantizeLinear, fp32 activations (no calibration at all).
+    weight_only: int8 weights + DequantizeLinear, fp32 activations (no calibration at all);
+    conv_only: Q/DQ pairs only around convolutions (the ops with int8 kernels that pay): normalisation, resize,
+    reshape and the condition Gemms stay fp32 instead of passing through 8 bits for no speed.
     """
 
     split_concat: bool = False
@@ -82,6 +86,7 @@ class Recipe:
     calibration: str = "minmax"
     band: tuple[int, int] | None = None
     weight_only: bool = False
+    conv_only: bool = False
 
     def __post_init__(self) -> None:
         if self.calibration not in ("minmax", "percentile", "entropy"):
@@ -96,13 +101,14 @@ class Recipe:
         return d
 
 
+# "diffusion" is every lever that paid on the default model (benchmarks/results/int8_levers.json): int8 kernels for
+# the convolutions only, skip concatenations split, first/last convolution fp32, 99.99th-percentile ranges.
 RECIPES = {
     "static": Recipe(),
-    "split": Recipe(split_concat=True),
-    "split+fp32io": Recipe(split_concat=True, keep_fp32=("io", "cond")),
+    "diffusion": Recipe(conv_only=True, split_concat=True, keep_fp32=("io",), calibration="percentile"),
     "weight-only": Recipe(weight_only=True),
 }
-DEFAULT_RECIPE = "static"
+DEFAULT_RECIPE = "diffusion"
 
 
 def calibration_inputs(data: RunData, config: ModelConfig, seed: int = 0,
@@ -170,7 +176,7 @@ def _quantize_ort(src: Path, dst: Path, calib: dict[str, np.ndarray], preset: st
         str(src), str(dst), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
         activation_type=QuantType.QUInt8 if p["activations"] == "uint8" else QuantType.QInt8,
         weight_type=QuantType.QUInt8 if p["weights"] == "uint8" else QuantType.QInt8,
-        op_types_to_quantize=list(OPERATORS), calibrate_method=method, nodes_to_exclude=exclude,
+        op_types_to_quantize=list(CONV_OPS if recipe.conv_only else OPERATORS), calibrate_method=method, nodes_to_exclude=exclude,
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "CalibPercentile": 99.99},
     )
 

@@ -157,7 +157,7 @@ def test_info_prints_the_manifest_and_cli_refuses_a_bad_bundle_in_one_line(tmp_p
     assert "Traceback" not in out.stderr
 
 
-INT8_QUALITY = {"recipe": "split+fp32io", "method": "onnxruntime quantize_static", "preset": "avx2",
+INT8_QUALITY = {"recipe": "diffusion", "method": "onnxruntime quantize_static", "preset": "avx2",
                 "rel_error": 0.2, "rel_error_by_band": {"0-49": 0.3, "100-399": 0.04},
                 "x0_rel_error_by_band": {"0-49": 0.007, "100-399": 0.015}, "psnr_vs_fp32_db": 28.4,
                 "psnr_median_image_db": 33.0, "mean_abs_diff_255": 4.6,

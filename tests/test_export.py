@@ -251,11 +251,11 @@ def test_ort_format_bundle_samples_like_the_onnx_one_and_is_profiled_as_shipped(
     from edgediff.runtime.sampler import sample_bundle
 
     out = tmp_path / "ort"
-    export_run(run_dir, out, int8=True, lut_bytes=4, profile=True, ort_format=True, int8_recipe="split+fp32io")
+    export_run(run_dir, out, int8=True, lut_bytes=4, profile=True, ort_format=True, int8_recipe="static")
     m = open_bundle(out)
     assert (m.files["denoiser_fp32"].path, m.files["denoiser_int8"].path) == ("denoiser.ort", "denoiser.int8.ort")
     assert not list(out.glob("*.onnx")) and m.quality["ort_format"]["max_abs_vs_onnx"] <= 1e-4
-    assert m.quality["int8"]["recipe"] == "split+fp32io" and m.quality["int8"]["split_concat"]
+    assert m.quality["int8"]["recipe"] == "static" and not m.quality["int8"]["split_concat"]
     assert {"fp32", "int8"} <= set(m.memory_profile.variants)  # measured on the .ort files the device loads
     for precision in ("fp32", "int8"):
         want = sample_bundle(bundle, n=2, steps=4, seed=1, precision=precision, guidance=1.0).images
@@ -264,3 +264,21 @@ def test_ort_format_bundle_samples_like_the_onnx_one_and_is_profiled_as_shipped(
             assert np.abs(got.astype(int) - want).max() <= 1
         else:  # another recipe: close, not equal
             assert np.abs(got.astype(int) - want).mean() < 12
+
+
+def test_a_bundle_without_its_run_is_rebuilt_with_int8_in_ort_format(bundle, tmp_path):
+    """`edgediff export BUNDLE_DIR --int8 --ort`: the fp32 file and LUT carried over, int8 made and measured anew."""
+    from edgediff.runtime.sampler import sample_bundle
+
+    out = tmp_path / "rebuilt"
+    export_run(bundle, out, int8=True, ort_format=True, int8_recipe="weight-only", profile=False, guidance=2.0)
+    before, after = open_bundle(bundle), open_bundle(out)
+    assert after.files["denoiser_int8"].path == "denoiser.int8.ort" and after.sampling == {"guidance": 2.0}
+    assert after.files["lut_codes"] == before.files["lut_codes"] and after.training == before.training
+    q = after.quality["int8"]
+    assert q["recipe"] == "weight-only" and set(q["rel_error_by_band"]) and "fd_lite0" in q["fd_delta"]
+    want = sample_bundle(bundle, n=2, steps=4, seed=1, precision="fp32", guidance=1.0).images
+    got = sample_bundle(out, n=2, steps=4, seed=1, precision="fp32", guidance=1.0).images
+    assert np.abs(got.astype(int) - want).max() <= 1
+    with pytest.raises(EdgediffError, match="lut-bytes"):
+        export_run(bundle, tmp_path / "x", lut_bytes=16)

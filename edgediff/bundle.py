@@ -248,8 +248,8 @@ def _quality_int8(q: Any) -> None:
         if key in q and not _finite(q[key]):
             raise BundleError(f"{w}.{key} must be a number; re-export the bundle")
     fd = q.get("fd_delta", {})
-    if not isinstance(fd, dict) or not all(isinstance(v, dict) and all(_finite(v.get(k)) for k in ("fp32", "int8", "rel"))
-                                           for v in fd.values()):
+    if not isinstance(fd, dict) or not all(
+            isinstance(v, dict) and all(_finite(v.get(k)) for k in ("fp32", "int8", "rel")) for v in fd.values()):
         raise BundleError(f"{w}.fd_delta must map each metric to {{fp32, int8, rel}} numbers; re-export the bundle")
 
 

@@ -97,7 +97,8 @@ def check_out(out: Path, run_dir: Path) -> None:
 
 def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_bytes: int = DEFAULT_LUT_BYTES,
                profile: bool = True, seed: int = 0, guidance: float | None = None, int8_recipe: str = "diffusion",
-               ort_format: bool = False, log: Callable[[str], None] = lambda s: None) -> ExportResult:
+               ort_format: bool = False, int8_measure: bool = True,
+               log: Callable[[str], None] = lambda s: None) -> ExportResult:
     """RUN_DIR (latest checkpoint, EMA weights) → verified bundle at `out`. Raises EdgediffError on any refusal."""
     from edgediff.checkpoint import load_ema_model
 
@@ -108,7 +109,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_
         if lut_bytes != DEFAULT_LUT_BYTES:
             raise EdgediffError("--lut-bytes needs the run's float bank; a bundle keeps its lookup table: drop it")
         return rebundle(run_dir, out, int8=int8, ort_format=ort_format, int8_recipe=int8_recipe, profile=profile,
-                        guidance=guidance, seed=seed, log=log)
+                        guidance=guidance, int8_measure=int8_measure, seed=seed, log=log)
     if not run_dir.is_dir():
         raise EdgediffError(f"RUN_DIR {run_dir} is not a directory; pass the --out folder of 'edgediff train'")
     if lut_bytes < 1:
@@ -131,7 +132,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_
         files = {"denoiser_fp32": FILES["denoiser_fp32"]}
         if int8:
             quality["int8"] = build_int8(fp32, stage / FILES["denoiser_int8"], data, config, meta, recipe=int8_recipe,
-                                         guidance=sampling.get("guidance", 1.0), seed=seed, log=log)
+                                         guidance=sampling.get("guidance", 1.0), seed=seed, log=log,
+                                         measure=int8_measure)
             files["denoiser_int8"] = FILES["denoiser_int8"]
         lut = None
         if bank is not None:
@@ -213,14 +215,17 @@ def to_ort_format(stage: Path, files: dict[str, str], check_inputs: dict[str, np
 
 
 def build_int8(fp32: Path, dst: Path, data, config, meta: dict, *, recipe: str, guidance: float, seed: int,
-               log: Callable[[str], None]) -> dict:
-    """Quantise by `recipe`, then measure what int8 changes (int8_quality): the manifest's `quality.int8`."""
+               log: Callable[[str], None], measure: bool = True) -> dict:
+    """Quantise by `recipe`, then measure what int8 changes (int8_quality): the manifest's `quality.int8`.
+    `measure=False` is for benchmark bundles of untrained models, whose quality means nothing."""
     from edgediff.data import load_dataset
     from edgediff.bundle_info import int8_lines
     from edgediff_export.int8_quality import default_metrics, measure_int8
     from edgediff_export.quantize import quantize_int8
 
     report = quantize_int8(fp32, dst, data, config, seed=seed, recipe=recipe)
+    if not measure:
+        return report
     dataset = load_dataset(meta.get("train", {}).get("data", "emoji"), config.image_size)
     report.update(measure_int8(fp32, dst, data, config, metrics=default_metrics(dataset), guidance=guidance,
                                seed=seed))

@@ -176,7 +176,8 @@ def _quantize_ort(src: Path, dst: Path, calib: dict[str, np.ndarray], preset: st
         str(src), str(dst), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
         activation_type=QuantType.QUInt8 if p["activations"] == "uint8" else QuantType.QInt8,
         weight_type=QuantType.QUInt8 if p["weights"] == "uint8" else QuantType.QInt8,
-        op_types_to_quantize=list(CONV_OPS if recipe.conv_only else OPERATORS), calibrate_method=method, nodes_to_exclude=exclude,
+        op_types_to_quantize=list(CONV_OPS if recipe.conv_only else OPERATORS), calibrate_method=method,
+        nodes_to_exclude=exclude,
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "CalibPercentile": 99.99},
     )
 
@@ -260,5 +261,6 @@ def quantize_int8(fp32: Path, dst: Path, data: RunData, config: ModelConfig, *, 
     return {
         "method": "optimum ORTQuantizer" if use_optimum else "onnxruntime quantize_static", "recipe": name,
         **recipe.to_dict(), "preset": preset, **PRESETS[preset], "format": "QDQ", "per_channel": True,
-        "calibration_rows": int(len(next(iter(calib.values())))), "calibration_timesteps": len(set(calib["timestep"].tolist())),
+        "calibration_rows": int(len(next(iter(calib.values())))),
+        "calibration_timesteps": len(set(calib["timestep"].tolist())),
     }

@@ -20,8 +20,8 @@ import edgediff
 from edgediff.bundle import file_entry, open_bundle, resolve, staging_dir, write_bundle
 from edgediff.errors import EdgediffError
 from edgediff.sampling import resolve_guidance
-from edgediff_export.bundle_writer import (FILES, ExportResult, build_int8, check_out, measure_profile_hook,
-                                           to_ort_format)
+from edgediff_export import bundle_writer
+from edgediff_export.bundle_writer import FILES, ExportResult, build_int8, check_out, to_ort_format
 from edgediff_export.inputs import denoiser_inputs
 from edgediff_export.int8_quality import bundle_run_data
 from edgediff_export.onnx_export import PARITY_TIMESTEPS
@@ -32,7 +32,8 @@ def is_bundle(path: Path) -> bool:
 
 
 def rebundle(bundle_dir: str | Path, out: str | Path, *, int8: bool, ort_format: bool, int8_recipe: str,
-             profile: bool = True, guidance: float | None = None, seed: int = 0, log: Callable[[str], None] = lambda s: None) -> ExportResult:
+             profile: bool = True, guidance: float | None = None, int8_measure: bool = True, seed: int = 0,
+             log: Callable[[str], None] = lambda s: None) -> ExportResult:
     """Rebuild `bundle_dir` at `out` (may be the same folder) with an int8 denoiser and/or in ORT format."""
     bundle_dir, out = Path(bundle_dir), Path(out)
     m = open_bundle(bundle_dir)
@@ -47,15 +48,16 @@ def rebundle(bundle_dir: str | Path, out: str | Path, *, int8: bool, ort_format:
     data, config = bundle_run_data(bundle_dir, data=m.training.get("data") or "emoji", seed=seed)
     stage = staging_dir(out)
     try:
-        files = {role: e.path for role, e in m.files.items() if role != "denoiser_int8"}
+        # an int8 file already there is carried over (with its quality.int8) unless --int8 asks for a new one
+        files = {role: e.path for role, e in m.files.items() if not (int8 and role == "denoiser_int8")}
         for role, rel in files.items():
             shutil.copy(resolve(bundle_dir, m.files[role]), stage / rel)
-        quality = {k: v for k, v in m.quality.items() if k not in ("int8", "ort_format")}
+        quality = {k: v for k, v in m.quality.items() if k != "ort_format" and not (int8 and k == "int8")}
         if int8:
             meta = {"train": {"data": m.training.get("data") or "emoji"}}
             quality["int8"] = build_int8(stage / files["denoiser_fp32"], stage / FILES["denoiser_int8"], data, config,
                                          meta, recipe=int8_recipe, guidance=sampling.get("guidance", 1.0),
-                                         seed=seed, log=log)
+                                         seed=seed, log=log, measure=int8_measure)
             files["denoiser_int8"] = FILES["denoiser_int8"]
         if ort_format:
             check = denoiser_inputs(data, config, PARITY_TIMESTEPS, images_per_t=4, seed=seed + 1, null_fraction=0.25)
@@ -64,7 +66,7 @@ def rebundle(bundle_dir: str | Path, out: str | Path, *, int8: bool, ort_format:
                            sampling=sampling, memory_profile=None, edgediff_version=edgediff.__version__,
                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         if profile:
-            manifest.memory_profile = measure_profile_hook(stage, manifest)
+            manifest.memory_profile = bundle_writer.measure_profile_hook(stage, manifest)
         write_bundle(out, manifest, stage)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)

@@ -23,36 +23,12 @@ from edgediff.lut import decode, mean_cosine
 from edgediff.models.layers import INPUT_NAMES
 from edgediff.sampling import sample_loop
 from edgediff.torch_sampler import sample_torch
-from edgediff.train import TrainConfig, train
 from edgediff_export import export_run
 from edgediff_export.inputs import denoiser_inputs, load_run_data
 from edgediff_export.onnx_export import check_parity
 from edgediff_export.quantize import OPERATORS, PRESETS, have_optimum
 
-from conftest import tiny_model, write_images
-
-
-def _train(root: Path, memory: bool) -> Path:
-    images = write_images(root / "images", n=8)
-    feats = np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32)
-    np.save(root / "feats.npy", feats)
-    cfg = TrainConfig(data=str(images), out=str(root / "run"), image_size=16, grid=2, steps=40, batch_size=8,
-                      memory=memory, features=str(root / "feats.npy") if memory else None, sample_every=0,
-                      checkpoint_every=40, lr=2e-3, model=tiny_model())
-    train(cfg, progress=False)
-    return root / "run"
-
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory) -> Path:
-    return _train(tmp_path_factory.mktemp("export_run"), memory=True)
-
-
-@pytest.fixture(scope="session")
-def bundle(run_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_run(run_dir, out, int8=True, lut_bytes=4, profile=True)
-    return out
+from conftest import train_tiny_run as _train
 
 
 def _session(path: Path) -> ort.InferenceSession:

@@ -1,4 +1,4 @@
-"""The int8 levers' graph edits and the int8 measurement, on the shipped default bundle's real fp32 denoiser.
+"""The int8 levers' graph edits and the int8 measurement, on a real (tiny) trained UNet's exported fp32 ONNX.
 
 Each edit must leave the fp32 function unchanged (split) or change it by no more than int8 weight rounding
 (weight-only), and the node selections must find the layers they name from the graph's structure alone.
@@ -12,17 +12,22 @@ import numpy as np
 import onnx
 import pytest
 
-from edgediff.runtime.sampler import DEFAULT_BUNDLE
 from edgediff_export import graph_edits as ge
 from edgediff_export.inputs import denoiser_inputs
 from edgediff_export.int8_quality import band_errors, bundle_run_data, psnr, rel, run_rows, session
 
-FP32 = DEFAULT_BUNDLE / "denoiser.onnx"
+
+@pytest.fixture(scope="module")
+def fp32(bundle) -> Path:
+    return bundle / "denoiser.onnx"
 
 
 @pytest.fixture(scope="module")
-def real_inputs():
-    data, config = bundle_run_data(DEFAULT_BUNDLE, max_images=16)
+def real_inputs(bundle):
+    """Real inputs as a bundle without its run gets them: the dataset the manifest names + the LUT's snippets."""
+    from edgediff.bundle import read_manifest
+
+    data, config = bundle_run_data(bundle, data=read_manifest(bundle).training["data"], max_images=16)
     return denoiser_inputs(data, config, [999, 400, 50, 0], images_per_t=2, null_fraction=0.25)
 
 
@@ -32,8 +37,8 @@ def _run(model: onnx.ModelProto, tmp: Path, inputs) -> np.ndarray:
     return run_rows(session(path), inputs)
 
 
-def test_split_concat_convs_is_exact_in_fp32_and_splits_every_skip_conv(real_inputs, tmp_path):
-    model = onnx.load(str(FP32))
+def test_split_concat_convs_is_exact_in_fp32_and_splits_every_skip_conv(fp32, real_inputs, tmp_path):
+    model = onnx.load(str(fp32))
     split, keep_float = ge.split_concat_convs(model)
     convs = [n for n in split.graph.node if n.op_type == "Conv"]
     fed_by_concat = {n.input[0] for n in model.graph.node if n.op_type == "Conv"} & \
@@ -41,28 +46,35 @@ def test_split_concat_convs_is_exact_in_fp32_and_splits_every_skip_conv(real_inp
     assert fed_by_concat and not any(n.input[0] in fed_by_concat for n in convs)  # no conv reads a concat any more
     assert len(convs) == sum(1 for n in model.graph.node if n.op_type == "Conv") + len(fed_by_concat)
     assert keep_float  # the concatenations' other consumers (the norms) stay float
-    want = run_rows(session(FP32), real_inputs)
+    want = run_rows(session(fp32), real_inputs)
     got = _run(split, tmp_path, real_inputs)
     assert np.abs(got - want).max() < 1e-4
 
 
-def test_io_convs_and_condition_nodes_are_found_by_structure():
-    model = onnx.load(str(FP32))
+def test_io_convs_and_condition_nodes_are_found_by_structure(fp32):
+    model = onnx.load(str(fp32))
     g = model.graph
     io = ge.io_convs(model)
     prod = {o: n for n in g.node for o in n.output}
     assert prod[g.output[0].name].name in io  # the last conv writes ε
-    assert len(io) == 2
+    first = [n for n in g.node if n.op_type == "Conv"][0]
+    assert first.name in io and len(io) == 2
     cond = set(ge.condition_nodes(model))
-    assert {n.name for n in g.node if n.op_type == "Gemm"} <= cond  # every MLP of this UNet is on the condition path
+    assert {n.name for n in g.node if n.op_type == "Gemm"} <= cond  # every MLP of the UNet is on the condition path
     assert not any(n.op_type == "Conv" for n in g.node if n.name in cond)
 
 
-def test_weight_only_int8_stores_int8_weights_and_stays_close(real_inputs, tmp_path):
-    model = onnx.load(str(FP32))
+def test_weight_only_int8_stores_int8_weights_and_stays_close(fp32, real_inputs, tmp_path):
+    model = onnx.load(str(fp32))
     wo = ge.weight_only_int8(model)
-    assert len(wo.SerializeToString()) < 0.35 * len(model.SerializeToString())
-    want = run_rows(session(FP32), real_inputs)
+    floats = {i.name: i for i in model.graph.initializer}
+    ints = {i.name: i for i in wo.graph.initializer}
+    dq = [n for n in wo.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq and all(ints[n.input[0]].data_type == onnx.TensorProto.INT8 for n in dq)
+    replaced = [n.input[0].removesuffix("__q") for n in dq]
+    assert not set(replaced) & set(ints)  # the float copies are gone: the weights are held once, as int8
+    assert sum(len(ints[n.input[0]].raw_data) for n in dq) * 4 == sum(len(floats[r].raw_data) for r in replaced)
+    want = run_rows(session(fp32), real_inputs)
     got = _run(wo, tmp_path, real_inputs)
     t = real_inputs["timestep"]
     assert rel(got[t >= 100] - want[t >= 100], want[t >= 100]) < 0.03

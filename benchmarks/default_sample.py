@@ -20,8 +20,12 @@ from benchmarks.common import SHARED_CPU_NOTE, machine_info, write_json
 from edgediff.runtime.sampler import DEFAULT_BUNDLE
 
 
+BUNDLE: list[str] = []  # empty: the shipped default (the README's first command); --bundle sets another
+
+
 def run(extra: list[str], out: Path) -> dict:
-    cmd = [sys.executable, "-m", "edgediff.cli", "sample", "--n", "16", "--steps", "25", "--out", str(out), *extra]
+    cmd = [sys.executable, "-m", "edgediff.cli", "sample", *BUNDLE, "--n", "16", "--steps", "25", "--out", str(out),
+           *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - t0
@@ -35,7 +39,8 @@ def run(extra: list[str], out: Path) -> dict:
 
 def planner_floor(precision: str) -> float:
     """The smallest budget the planner accepts for this command at `precision` (its refusal names it)."""
-    cmd = [sys.executable, "-m", "edgediff.cli", "sample", "--n", "16", "--steps", "25", "--precision", precision,
+    cmd = [sys.executable, "-m", "edgediff.cli", "sample", *BUNDLE, "--n", "16", "--steps", "25",
+           "--precision", precision,
            "--memory-budget", "1MiB", "--out", "/dev/null"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     found = re.search(r"pass --memory-budget ([0-9.]+)MiB", proc.stderr)
@@ -46,12 +51,17 @@ def planner_floor(precision: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.parse_args()
+    ap.add_argument("--bundle", default=None, help="measure this bundle instead of the shipped default")
+    ap.add_argument("--json", default="default_sample.json", help="result file under benchmarks/results")
+    a = ap.parse_args()
     from edgediff.bundle import read_manifest
 
-    size = sum(p.stat().st_size for p in DEFAULT_BUNDLE.iterdir() if p.is_file() and p.suffix != ".py")
-    body: dict = {"machine": machine_info(), "note": SHARED_CPU_NOTE, "bundle_bytes": size, "n": 16, "steps": 25,
-                  "files": {r: e.path for r, e in read_manifest(DEFAULT_BUNDLE).files.items()}}
+    bundle = DEFAULT_BUNDLE if a.bundle is None else Path(a.bundle)
+    BUNDLE[:] = [] if a.bundle is None else [a.bundle]
+    size = sum(p.stat().st_size for p in bundle.iterdir() if p.is_file() and p.suffix != ".py")
+    body: dict = {"machine": machine_info(), "note": SHARED_CPU_NOTE, "bundle": a.bundle or "shipped default",
+                  "bundle_bytes": size, "n": 16, "steps": 25,
+                  "files": {r: e.path for r, e in read_manifest(bundle).files.items()}}
     with tempfile.TemporaryDirectory() as d:
         rows = [run([], Path(d) / "a.png"), run(["--cells-per-call", "16"], Path(d) / "b.png")]
         if "denoiser_int8" in body["files"]:
@@ -63,7 +73,7 @@ def main() -> None:
     for r in rows:
         print(f"{' '.join(r['args']) or 'default plan'}: peak {r['peak_mb']} MiB, {r['sampling_wall_s']} s; "
               f"{r['plan']}")
-    write_json("default_sample.json", {**body, "rows": rows})
+    write_json(a.json, {**body, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -141,16 +141,16 @@ def table(body: dict) -> str:
     """The README's quantisation table from the result JSON."""
     bands = ("100-399", "400-699", "700-999", "0-49")
     head = ("| recipe | ε error t " + " / ".join(bands) + " | x₀ error t 0-49 | PSNR vs fp32 (median image) | "
-            "FD-Lite0 Δ | ms/call 16 cells, lean (× fp32) | file |")
+            "FD-Lite0 Δ | ms/call 16 cells, lean (noisy: shared cores) | file |")
     lines = [head, "|" + " --- |" * 7]
     fp = body["fp32_ms_per_call"]["lean"]["16"]
-    lines.append(f"| fp32 | – | – | – | – | {fp:.1f} | {body['fp32_bytes'] / 2**20:.2f} MiB |")
+    lines.append(f"| fp32 | – | – | – | – | {fp:.0f} | {body['fp32_bytes'] / 2**20:.2f} MiB |")
     for name, r in body["levers"].items():
         eps = " / ".join(f"{100 * r['rel_error_by_band'][b]:.1f}%" for b in bands)
         ms = r["ms_per_call"]["lean"]["16"]
         lines.append(f"| {name} | {eps} | {100 * r['x0_rel_error_by_band']['0-49']:.2f}% | "
                      f"{r['psnr_vs_fp32_db']:.1f} dB ({r['psnr_median_image_db']:.1f}) | "
-                     f"{100 * r['fd_delta']['fd_lite0']['rel']:+.1f}% | {ms:.1f} ({fp / ms:.2f}×) | "
+                     f"{100 * r['fd_delta']['fd_lite0']['rel']:+.1f}% | {ms:.0f} | "
                      f"{r['bytes'] / 2**20:.2f} MiB |")
     return "\n".join(lines)
 
@@ -162,14 +162,23 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true", help="keep the other levers' rows of the existing JSON")
     ap.add_argument("--no-bands", action="store_true", help="skip the per-band calibration rows")
     ap.add_argument("--table", action="store_true", help="print the README table from the existing JSON")
-    ap.add_argument("--speed", default=None, metavar="BUNDLE",
-                    help="only: fp32 vs int8 of BUNDLE, alternating calls; stored as shipped_speed in the JSON")
+    ap.add_argument("--shipped", default=None, metavar="BUNDLE",
+                    help="only: BUNDLE's quality.int8 and profile, and fp32 vs int8 speed from alternating calls "
+                         "→ default_int8.json")
     a = ap.parse_args()
-    if a.speed:
-        old = json.loads((RESULTS / "int8_levers.json").read_text())
-        old["shipped_speed"] = {"bundle": a.speed, "machine": machine_info(), **alternating_speed(Path(a.speed))}
-        print(json.dumps(old["shipped_speed"], indent=1))
-        write_json("int8_levers.json", old)
+    if a.shipped:
+        from edgediff.bundle import read_manifest
+
+        m = read_manifest(a.shipped)
+        body = {"benchmark": "default_int8", "machine": machine_info(), "note": SHARED_CPU_NOTE,
+                "how": f"edgediff export {DEFAULT_BUNDLE.name} --out BUNDLE --int8 (the 'diffusion' recipe), then "
+                       "this benchmark: the manifest's quality.int8 and memory profile, and fp32 vs int8 ms per "
+                       "call with calls taken alternately in one process",
+                "int8": m.quality["int8"], "files": {r: e.bytes for r, e in m.files.items()},
+                "resident_mb": {k: v.resident_mb for k, v in m.memory_profile.variants.items()},
+                "speed": alternating_speed(Path(a.shipped))}
+        print(json.dumps(body["speed"], indent=1))
+        write_json("default_int8.json", body)
         return
     if a.table:
         print(table(json.loads((RESULTS / "int8_levers.json").read_text())))

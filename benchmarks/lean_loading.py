@@ -43,7 +43,7 @@ def fresh(path: Path, mode: str, option: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def models(work: Path) -> dict[str, Path]:
+def models(work: Path, bundle: Path) -> dict[str, Path]:
     """fp32 and int8 ("diffusion" recipe) as .onnx, and each converted to ORT format as `export --ort` does."""
     import shutil
 
@@ -52,12 +52,15 @@ def models(work: Path) -> dict[str, Path]:
     from edgediff_export.int8_quality import bundle_run_data
     from edgediff_export.quantize import quantize_int8
 
-    data, config = bundle_run_data(DEFAULT_BUNDLE)
+    data, config = bundle_run_data(bundle)
     onnx_dir, ort_dir = work / "onnx", work / "ort"
     onnx_dir.mkdir()
     ort_dir.mkdir()
-    shutil.copy(DEFAULT_BUNDLE / "denoiser.onnx", onnx_dir / "denoiser.onnx")
-    quantize_int8(onnx_dir / "denoiser.onnx", onnx_dir / "denoiser.int8.onnx", data, config, recipe="diffusion")
+    shutil.copy(bundle / "denoiser.onnx", onnx_dir / "denoiser.onnx")
+    if (bundle / "denoiser.int8.onnx").is_file():  # the bundle's own int8 (same recipe, no need to redo it)
+        shutil.copy(bundle / "denoiser.int8.onnx", onnx_dir / "denoiser.int8.onnx")
+    else:
+        quantize_int8(onnx_dir / "denoiser.onnx", onnx_dir / "denoiser.int8.onnx", data, config, recipe="diffusion")
     files = {"denoiser_fp32": "denoiser.onnx", "denoiser_int8": "denoiser.int8.onnx"}
     for name in files.values():
         shutil.copy(onnx_dir / name, ort_dir / name)
@@ -68,6 +71,7 @@ def models(work: Path) -> dict[str, Path]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="bundle whose fp32 .onnx (and int8) to measure")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="lean", help=argparse.SUPPRESS)
     ap.add_argument("--option", default="none", help=argparse.SUPPRESS)
@@ -77,7 +81,7 @@ def main() -> None:
         return
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for name, path in models(Path(d)).items():
+        for name, path in models(Path(d), Path(a.bundle)).items():
             for mode in ("lean", "fast"):
                 for option in OPTIONS:
                     if option == "ort_bytes_in_place" and path.suffix != ".ort":
@@ -88,6 +92,7 @@ def main() -> None:
                     rows.append(r)
                     print(json.dumps(r), flush=True)
     write_json("lean_loading.json", {"benchmark": "lean_loading", "machine": machine_info(), "note": SHARED_CPU_NOTE,
+                                     "bundle": a.bundle,
                                      "cells_per_call": CELLS, "options": {k: list(v) for k, v in OPTIONS.items()},
                                      "rows": rows})
 

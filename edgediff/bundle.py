@@ -238,6 +238,29 @@ def _sampling(d: dict) -> dict:
     return out
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _quality_int8(q: Any) -> None:
+    """manifest.quality.int8, when present: the figures `info` and the planner's user read must be what they claim
+    (numbers where numbers are due). Older bundles carry only some keys (or no int8 at all): those still load."""
+    w = "manifest.quality.int8"
+    if not isinstance(q, dict):
+        raise BundleError(f"{w} must be an object; re-export the bundle")
+    for key in ("rel_error_by_band", "x0_rel_error_by_band"):
+        bands = q.get(key, {})
+        if not isinstance(bands, dict) or not all(_finite(v) and v >= 0 for v in bands.values()):
+            raise BundleError(f"{w}.{key} must map timestep bands to non-negative numbers; re-export the bundle")
+    for key in ("psnr_vs_fp32_db", "psnr_median_image_db", "rel_error", "max_abs"):
+        if key in q and not _finite(q[key]):
+            raise BundleError(f"{w}.{key} must be a number; re-export the bundle")
+    fd = q.get("fd_delta", {})
+    if not isinstance(fd, dict) or not all(
+            isinstance(v, dict) and all(_finite(v.get(k)) for k in ("fp32", "int8", "rel")) for v in fd.values()):
+        raise BundleError(f"{w}.fd_delta must map each metric to {{fp32, int8, rel}} numbers; re-export the bundle")
+
+
 def parse_manifest(raw: Any) -> Manifest:
     """Validate a decoded manifest.json and build the `Manifest`; any problem is a `BundleError`."""
     if not isinstance(raw, dict):
@@ -286,6 +309,8 @@ def parse_manifest(raw: Any) -> Manifest:
         if not isinstance(raw.get(key, {}), dict):
             raise BundleError(f"manifest.{key} must be an object; re-export the bundle")
     sampling = _sampling(raw.get("sampling", {}))
+    if "int8" in raw.get("quality", {}):
+        _quality_int8(raw["quality"]["int8"])
     manifest = Manifest(
         schema_version=version,
         image_size=image_size,

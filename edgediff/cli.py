@@ -133,12 +133,14 @@ def train(
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="A run directory written by 'edgediff train'."),
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'edgediff train', or a bundle (rebuilt from its fp32 ONNX: add --int8 / --ort)."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced atomically if it is a bundle)."),
     int8: bool = typer.Option(False, "--int8", help="Also ship a static QDQ int8 denoiser (calibrated on the data)."),
     lut_bytes: int = typer.Option(8, "--lut-bytes", help="Bytes per memory-bank entry in the PQ lookup table."),
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Measure the memory profile (fresh processes)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Record this memory-bank guidance scale as the bundle's sampling default."),
+    ort: bool = typer.Option(False, "--ort", help="Ship the denoisers in ORT format (.ort): less memory while and after loading; what onnxruntime's mobile packages load."),
+    int8_recipe: str = typer.Option("diffusion", "--int8-recipe", help="How to make the int8 denoiser: diffusion (static int8 convs, skip concats split, first/last conv fp32, percentile ranges), static (every op, min/max) or weight-only."),
 ) -> None:
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
     _require_training_extras("export")
@@ -146,7 +148,7 @@ def export(
 
     with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
         result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
-                            log=typer.echo)
+                            int8_recipe=int8_recipe, ort_format=ort, log=typer.echo)
     files = ", ".join(f"{f.path} ({f.bytes / 2**20:.2f} MiB)" for f in result.manifest.files.values())
     typer.echo(f"exported {run_dir} → {result.out}: {files}; inspect with 'edgediff info {result.out}'")
 

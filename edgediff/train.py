@@ -25,6 +25,7 @@ from edgediff.errors import EdgediffError
 from edgediff.images import atomic_write_bytes, make_grid, save_png
 from edgediff.models import ModelConfig, build_model
 from edgediff.interface import CellGeometry
+from edgediff.memory import Snippets
 from edgediff.models.layers import (alphas_cumprod_torch, halo_patches_torch, pad_global_torch, pool_global_torch,
                                      split_torch)
 from edgediff.progress import Progress
@@ -186,16 +187,6 @@ class Distributed:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-
-
-@dataclass
-class Snippets:
-    """Per-image memory snippets (and those of the flipped images); None fields mean 'no memory bank'."""
-
-    own: np.ndarray | None = None  # [N, S]
-    flipped: np.ndarray | None = None  # [N, S]
-    dim: int = 64
-    info: dict = field(default_factory=dict)
 
 
 def load_snippets(cfg: TrainConfig, dataset: Dataset) -> Snippets:

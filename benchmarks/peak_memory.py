@@ -44,8 +44,8 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json, save_figure
 from edgediff.runtime import rss  # stdlib only, so the interpreter baseline stays torch- and numpy-free
+from edgediff.units import MIB
 
-MIB = float(1 << 20)
 STEPS = 20
 WIDTHS = dict(dim=64, mults=(1, 2, 2), num_res_blocks=1)  # edgediff's default UNet widths (~4.5M parameters)
 FULL = dict(resolutions=[64, 128, 256, 512], grids=[1, 2, 4, 8], precisions=["fp32", "int8"], auto_at=[512])
@@ -74,6 +74,8 @@ def probe_diffusers(resolution: int, steps: int, threads: int) -> dict:
     import torch
     from diffusers import DDIMScheduler, UNet2DModel
 
+    from edgediff.models import count_params
+
     torch.set_num_threads(threads)
     base = rss.current_mb()
     t0 = time.perf_counter()
@@ -94,7 +96,7 @@ def probe_diffusers(resolution: int, steps: int, threads: int) -> dict:
     peak = rss.peak_mb()
     return {
         "tool": "diffusers", "resolution": resolution, "grid": 1, "precision": "fp32", "steps": steps,
-        "params": int(sum(p.numel() for p in model.parameters())), "interpreter_mb": round(interp_mb, 1),
+        "params": count_params(model), "interpreter_mb": round(interp_mb, 1),
         "baseline_mb": round(base, 1), "after_load_mb": round(after_load, 1), "peak_mb": round(peak, 1),
         "activation_mb": round(peak - after_load, 1), "s_per_step": round(sum(times) / len(times), 4),
         "s_per_step_min": round(min(times), 4), "total_s": round(sum(times), 2), "load_s": round(load_s, 2),
@@ -236,12 +238,12 @@ def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path, ha
 
     from edgediff.checkpoint import latest_checkpoint, save_checkpoint
     from edgediff.images import atomic_write_bytes
-    from edgediff.models import ModelConfig, build_model
+    from edgediff.models import ModelConfig, build_model, count_params
 
     config = ModelConfig(image_size=resolution, grid=grid, halo=halo, **WIDTHS)
     torch.manual_seed(0)
     model = build_model(config)
-    params = int(sum(p.numel() for p in model.parameters()))
+    params = count_params(model)
     if latest_checkpoint(run_dir) if run_dir.exists() else None:
         return params
     with torch.no_grad():
@@ -598,9 +600,9 @@ def main(argv: list[str] | None = None) -> int:
         write_json("export_parity.json", parity_rows(work))
         return 0
     work.mkdir(parents=True, exist_ok=True)
-    from edgediff.models import ModelConfig, build_model
+    from edgediff.models import ModelConfig, build_model, count_params
 
-    full_params = int(sum(p.numel() for p in build_model(ModelConfig(image_size=64, grid=1, **WIDTHS)).parameters()))
+    full_params = count_params(build_model(ModelConfig(image_size=64, grid=1, **WIDTHS)))
     prev = load_existing(name) if a.merge else None
     body = {
         "benchmark": "peak_memory", "quick": a.quick, "machine": machine_info(),

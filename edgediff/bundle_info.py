@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgediff.bundle import Manifest, open_bundle
+from edgediff.units import MIB
 
-MIB = float(1 << 20)
 
 
 def _mb(n: int) -> str:

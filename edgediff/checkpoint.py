@@ -219,11 +219,4 @@ def load_ema_model(run_dir: Path):
     return model, config, meta
 
 
-def save_file_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """safetensors file written atomically (for banks and other tensor side files)."""
-    from safetensors.torch import save
-
-    atomic_write_bytes(path, save(tensors))
-
-
-__all__ = ["save_checkpoint", "latest_checkpoint", "restore", "load_ema_model", "save_file", "save_file_atomic"]
+__all__ = ["save_checkpoint", "latest_checkpoint", "restore", "load_ema_model", "save_file"]

@@ -16,7 +16,6 @@ import typer
 from edgediff.errors import EdgediffError, Interrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Patch diffusion for small devices.")
-_state = {"debug": False}
 
 
 def _version(value: bool) -> None:
@@ -32,7 +31,7 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    _state["debug"] = debug
+    """Declared so that typer accepts --debug; `main` reads it from argv, since errors are raised before this runs."""
 
 
 TRAINING_MODULES = ("torch", "safetensors", "onnx", "scipy", "tqdm")  # what train/export/eval/audit import

@@ -16,7 +16,7 @@ half as many cells, each twice; with one row per call the two halves become two 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
@@ -141,15 +141,3 @@ def sample_loop(
         if on_step is not None:
             on_step(k)
     return x
-
-
-def iter_chunks(seq: Iterable, size: int):
-    """Yield lists of at most `size` items (used to batch images for metrics and export calibration)."""
-    buf = []
-    for item in seq:
-        buf.append(item)
-        if len(buf) == size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf

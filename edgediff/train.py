@@ -23,7 +23,7 @@ from edgediff.checkpoint import latest_checkpoint, restore, save_checkpoint
 from edgediff.data import Dataset, data_spec, load_dataset, to_uint8
 from edgediff.errors import EdgediffError
 from edgediff.images import atomic_write_bytes, make_grid, save_png
-from edgediff.models import ModelConfig, build_model
+from edgediff.models import ModelConfig, build_model, count_params
 from edgediff.interface import CellGeometry
 from edgediff.memory import Snippets
 from edgediff.models.layers import (alphas_cumprod_torch, halo_patches_torch, pad_global_torch, pool_global_torch,
@@ -451,7 +451,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     meta_base = {"train": asdict(cfg), "model": mcfg.to_dict(), "memory": snippets.info}
 
     if dist.main and step < cfg.steps:
-        log(f"training steps {step + 1}-{cfg.steps} on {device} ({sum(p.numel() for p in model.parameters()):,} "
+        log(f"training steps {step + 1}-{cfg.steps} on {device} ({count_params(model):,} "
             f"parameters, batch {cfg.batch_size}, checkpoint every {cfg.checkpoint_every})")
     shown = Progress("step", cfg.steps, start=step, tenths=False, enabled=progress and dist.main)
     t0, start_step = time.perf_counter(), step
@@ -482,6 +482,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         "trained": done,
         "losses": losses,
         "steps_per_s": done / elapsed if elapsed > 0 and done else math.nan,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_params(model),
         "last_preview": str(last_preview) if last_preview else None,
     }

@@ -22,6 +22,7 @@ from edgediff.bundle import (SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, T
 from edgediff.errors import EdgediffError
 from edgediff.images import atomic_write_bytes
 from edgediff.lut import mean_cosine, train_pq
+from edgediff.models import count_params
 from edgediff.sampling import resolve_guidance
 from edgediff.schedule import Schedule
 from edgediff_export.inputs import denoiser_inputs, load_run_bank, load_run_data
@@ -151,7 +152,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_
         manifest = Manifest(
             schema_version=SCHEMA_VERSION, image_size=config.image_size, channels=config.channels, grid=config.grid,
             patch_size=config.patch_size, snippet_dim=config.snippet_dim, backbone=config.backbone,
-            params=int(sum(p.numel() for p in model.parameters())), schedule=schedule.to_dict(),
+            params=count_params(model), schedule=schedule.to_dict(),
             prediction=schedule.prediction, inputs=inputs, outputs=outputs,
             files={role: file_entry(stage, rel) for role, rel in files.items()}, lut=lut, memory_profile=None,
             model_config=config.to_dict(),

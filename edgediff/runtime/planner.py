@@ -28,8 +28,8 @@ from edgediff.bundle import Manifest, MemoryProfile, VariantProfile
 from edgediff.errors import EdgediffError
 from edgediff.interface import row_floats
 from edgediff.runtime.session import MODES, SessionSettings, default_threads
+from edgediff.units import MIB
 
-MIB = float(1 << 20)
 MARGIN_MB = 2.0  # allocator slack: small on purpose, a refused budget must be truly too small
 MARGIN_FRAC = 0.02
 EXTRAPOLATION_SLACK = 1.10

@@ -138,7 +138,7 @@ def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n:
     """n uint8 images [n, H, W, 3] from the bundle's `precision` denoiser, the runtime's lean session settings."""
     from edgediff.bundle import resolve
     from edgediff.data import to_uint8
-    from edgediff.runtime.planner import ROLE
+    from edgediff.bundle import ROLE
     from edgediff.runtime.sampler import onnx_eps_fn
     from edgediff.runtime.session import MODES, create_session
     from edgediff.sampling import sample_loop

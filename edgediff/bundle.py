@@ -33,7 +33,16 @@ SCHEDULE_KINDS = ("cosine",)  # what edgediff.schedule.Schedule can rebuild on t
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_FILE_BYTES = 1 << 34  # 16 GiB: anything larger in a manifest is corrupt, not a model
-FILE_ROLES = ("denoiser_fp32", "denoiser_int8", "lut_codes", "lut_codebooks")
+# The one table of a bundle's files: role → file name as export writes it (manifest.files records the actual path).
+FILES = {"denoiser_fp32": "denoiser.onnx", "denoiser_int8": "denoiser.int8.onnx",
+         "lut_codes": "lut_codes.npy", "lut_codebooks": "lut_codebooks.npy"}
+FILE_ROLES = tuple(FILES)
+ROLE = {"fp32": "denoiser_fp32", "int8": "denoiser_int8"}  # precision variant → its denoiser's file role
+
+
+def variant_key(variant: str, mode: str) -> str:
+    """How a (precision, session mode) pair is named in `memory_profile.variants`: the lean mode carries no suffix."""
+    return variant if mode == "lean" else f"{variant}@{mode}"
 
 
 class BundleError(EdgediffError):

@@ -83,9 +83,20 @@ def guided(eps_fn: EpsFn, scale: float, rows_per_call: int) -> EpsFn:
     return eps
 
 
+def rows_per_cell(guidance: float) -> int:
+    """Denoiser rows one cell costs per step: a guided cell is run twice (with its snippet and with the null one).
+    The one home of that rule: the loop, the planner and the torch sampler all ask here."""
+    return 1 if guidance == 1.0 else 2
+
+
 def cells_per_chunk(rows_per_call: int, guidance: float) -> int:
     """Cells handled per chunk of the loop: a guided cell takes two rows."""
-    return rows_per_call if guidance == 1.0 else max(1, rows_per_call // 2)
+    return max(1, rows_per_call // rows_per_cell(guidance))
+
+
+def calls_per_chunk(rows_per_call: int, guidance: float) -> int:
+    """Denoiser calls per chunk: two when a guided cell's two rows do not fit in one call (see `guided`)."""
+    return 2 if rows_per_call < rows_per_cell(guidance) else 1
 
 
 def sample_loop(

@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 
 import edgediff
-from edgediff.bundle import (SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, TensorSpec, file_entry, staging_dir,
+from edgediff.bundle import (FILES, SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, TensorSpec, file_entry,
+                             staging_dir,
                              write_bundle)
 from edgediff.errors import EdgediffError
 from edgediff.images import atomic_write_bytes
@@ -28,8 +29,6 @@ from edgediff.schedule import Schedule
 from edgediff_export.inputs import denoiser_inputs, load_run_bank, load_run_data
 from edgediff_export.onnx_export import PARITY_TIMESTEPS, check_parity, export_onnx
 
-FILES = {"denoiser_fp32": "denoiser.onnx", "denoiser_int8": "denoiser.int8.onnx",
-         "lut_codes": "lut_codes.npy", "lut_codebooks": "lut_codebooks.npy"}
 ORT_SAVE_LEVEL = "extended"  # portable across CPUs (ORT_ENABLE_ALL would bake this CPU's NCHWc layout into the file)
 DEFAULT_LUT_BYTES = 8
 _ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 10: "float16", 11: "float64"}

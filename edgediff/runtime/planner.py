@@ -188,6 +188,140 @@ def _cell_options(total_cells: int) -> list[int]:
 # the planner
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One plan the planner could pick: its choices, its estimated peak (and parts) and its estimated step time."""
+
+    variant: str
+    rank: int  # the variant's place in the preference order (fp32 before int8): the lowest rank that fits wins
+    mode: str
+    images_per_pass: int
+    cells_per_call: int
+    estimate_mb: float
+    parts: dict
+    step_ms: float | None
+    profile: VariantProfile
+
+
+def _check_options(n: int, precision: str, mode: str | None) -> None:
+    """Refuse a bad mode, precision or image count with a one-line error before anything is estimated."""
+    if mode is not None and mode not in MODES:
+        raise EdgediffError(f"mode {mode!r} must be one of {', '.join(MODES)}")
+    if precision not in PRECISIONS:
+        raise EdgediffError(f"--precision {precision!r} must be one of {', '.join(PRECISIONS)}")
+    if n < 1:
+        raise EdgediffError(f"--n {n} must be at least 1")
+
+
+def _usable_variants(manifest: Manifest, profile: MemoryProfile, precision: str) -> list[str]:
+    """The denoiser variants to choose from, in preference order. A precision the bundle cannot serve is refused
+    here, naming the precisions that would work, rather than surfacing later as a missing file."""
+    variants = [v for v in ("fp32", "int8") if ROLE[v] in manifest.files and v in profile.variants]
+    if precision != "auto":
+        if ROLE[precision] not in manifest.files:
+            raise EdgediffError(f"--precision {precision}: this bundle has no {precision} denoiser; "
+                                f"use {' or '.join(['auto'] + variants)}")
+        if precision not in profile.variants:
+            raise EdgediffError(f"--precision {precision}: the bundle's memory profile lacks it; re-export the bundle")
+        variants = [precision]
+    if not variants:
+        raise EdgediffError("the bundle's memory profile covers none of its denoisers; re-export the bundle")
+    return variants
+
+
+def _check_pins(n: int, cells_per_call: int | None, images_per_pass: int | None) -> None:
+    """Pinned batch sizes (benchmarks, tests, CLI overrides) must be possible for this request."""
+    if cells_per_call is not None and cells_per_call < 1:
+        raise EdgediffError(f"--cells-per-call {cells_per_call} must be at least 1")
+    if images_per_pass is not None and not 1 <= images_per_pass <= n:
+        raise EdgediffError(f"--images-per-pass {images_per_pass} must be between 1 and --n {n}")
+
+
+def _load_peaks(profile: MemoryProfile) -> dict[str, float]:
+    """The measured transient peak of loading each variant/mode (profile.settings["load_peak_mb"]); bundles that
+    predate the measurement, or carry a malformed entry, simply contribute none."""
+    peaks = profile.settings.get("load_peak_mb", {}) if isinstance(profile.settings, dict) else {}
+    if not isinstance(peaks, dict):
+        return {}
+    return {k: float(v) for k, v in peaks.items() if isinstance(v, (int, float))}
+
+
+def _candidates(manifest: Manifest, profile: MemoryProfile, variants: list[str], *, n: int, now_mb: float,
+                peak_so_far_mb: float, cells_per_call: int | None, images_per_pass: int | None, keep_float: bool,
+                mode: str | None, guidance: float) -> list[Candidate]:
+    """Every (variant, mode, images per pass, cells per call) the profile can estimate, pinned choices honoured.
+    A plan's peak is never below what this process has already reached, since VmHWM cannot go down."""
+    cells_per_image = manifest.grid * manifest.grid
+    load_peaks = _load_peaks(profile)
+    out = []
+    for rank, variant in enumerate(variants):
+        for mode_name in ([mode] if mode else MODES):
+            key = variant_key(variant, mode_name)
+            if key not in profile.variants:
+                continue
+            vp = profile.variants[key]
+            for g in ([images_per_pass] if images_per_pass else sorted({1, n} | {k for k in (2, 4, 8, 16) if k < n})):
+                rows_max = g * cells_per_image * rows_per_cell(guidance)
+                for c in ([cells_per_call] if cells_per_call else _cell_options(rows_max)):
+                    if c > rows_max and cells_per_call is None:
+                        continue
+                    est, parts = estimate_mb(manifest, vp, now_mb, n, g, c, keep_float, load_peaks.get(key))
+                    ms = ms_per_call(vp, c)
+                    step_ms = None if ms is None else ms * calls_per_step(n * cells_per_image, c, guidance)
+                    out.append(Candidate(variant, rank, mode_name, g, c, max(est, peak_so_far_mb), parts, step_ms, vp))
+    if not out:
+        raise EdgediffError("the bundle's memory profile has no usable entries; re-export the bundle")
+    return out
+
+
+def _floor_mb(candidates: list[Candidate], budget_mb: float | None, n: int, now_mb: float) -> float:
+    """The smallest estimated peak (over lean-mode plans when there are any: lean is what a tight budget gets).
+    A budget below it is refused now, before any model loads, naming the budget that would work."""
+    lean = [cand for cand in candidates if cand.mode == "lean"] or candidates
+    floor_cand = min(lean, key=lambda cand: cand.estimate_mb)
+    floor = floor_cand.estimate_mb
+    if budget_mb is not None and budget_mb < floor:
+        need = math.ceil(floor)
+        raise BudgetError(
+            f"--memory-budget {budget_mb:.1f} MiB is too small for this bundle and --n {n}: the leanest plan "
+            f"({floor_cand.variant}, {floor_cand.cells_per_call} cell per call, {floor_cand.images_per_pass} image "
+            f"per pass) peaks at about {floor:.1f} MiB (this process already holds {now_mb:.1f} MiB); "
+            f"pass --memory-budget {need}MiB or more",
+            floor_mb=float(need),
+        )
+    return math.ceil(floor * 10) / 10
+
+
+def _choose(candidates: list[Candidate], budget_mb: float | None, auto: bool) -> Candidate:
+    """The fastest fitting plan of the most preferred variant that fits (fp32 whenever some fp32 plan fits: it
+    matches the torch sampler). With `auto`, the leanest plan within AUTO_SPEED_SLACK of that speed instead."""
+    fits = [cand for cand in candidates if budget_mb is None or cand.estimate_mb <= budget_mb]
+    best_rank = min(cand.rank for cand in fits)
+    fits = [cand for cand in fits if cand.rank == best_rank]
+    best = min(fits, key=lambda cand: (float("inf") if cand.step_ms is None else cand.step_ms, cand.estimate_mb))
+    if auto and best.step_ms is not None:
+        limit = best.step_ms * (1 + AUTO_SPEED_SLACK)
+        near = [cand for cand in fits if cand.step_ms is not None and cand.step_ms <= limit]
+        best = min(near, key=lambda cand: (cand.estimate_mb, cand.step_ms))
+    return best
+
+
+def _session_settings(best: Candidate, threads: int, cap: bool, budget_mb: float | None) -> SessionSettings:
+    """The chosen mode's session settings, with the arena capped at the budget's headroom when the mode caps it."""
+    settings = MODES[best.mode].with_(threads=threads)
+    if settings.arena != "capped":
+        return settings
+    if not (cap and budget_mb is not None):
+        return settings.with_(cap_mb=None)
+    # The arena gets all the headroom above what is already committed (start + weights): the arena's bytes are not
+    # the RSS growth the profile measured (it works in >= 1 MiB regions and reuses freed heap pages), so a cap at
+    # the measured activations would refuse plans that fit. Measured: a 32 px model whose calls grow RSS by
+    # 1.1 MiB needs more than 3.2 MiB of arena.
+    parts = best.parts
+    headroom = budget_mb - parts["start_mb"] - parts["resident_mb"]
+    return settings.with_(cap_mb=round(max(parts["activation_mb"] + ARENA_SLACK_MB, headroom), 1))
+
+
 def plan_sampling(
     manifest: Manifest,
     profile: MemoryProfile,
@@ -215,91 +349,20 @@ def plan_sampling(
     gave no budget; `budget_mb` is then the machine's spare memory) takes the leanest plan whose estimated step time
     is within AUTO_SPEED_SLACK of the fastest: memory is not spent for a speed-up the profile cannot show.
     """
-    if mode is not None and mode not in MODES:
-        raise EdgediffError(f"mode {mode!r} must be one of {', '.join(MODES)}")
-    if precision not in PRECISIONS:
-        raise EdgediffError(f"--precision {precision!r} must be one of {', '.join(PRECISIONS)}")
-    if n < 1:
-        raise EdgediffError(f"--n {n} must be at least 1")
-    variants = [v for v in ("fp32", "int8") if ROLE[v] in manifest.files and v in profile.variants]
-    if precision != "auto":
-        if ROLE[precision] not in manifest.files:
-            raise EdgediffError(f"--precision {precision}: this bundle has no {precision} denoiser; "
-                                f"use {' or '.join(['auto'] + variants)}")
-        if precision not in profile.variants:
-            raise EdgediffError(f"--precision {precision}: the bundle's memory profile lacks it; re-export the bundle")
-        variants = [precision]
-    if not variants:
-        raise EdgediffError("the bundle's memory profile covers none of its denoisers; re-export the bundle")
-    cells_total_per_image = manifest.grid * manifest.grid
-    if cells_per_call is not None and cells_per_call < 1:
-        raise EdgediffError(f"--cells-per-call {cells_per_call} must be at least 1")
-    if images_per_pass is not None and not 1 <= images_per_pass <= n:
-        raise EdgediffError(f"--images-per-pass {images_per_pass} must be between 1 and --n {n}")
+    _check_options(n, precision, mode)
+    variants = _usable_variants(manifest, profile, precision)
+    _check_pins(n, cells_per_call, images_per_pass)
     nthreads = threads or default_threads()
-
-    load_peaks = profile.settings.get("load_peak_mb", {}) if isinstance(profile.settings, dict) else {}
-    load_peaks = {k: float(v) for k, v in load_peaks.items() if isinstance(v, (int, float))} if isinstance(load_peaks, dict) else {}
-    candidates = []
-    for vi, variant in enumerate(variants):
-        for mode_name in ([mode] if mode else MODES):
-            key = variant_key(variant, mode_name)
-            if key not in profile.variants:
-                continue
-            vp = profile.variants[key]
-            for g in ([images_per_pass] if images_per_pass else sorted({1, n} | {k for k in (2, 4, 8, 16) if k < n})):
-                rows_max = g * cells_total_per_image * rows_per_cell(guidance)
-                for c in ([cells_per_call] if cells_per_call else _cell_options(rows_max)):
-                    if c > rows_max and cells_per_call is None:
-                        continue
-                    est, parts = estimate_mb(manifest, vp, now_mb, n, g, c, keep_float, load_peaks.get(key))
-                    est = max(est, peak_so_far_mb)
-                    ms = ms_per_call(vp, c)
-                    calls = calls_per_step(n * cells_total_per_image, c, guidance)
-                    step_ms = None if ms is None else ms * calls
-                    candidates.append((variant, vi, mode_name, g, c, est, parts, step_ms, vp))
-    if not candidates:
-        raise EdgediffError("the bundle's memory profile has no usable entries; re-export the bundle")
-
-    lean = [cand for cand in candidates if cand[2] == "lean"] or candidates
-    floor = min(cand[5] for cand in lean)
-    floor_cand = min(lean, key=lambda cand: cand[5])
-    floor_mb = math.ceil(floor * 10) / 10
-    if budget_mb is not None and budget_mb < floor:
-        need = math.ceil(floor)
-        raise BudgetError(
-            f"--memory-budget {budget_mb:.1f} MiB is too small for this bundle and --n {n}: the leanest plan "
-            f"({floor_cand[0]}, {floor_cand[4]} cell per call, {floor_cand[3]} image per pass) peaks at about "
-            f"{floor:.1f} MiB (this process already holds {now_mb:.1f} MiB); pass --memory-budget {need}MiB or more",
-            floor_mb=float(need),
-        )
-    fits = [cand for cand in candidates if budget_mb is None or cand[5] <= budget_mb]
-    best_vi = min(cand[1] for cand in fits)  # fp32 whenever some fp32 plan fits
-    fits = [cand for cand in fits if cand[1] == best_vi]
-
-    def speed_key(cand):
-        step_ms = cand[7] if cand[7] is not None else float("inf")
-        return (step_ms, cand[5])
-
-    best = min(fits, key=speed_key)
-    if auto and best[7] is not None:
-        near = [cand for cand in fits if cand[7] is not None and cand[7] <= best[7] * (1 + AUTO_SPEED_SLACK)]
-        best = min(near, key=lambda cand: (cand[5], cand[7]))
-    variant, _, chosen, g, c, est, parts, step_ms, vp = best
-    settings = MODES[chosen].with_(threads=nthreads)
-    if settings.arena == "capped":
-        if cap and budget_mb is not None:
-            # The arena gets all the headroom above what is already committed (start + weights): the arena's
-            # bytes are not the RSS growth the profile measured (it works in >= 1 MiB regions and reuses freed
-            # heap pages), so a cap at the measured activations would refuse plans that fit. Measured: a 32 px
-            # model whose calls grow RSS by 1.1 MiB needs more than 3.2 MiB of arena.
-            headroom = budget_mb - parts["start_mb"] - parts["resident_mb"]
-            settings = settings.with_(cap_mb=round(max(parts["activation_mb"] + ARENA_SLACK_MB, headroom), 1))
-        else:
-            settings = settings.with_(cap_mb=None)
-    return Plan(variant=variant, mode=chosen, cells_per_call=c, images_per_pass=g, threads=nthreads, settings=settings,
-                budget_mb=budget_mb, estimate_mb=round(est, 1), floor_mb=floor_mb, breakdown=parts,
-                est_ms_per_step=None if step_ms is None else round(step_ms, 1), guidance=guidance)
+    candidates = _candidates(manifest, profile, variants, n=n, now_mb=now_mb, peak_so_far_mb=peak_so_far_mb,
+                             cells_per_call=cells_per_call, images_per_pass=images_per_pass, keep_float=keep_float,
+                             mode=mode, guidance=guidance)
+    floor_mb = _floor_mb(candidates, budget_mb, n, now_mb)
+    best = _choose(candidates, budget_mb, auto)
+    return Plan(variant=best.variant, mode=best.mode, cells_per_call=best.cells_per_call,
+                images_per_pass=best.images_per_pass, threads=nthreads,
+                settings=_session_settings(best, nthreads, cap, budget_mb), budget_mb=budget_mb,
+                estimate_mb=round(best.estimate_mb, 1), floor_mb=floor_mb, breakdown=best.parts,
+                est_ms_per_step=None if best.step_ms is None else round(best.step_ms, 1), guidance=guidance)
 
 
 def available_mb() -> float | None:

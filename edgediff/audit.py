@@ -20,11 +20,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from edgediff.errors import EdgediffError
+
+if TYPE_CHECKING:
+    from edgediff.memorization import Scan
 
 AUDIT_JSON = "audit.json"
 WORST_PNG = "worst.png"
@@ -168,6 +171,114 @@ def worst_sheet(samples: np.ndarray, refs: np.ndarray, rows: np.ndarray, order: 
     return save_png(make_grid(np.stack(tiles), nrow=6 if len(order) > 8 else 3), path, scale=scale)
 
 
+def _check_options(n: int, steps: int, worst: int, sigma: float | None) -> None:
+    """Refuse bad counts and scales before any data is read or sample generated."""
+    if n < 1:
+        raise EdgediffError(f"--n {n} must be at least 1")
+    if steps < 1:
+        raise EdgediffError(f"--steps {steps} must be at least 1")
+    if worst < 0:
+        raise EdgediffError(f"--worst {worst} must be >= 0")
+    if sigma is not None and not sigma > 0:
+        raise EdgediffError(f"--sigma {sigma} must be > 0 (or leave it out for the automatic scale)")
+
+
+def _training_set(source: Source, data: str | None, other_data: bool):
+    """The training data to compare with (its name, the image size, the loaded set), read before sampling so that
+    a bad --data fails before minutes of generation; the nearest/second-nearest test needs two images."""
+    from edgediff.data import load_dataset, resolve_data
+
+    if source.kind == "samples" and data is None:
+        raise EdgediffError("--samples needs --data: the training images to compare the samples with")
+    data = data if source.kind == "samples" else resolve_data(source.path, data, other_data)
+    size = _image_size(source)
+    train_ds = load_dataset(data, size)
+    if len(train_ds) < 2:
+        raise EdgediffError(f"--data {data} has {len(train_ds)} image; the nearest/second-nearest test needs >= 2")
+    return data, size, train_ds
+
+
+@dataclass
+class _PixelMatch:
+    """The pixel-space measurement of the samples against the training images (and their mirrors with flips)."""
+
+    refs: np.ndarray  # the stored rows: the training images, then their mirrors with flips
+    found: Scan  # the scan of the samples against refs, grouped by training image
+    sigma: float
+    floor: np.ndarray  # the energy at (up to 256) stored images: the bottom of the landscape
+    d1: np.ndarray
+    d2: np.ndarray
+    memorized: np.ndarray
+    ratio: np.ndarray
+    nearest: np.ndarray
+
+
+def _match_pixels(gen: np.ndarray, train: np.ndarray, flips: bool, sigma: float | None, seed: int,
+                  log: Callable[[str], None]) -> _PixelMatch:
+    """Nearest and second-nearest training image of every sample, its energy and basin weight, and the energy
+    floor to read those energies against: near it = sitting in a stored basin, far above it = between patterns."""
+    from edgediff.memorization import (
+        default_sigma, distance_ratio, memorized, nearest_groups, pixels_unit, scan, with_flips,
+    )
+
+    refs, groups = with_flips(train) if flips else (train, np.arange(len(train)))
+    sig = float(sigma) if sigma is not None else default_sigma(train, transform=pixels_unit, seed=seed)
+    log(f"measuring {len(gen)} samples against {len(train)} training images"
+        + (" (and their mirrors)" if flips else "") + f"; energy σ = {sig:.3f}")
+    pix = nearest_groups(gen, refs, groups, 2, sigma=sig, transform=pixels_unit)
+    d1, d2 = pix.neighbours.distances[:, 0], pix.neighbours.distances[:, 1]
+    pick = np.sort(np.random.default_rng(seed).choice(len(train), min(256, len(train)), replace=False))
+    floor = scan(train[pick], refs, k=1, sigma=sig, transform=pixels_unit).energy
+    return _PixelMatch(refs=refs, found=pix, sigma=sig, floor=floor, d1=d1, d2=d2, memorized=memorized(d1, d2),
+                       ratio=distance_ratio(d1, d2), nearest=pix.neighbours.indices[:, 0])
+
+
+def _pixel_summary(m: _PixelMatch, n_train: int) -> dict:
+    """The JSON's "pixel" block: how many samples replay a training image, and which images are replayed most."""
+    mem, ratio = m.memorized, m.ratio
+    counts = np.bincount(m.nearest[mem], minlength=n_train) if mem.any() else np.zeros(n_train, int)
+    return {"memorization_ratio": float(mem.mean()), "memorized": int(mem.sum()),
+            "d1_over_d2": _summary(ratio[np.isfinite(ratio)]) if np.isfinite(ratio).any() else None,
+            "distinct_nearest": int(len(np.unique(m.nearest))),
+            "most_replayed": [{"train_index": int(i), "samples": int(counts[i])}
+                              for i in np.argsort(-counts, kind="stable")[:5] if counts[i] > 0]}
+
+
+def _feature_summary(feat: dict | None) -> dict | None:
+    """The JSON's "feature" block (None when feature space was skipped)."""
+    from edgediff.memorization import distance_ratio
+
+    if feat is None:
+        return None
+    return {"space": "FD-Lite0 (pooled EfficientNet-Lite0)", "memorization_ratio": float(feat["memorized"].mean()),
+            "memorized": int(feat["memorized"].sum()), "d1_over_d2": _summary(distance_ratio(feat["d1"], feat["d2"]))}
+
+
+def _landscape_summary(m: _PixelMatch) -> dict:
+    """The JSON's "energy" and "basin_weight" blocks: where the samples sit in the stored images' landscape."""
+    pix = m.found
+    return {"energy": {"sigma": m.sigma, "units": "squared distance in the model's [-1, 1] pixel range",
+                       "stats": _summary(pix.energy), "at_training_images": _summary(m.floor)},
+            "basin_weight": {"stats": _summary(pix.basin_weight),
+                             "fraction_above_0.9": float((pix.basin_weight > 0.9).mean())}}
+
+
+def _per_sample(m: _PixelMatch, feat: dict | None, n_train: int) -> list[dict]:
+    """One JSON row per sample, so that a reader can find any sample's nearest training images by index."""
+    pix, rows = m.found, []
+    for i in range(len(m.d1)):
+        row = {"index": i, "d1": float(m.d1[i]), "d2": float(m.d2[i]), "d1_over_d2": float(m.ratio[i]),
+               "memorized": bool(m.memorized[i]), "nearest": int(m.nearest[i]),
+               "second": int(pix.neighbours.indices[i, 1]),
+               "nearest_is_mirror": bool(pix.neighbours.rows[i, 0] >= n_train),
+               "energy": float(pix.energy[i]), "basin_weight": float(pix.basin_weight[i])}
+        if feat is not None:
+            row.update(feat_d1=float(feat["d1"][i]), feat_d2=float(feat["d2"][i]),
+                       feat_memorized=bool(feat["memorized"][i]), feat_nearest=int(feat["nearest"][i]))
+        rows.append(row)
+    return rows
+
+
 def audit(
     target: Path | None = None,
     *,
@@ -188,89 +299,41 @@ def audit(
     """Generate (or read) samples, measure them against the training set, write the sheet and the JSON.
     `data` None: the data the run or bundle records (required for --samples); an earlier audit in `out` is only
     replaced with `overwrite`."""
-    from edgediff.data import load_dataset, resolve_data
     from edgediff.images import atomic_write_bytes, make_grid, save_png
-    from edgediff.memorization import (
-        MEMORIZED_RATIO, default_sigma, distance_ratio, memorized, nearest_groups, pixels_unit, scan, with_flips,
-    )
+    from edgediff.memorization import MEMORIZED_RATIO
 
-    if n < 1:
-        raise EdgediffError(f"--n {n} must be at least 1")
-    if steps < 1:
-        raise EdgediffError(f"--steps {steps} must be at least 1")
-    if worst < 0:
-        raise EdgediffError(f"--worst {worst} must be >= 0")
-    if sigma is not None and not sigma > 0:
-        raise EdgediffError(f"--sigma {sigma} must be > 0 (or leave it out for the automatic scale)")
+    _check_options(n, steps, worst, sigma)
     source = resolve_source(target, samples)
-    if source.kind == "samples" and data is None:
-        raise EdgediffError("--samples needs --data: the training images to compare the samples with")
-    data = data if source.kind == "samples" else resolve_data(source.path, data, other_data)
-    size = _image_size(source)
-    train_ds = load_dataset(data, size)  # a bad --data fails before minutes of sampling
-    if len(train_ds) < 2:
-        raise EdgediffError(f"--data {data} has {len(train_ds)} image; the nearest/second-nearest test needs >= 2")
+    data, size, train_ds = _training_set(source, data, other_data)
     out = check_out(Path(out) if out is not None else default_out(source), overwrite)
-
     gen = generate(source, n, steps, seed, size, log)
     if gen.shape[1:] != train_ds.images.shape[1:]:
         raise EdgediffError(f"samples are {gen.shape[1:3]} but --data gives {train_ds.images.shape[1:3]} images; "
                             "audit against the data the model was trained on")
     train = train_ds.images
-    refs, groups = with_flips(train) if flips else (train, np.arange(len(train)))
-    sig = float(sigma) if sigma is not None else default_sigma(train, transform=pixels_unit, seed=seed)
-    log(f"measuring {len(gen)} samples against {len(train)} training images"
-        + (" (and their mirrors)" if flips else "") + f"; energy σ = {sig:.3f}")
-    pix = nearest_groups(gen, refs, groups, 2, sigma=sig, transform=pixels_unit)
-    d1, d2 = pix.neighbours.distances[:, 0], pix.neighbours.distances[:, 1]
-    mem = memorized(d1, d2)
-    ratio = distance_ratio(d1, d2)
-    # The floor of the landscape: the energy AT stored images (a sample of up to 256 of them), to read the
-    # samples' energies against: near it = sitting in a stored basin, far above it = between patterns.
-    pick = np.sort(np.random.default_rng(seed).choice(len(train), min(256, len(train)), replace=False))
-    floor = scan(train[pick], refs, k=1, sigma=sig, transform=pixels_unit).energy
+    m = _match_pixels(gen, train, flips, sigma, seed, log)
     feat = _feature_space(gen, train_ds, flips, log) if features else {"skipped": "--no-features"}
     skipped = feat.pop("skipped", None)
     feat = None if skipped else feat
 
     out.mkdir(parents=True, exist_ok=True)
-    order = np.argsort(ratio, kind="stable")[: min(worst, len(gen))]
-    sheet = worst_sheet(gen, refs, pix.neighbours.rows, order, out / WORST_PNG) if len(order) else None
+    order = np.argsort(m.ratio, kind="stable")[: min(worst, len(gen))]
+    sheet = worst_sheet(gen, m.refs, m.found.neighbours.rows, order, out / WORST_PNG) if len(order) else None
     grid_png = save_png(make_grid(gen[:64]), out / SAMPLES_PNG, scale=max(1, 64 // gen.shape[1]))
-    nearest = pix.neighbours.indices[:, 0]
-    counts = np.bincount(nearest[mem], minlength=len(train)) if mem.any() else np.zeros(len(train), int)
     summary = {
         "source": {"kind": source.kind, "path": str(source.path)},
         "data": data, "n_samples": int(len(gen)), "n_train": int(len(train)), "image_size": int(size),
         "sampler_steps": int(steps) if source.kind != "samples" else None, "seed": int(seed),
         "flips_grouped": bool(flips), "threshold": MEMORIZED_RATIO,
-        "pixel": {"memorization_ratio": float(mem.mean()), "memorized": int(mem.sum()),
-                  "d1_over_d2": _summary(ratio[np.isfinite(ratio)]) if np.isfinite(ratio).any() else None,
-                  "distinct_nearest": int(len(np.unique(nearest))),
-                  "most_replayed": [{"train_index": int(i), "samples": int(counts[i])}
-                                    for i in np.argsort(-counts, kind="stable")[:5] if counts[i] > 0]},
+        "pixel": _pixel_summary(m, len(train)),
         "feature_skipped": skipped,
-        "feature": None if feat is None else {
-            "space": "FD-Lite0 (pooled EfficientNet-Lite0)", "memorization_ratio": float(feat["memorized"].mean()),
-            "memorized": int(feat["memorized"].sum()),
-            "d1_over_d2": _summary(distance_ratio(feat["d1"], feat["d2"]))},
-        "energy": {"sigma": sig, "units": "squared distance in the model's [-1, 1] pixel range",
-                   "stats": _summary(pix.energy), "at_training_images": _summary(floor)},
-        "basin_weight": {"stats": _summary(pix.basin_weight), "fraction_above_0.9": float((pix.basin_weight > 0.9).mean())},
+        "feature": _feature_summary(feat),
+        **_landscape_summary(m),
         "worst_sheet": str(sheet) if sheet else None, "worst_indices": [int(i) for i in order],
         "samples_png": str(grid_png),
     }
-    per_sample = []
-    for i in range(len(gen)):
-        row = {"index": i, "d1": float(d1[i]), "d2": float(d2[i]), "d1_over_d2": float(ratio[i]),
-               "memorized": bool(mem[i]), "nearest": int(nearest[i]), "second": int(pix.neighbours.indices[i, 1]),
-               "nearest_is_mirror": bool(pix.neighbours.rows[i, 0] >= len(train)),
-               "energy": float(pix.energy[i]), "basin_weight": float(pix.basin_weight[i])}
-        if feat is not None:
-            row.update(feat_d1=float(feat["d1"][i]), feat_d2=float(feat["d2"][i]),
-                       feat_memorized=bool(feat["memorized"][i]), feat_nearest=int(feat["nearest"][i]))
-        per_sample.append(row)
-    json_path = atomic_write_bytes(out / AUDIT_JSON, json.dumps({**summary, "samples": per_sample}, indent=1,
+    rows = _per_sample(m, feat, len(train))
+    json_path = atomic_write_bytes(out / AUDIT_JSON, json.dumps({**summary, "samples": rows}, indent=1,
                                                                 allow_nan=False).encode())
     summary["json"] = str(json_path)
     return summary

@@ -270,24 +270,11 @@ def _quality_int8(q: Any) -> None:
         raise BundleError(f"{w}.fd_delta must map each metric to {{fp32, int8, rel}} numbers; re-export the bundle")
 
 
-def parse_manifest(raw: Any) -> Manifest:
-    """Validate a decoded manifest.json and build the `Manifest`; any problem is a `BundleError`."""
-    if not isinstance(raw, dict):
-        raise BundleError("manifest.json must hold a JSON object; re-export the bundle")
-    version = _need(raw, "schema_version", int)
-    if version != SCHEMA_VERSION:
-        raise BundleError(
-            f"bundle schema version {version} is not supported (this edgediff reads {SCHEMA_VERSION}); "
-            "upgrade edgediff or re-export the bundle"
-        )
-    image_size = _int(raw, "image_size", 1, 8192)
-    grid = _int(raw, "grid", 1, 256)
-    patch = _int(raw, "patch_size", 1, 8192)
-    if grid * patch != image_size:
-        raise BundleError(f"manifest grid {grid} × patch {patch} != image size {image_size}; re-export the bundle")
-    files_raw = _need(raw, "files", dict)
+def _files(raw: dict) -> dict[str, FileEntry]:
+    """manifest.files: known roles only, real sha256 digests, safe relative paths, and the fp32 denoiser present
+    (every plan falls back to it)."""
     files = {}
-    for role, entry in files_raw.items():
+    for role, entry in _need(raw, "files", dict).items():
         if role not in FILE_ROLES:
             raise BundleError(f"manifest.files has unknown role {role!r}; upgrade edgediff or re-export the bundle")
         w = f"manifest.files.{role}"
@@ -298,22 +285,59 @@ def parse_manifest(raw: Any) -> Manifest:
                                 bytes=_int(entry, "bytes", 0, MAX_FILE_BYTES, w))
     if "denoiser_fp32" not in files:
         raise BundleError("manifest.files lacks 'denoiser_fp32'; re-export the bundle")
-    lut = None
-    if raw.get("lut") is not None:
-        w = "manifest.lut"
-        lut = LutSpec(entries=_int(raw["lut"], "entries", 1, 1 << 31, w), dim=_int(raw["lut"], "dim", 1, 1 << 16, w),
-                      subvectors=_int(raw["lut"], "subvectors", 1, 1 << 16, w),
-                      centroids=_int(raw["lut"], "centroids", 1, 256, w))
-        if lut.dim % lut.subvectors:
-            raise BundleError(f"manifest.lut: dim {lut.dim} is not divisible by {lut.subvectors} subvectors")
-        if not {"lut_codes", "lut_codebooks"} <= files.keys():
-            raise BundleError("manifest.lut is set but files lack lut_codes / lut_codebooks; re-export the bundle")
+    return files
+
+
+def _lut(raw: dict, files: dict[str, FileEntry]) -> LutSpec | None:
+    """manifest.lut (None without a bank): a product-quantizer layout the decoder can split, whose files exist."""
+    if raw.get("lut") is None:
+        return None
+    w = "manifest.lut"
+    lut = LutSpec(entries=_int(raw["lut"], "entries", 1, 1 << 31, w), dim=_int(raw["lut"], "dim", 1, 1 << 16, w),
+                  subvectors=_int(raw["lut"], "subvectors", 1, 1 << 16, w),
+                  centroids=_int(raw["lut"], "centroids", 1, 256, w))
+    if lut.dim % lut.subvectors:
+        raise BundleError(f"manifest.lut: dim {lut.dim} is not divisible by {lut.subvectors} subvectors")
+    if not {"lut_codes", "lut_codebooks"} <= files.keys():
+        raise BundleError("manifest.lut is set but files lack lut_codes / lut_codebooks; re-export the bundle")
+    return lut
+
+
+def _schedule(raw: dict) -> dict:
+    """manifest.schedule: a kind edgediff.schedule.Schedule can rebuild on the device, with a sane T."""
     schedule = _need(raw, "schedule", dict)
     kind = _need(schedule, "kind", str, "manifest.schedule")
     _int(schedule, "num_train_timesteps", 1, 100000, "manifest.schedule")
     if kind not in SCHEDULE_KINDS:
         raise BundleError(f"manifest.schedule.kind {kind[:40]!r} is unknown to this edgediff (it knows "
                           f"{', '.join(SCHEDULE_KINDS)}); upgrade edgediff or re-export the bundle")
+    return schedule
+
+
+def _geometry(raw: dict) -> tuple[int, int, int]:
+    """(image_size, grid, patch_size), consistent with each other: the sampler tiles the image with grid² cells."""
+    image_size = _int(raw, "image_size", 1, 8192)
+    grid = _int(raw, "grid", 1, 256)
+    patch = _int(raw, "patch_size", 1, 8192)
+    if grid * patch != image_size:
+        raise BundleError(f"manifest grid {grid} × patch {patch} != image size {image_size}; re-export the bundle")
+    return image_size, grid, patch
+
+
+def parse_manifest(raw: Any) -> Manifest:
+    """Validate a decoded manifest.json and build the `Manifest`; any problem is a `BundleError`."""
+    if not isinstance(raw, dict):
+        raise BundleError("manifest.json must hold a JSON object; re-export the bundle")
+    version = _need(raw, "schema_version", int)
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle schema version {version} is not supported (this edgediff reads {SCHEMA_VERSION}); "
+            "upgrade edgediff or re-export the bundle"
+        )
+    image_size, grid, patch = _geometry(raw)
+    files = _files(raw)
+    lut = _lut(raw, files)
+    schedule = _schedule(raw)
     for key in ("model_config", "training", "quality", "sampling"):
         if not isinstance(raw.get(key, {}), dict):
             raise BundleError(f"manifest.{key} must be an object; re-export the bundle")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgediff.bundle import Manifest, open_bundle
+from edgediff.bundle import Manifest, MemoryProfile, open_bundle
 from edgediff.units import MIB
 
 
@@ -40,9 +40,8 @@ def int8_lines(q: dict) -> list[str]:
     return lines
 
 
-def describe(manifest: Manifest, bundle_dir: str | Path = "") -> str:
-    """Multi-line human summary of a validated manifest."""
-    m = manifest
+def _model_lines(m: Manifest, bundle_dir: str | Path) -> list[str]:
+    """What the bundle is: its origin, the image and cell geometry, the model, the schedule and the tensors."""
     lines = [
         f"bundle        {bundle_dir}  (schema v{m.schema_version}, edgediff {m.edgediff_version or '?'}, "
         f"created {m.created or '?'})",
@@ -63,43 +62,61 @@ def describe(manifest: Manifest, bundle_dir: str | Path = "") -> str:
     lines.append("files         (sizes and sha256 verified)")
     for role, f in m.files.items():
         lines.append(f"  {role:<15} {f.path:<22} {_mb(f.bytes):>12}  sha256 {f.sha256[:16]}…")
+    return lines
+
+
+def _bank_lines(m: Manifest) -> list[str]:
+    """The memory bank (or its absence: samples then use the null snippet) and the guidance it is sampled with."""
     if m.lut is None:
-        lines.append("memory bank   none (trained without memory): samples use the null snippet")
-    else:
-        lut = m.lut
-        lines.append(
-            f"memory bank   PQ lookup table: {lut.entries:,} entries × {lut.bytes_per_entry} B codes "
-            f"({lut.subvectors} sub-vectors × {lut.centroids} centroids of {lut.dim // lut.subvectors} dims; "
-            f"float bank would be {4 * lut.dim} B/entry)"
-        )
-        g = m.sampling.get("guidance", 1.0)
-        lines.append(f"sampling      memory-bank guidance {g:g} by default"
-                     + (" (none)" if g == 1.0 else " (each cell evaluated with and without its snippet)"))
-    q = m.quality
-    if q:
-        parts = []
-        if "parity_fp32" in q:
-            parts.append(f"fp32 vs torch max abs {q['parity_fp32'].get('max_abs', float('nan')):.2g}")
-        if "lut_mean_cosine" in q:
-            parts.append(f"LUT mean cosine {q['lut_mean_cosine']:.4f}")
-        for k, v in q.items():
-            if k.startswith("fd_lite0"):
-                parts.append(f"{k} {v:.3f}" if isinstance(v, (int, float)) else f"{k} {v}")
-        lines.append("quality       " + "; ".join(parts))
-        if "int8" in q:
-            lines += ["  " + line for line in int8_lines(q["int8"])]
-    p = m.memory_profile
+        return ["memory bank   none (trained without memory): samples use the null snippet"]
+    lut = m.lut
+    g = m.sampling.get("guidance", 1.0)
+    return [
+        f"memory bank   PQ lookup table: {lut.entries:,} entries × {lut.bytes_per_entry} B codes "
+        f"({lut.subvectors} sub-vectors × {lut.centroids} centroids of {lut.dim // lut.subvectors} dims; "
+        f"float bank would be {4 * lut.dim} B/entry)",
+        f"sampling      memory-bank guidance {g:g} by default"
+        + (" (none)" if g == 1.0 else " (each cell evaluated with and without its snippet)"),
+    ]
+
+
+def _quality_lines(q: dict) -> list[str]:
+    """The quality measured at export (parity with torch, LUT fidelity, FD-Lite0, int8 per band), if any."""
+    if not q:
+        return []
+    parts = []
+    if "parity_fp32" in q:
+        parts.append(f"fp32 vs torch max abs {q['parity_fp32'].get('max_abs', float('nan')):.2g}")
+    if "lut_mean_cosine" in q:
+        parts.append(f"LUT mean cosine {q['lut_mean_cosine']:.4f}")
+    for k, v in q.items():
+        if k.startswith("fd_lite0"):
+            parts.append(f"{k} {v:.3f}" if isinstance(v, (int, float)) else f"{k} {v}")
+    lines = ["quality       " + "; ".join(parts)]
+    if "int8" in q:
+        lines += ["  " + line for line in int8_lines(q["int8"])]
+    return lines
+
+
+def _memory_lines(p: MemoryProfile | None) -> list[str]:
+    """The measured memory profile the planner budgets with, or a hint that the bundle lacks one."""
     if p is None:
-        lines.append("memory        not profiled (export with the profile to let the planner budget exactly)")
-    else:
-        lines.append(f"memory        baseline {p.baseline_mb:.1f} MiB (interpreter + numpy + onnxruntime)")
-        for name, v in p.variants.items():
-            acts = ", ".join(f"{k} cell{'s' if k != '1' else ''} {a:.1f}" for k, a in v.activation_mb.items())
-            ms = ", ".join(f"{k}: {t:.2f}" for k, t in v.ms_per_call.items())
-            lines.append(f"  {name:<6} resident {v.resident_mb:.1f} MiB; activations MiB per call: {acts}"
-                         + (f"; ms per call: {ms}" if ms else ""))
-        if p.settings:
-            lines.append("  measured with " + ", ".join(f"{k}={v}" for k, v in p.settings.items()))
+        return ["memory        not profiled (export with the profile to let the planner budget exactly)"]
+    lines = [f"memory        baseline {p.baseline_mb:.1f} MiB (interpreter + numpy + onnxruntime)"]
+    for name, v in p.variants.items():
+        acts = ", ".join(f"{k} cell{'s' if k != '1' else ''} {a:.1f}" for k, a in v.activation_mb.items())
+        ms = ", ".join(f"{k}: {t:.2f}" for k, t in v.ms_per_call.items())
+        lines.append(f"  {name:<6} resident {v.resident_mb:.1f} MiB; activations MiB per call: {acts}"
+                     + (f"; ms per call: {ms}" if ms else ""))
+    if p.settings:
+        lines.append("  measured with " + ", ".join(f"{k}={v}" for k, v in p.settings.items()))
+    return lines
+
+
+def describe(manifest: Manifest, bundle_dir: str | Path = "") -> str:
+    """Multi-line human summary of a validated manifest."""
+    m = manifest
+    lines = _model_lines(m, bundle_dir) + _bank_lines(m) + _quality_lines(m.quality) + _memory_lines(m.memory_profile)
     t = m.training
     if t:
         lines.append(f"training      step {t.get('step')}, data {t.get('data')}, memory bank {t.get('memory')}")

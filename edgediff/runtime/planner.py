@@ -85,19 +85,34 @@ class Plan:
 # estimates
 
 
+def _points(measured: dict) -> list[tuple[int, float]]:
+    """A profile table ({"cells": value} as stored in JSON) as (cells, value) points in increasing cells."""
+    return sorted((int(k), float(v)) for k, v in measured.items())
+
+
+def _interpolate(pts: list[tuple[int, float]], x: int) -> float | None:
+    """The piecewise-linear value at `x` through measured `pts` (sorted): the measurement itself at a measured
+    point, linear between its neighbours inside the measured range, None outside it, where each caller
+    extrapolates in its own way (activations grow with a safety slack, time assumes no further batching gain)."""
+    table = dict(pts)
+    if x in table:
+        return table[x]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 < x < x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
 def activation_mb(vp: VariantProfile, cells: int) -> float:
     """Activation MiB at `cells` per call: measured where available, else linear through the measured points."""
-    pts = sorted((int(k), float(v)) for k, v in vp.activation_mb.items())
+    pts = _points(vp.activation_mb)
     if not pts:
         raise EdgediffError("the bundle's memory profile has no activation measurements; re-export the bundle")
-    table = dict(pts)
-    if cells in table:
-        return table[cells]
+    inside = _interpolate(pts, cells)
+    if inside is not None:
+        return inside
     if cells < pts[0][0]:
         return pts[0][1]
-    for (k0, a0), (k1, a1) in zip(pts, pts[1:]):
-        if k0 < cells < k1:
-            return a0 + (a1 - a0) * (cells - k0) / (k1 - k0)
     kmax, amax = pts[-1]
     slopes = [(a1 - a0) / (k1 - k0) for (k0, a0), (k1, a1) in zip(pts, pts[1:])]
     slope = max([s for s in slopes if s > 0] + [amax / kmax])
@@ -109,17 +124,14 @@ def ms_per_call(vp: VariantProfile, cells: int) -> float | None:
     the largest, at that point's time per cell. Extrapolating the measured slope instead promised batching gains
     that large cells do not give (512 px, 64 px cells, no budget: 64 cells per call ran 4% faster than 1, at
     2.9 GiB instead of 128 MiB; benchmarks/results/peak_memory.json)."""
-    pts = sorted((int(k), float(v)) for k, v in vp.ms_per_call.items())
+    pts = _points(vp.ms_per_call)
     if not pts:
         return None
-    table = dict(pts)
-    if cells in table:
-        return table[cells]
+    inside = _interpolate(pts, cells)
+    if inside is not None:
+        return inside
     if len(pts) == 1 or cells < pts[0][0]:
         return pts[0][1] * cells / pts[0][0]
-    for (k0, a0), (k1, a1) in zip(pts, pts[1:]):
-        if k0 < cells < k1:
-            return a0 + (a1 - a0) * (cells - k0) / (k1 - k0)
     kmax, amax = pts[-1]
     return amax * cells / kmax  # beyond what was measured: no further batching gain is assumed
 

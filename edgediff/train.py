@@ -399,21 +399,34 @@ def _optimise(step: int, cfg: TrainConfig, dist: Distributed, ddp_model, model, 
     return dist.mean(loss.item())
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          log: Callable[[str], None] = lambda s: None) -> dict:
-    """Run (or resume) training; returns {'losses': [...], 'steps_per_s': float, 'run_dir': str, ...}."""
-    cfg.validate()
-    cfg = replace(cfg, data=data_spec(cfg.data))  # folders as absolute paths: eval, audit and export find them
-    device = pick_device(cfg.device)
-    dist = Distributed(device)
-    device = dist.device
-    if cfg.batch_size % dist.world:
-        raise EdgediffError(f"--batch-size {cfg.batch_size} must be divisible by the {dist.world} processes")
-    per_rank = cfg.batch_size // dist.world
-    out = Path(cfg.out)
-    found = check_resume(cfg, out, resume)
-    dataset, snippets, mcfg = _load_run(cfg, out, dist, log)
+@dataclass
+class _Run:
+    """The state of one training run, built by `_setup` and `_restore` and advanced by `_loop`: one value to pass
+    between the steps of `train` instead of a dozen locals."""
 
+    cfg: TrainConfig
+    out: Path
+    dist: Distributed
+    device: torch.device
+    per_rank: int  # examples per step on this process
+    dataset: Dataset
+    snippets: Snippets
+    mcfg: ModelConfig
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    aligner: object | None = None  # edgediff.align.Aligner while --align is on
+    extra: dict = field(default_factory=dict)  # trained modules besides the model (checkpointed with it)
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    last_preview: Path | None = None
+
+
+def _setup(cfg: TrainConfig, found: tuple[Path, dict] | None, out: Path, dist: Distributed,
+           log: Callable[[str], None]) -> _Run:
+    """Data, bank, model (seeded; warm-started with --init-from on a fresh run only), EMA copy, the alignment
+    head and the optimiser. The EMA is copied before the aligner hooks the model: only the trained model is hooked."""
+    dataset, snippets, mcfg = _load_run(cfg, out, dist, log)
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     if cfg.init_from and found is None:
@@ -422,66 +435,97 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         copied = load_init_weights(model, cfg.init_from, mcfg)
         if dist.main:
             log(f"initialised {copied} tensors from {cfg.init_from}")
-    model = model.to(device)
+    model = model.to(dist.device)
     ema = copy.deepcopy(model).requires_grad_(False)
     aligner, extra = None, {}
     if cfg.align:
         from edgediff.align import Aligner
 
-        aligner = Aligner(model, dataset, cfg.grid, device)  # after the EMA copy: only the trained model is hooked
+        aligner = Aligner(model, dataset, cfg.grid, dist.device)
         extra = {"align": aligner.projector}
     params = list(model.parameters()) + [p for m in extra.values() for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step = 0
-    losses: list[float] = []
+    return _Run(cfg=cfg, out=out, dist=dist, device=dist.device, per_rank=cfg.batch_size // dist.world,
+                dataset=dataset, snippets=snippets, mcfg=mcfg, model=model, ema=ema, opt=opt, aligner=aligner,
+                extra=extra)
+
+
+def _restore(run: _Run, found: tuple[Path, dict] | None, resume: bool, log: Callable[[str], None]) -> None:
+    """Continue from the checkpoint `check_resume` found: weights, EMA, optimiser, step and the loss history."""
     if found is not None:
         tensor_path, meta = found
-        step = restore(tensor_path, meta, model, ema, opt, extra)
-        losses = list(meta.get("losses", []))
-    if resume and dist.main:
-        log(f"resumed from step {step}" + (f" ({found[0]})" if found else " (no checkpoint had been written)"))
-    ddp_model = dist.wrap(model)
+        run.step = restore(tensor_path, meta, run.model, run.ema, run.opt, run.extra)
+        run.losses = list(meta.get("losses", []))
+    if resume and run.dist.main:
+        log(f"resumed from step {run.step}" + (f" ({found[0]})" if found else " (no checkpoint had been written)"))
 
-    data = torch.from_numpy(dataset.as_float()).to(device)
-    own = torch.from_numpy(snippets.own).to(device) if snippets.own is not None else None
-    flipped = torch.from_numpy(snippets.flipped).to(device) if snippets.flipped is not None else None
+
+def _loop(run: _Run, progress: bool, log: Callable[[str], None]) -> float:
+    """Optimise until cfg.steps: checkpoint every checkpoint_every steps and at the end (rank 0 writes, the others
+    wait at the barrier so that a kill never finds them ahead), previews every sample_every steps. Returns when
+    the loop itself started (perf_counter), so that steps per second leave out moving the data to the device."""
+    cfg, dist, device, step = run.cfg, run.dist, run.device, run.step
+    ddp_model = dist.wrap(run.model)
+    data = torch.from_numpy(run.dataset.as_float()).to(device)
+    own = torch.from_numpy(run.snippets.own).to(device) if run.snippets.own is not None else None
+    flipped = torch.from_numpy(run.snippets.flipped).to(device) if run.snippets.flipped is not None else None
     acp = alphas_cumprod_torch(device=device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    batch_args = (data, own, flipped, acp, per_rank, mcfg.snippet_dim)
-    meta_base = {"train": asdict(cfg), "model": mcfg.to_dict(), "memory": snippets.info}
-
+    batch_args = (data, own, flipped, acp, run.per_rank, run.mcfg.snippet_dim)
+    meta_base = {"train": asdict(cfg), "model": run.mcfg.to_dict(), "memory": run.snippets.info}
     if dist.main and step < cfg.steps:
-        log(f"training steps {step + 1}-{cfg.steps} on {device} ({count_params(model):,} "
+        log(f"training steps {step + 1}-{cfg.steps} on {device} ({count_params(run.model):,} "
             f"parameters, batch {cfg.batch_size}, checkpoint every {cfg.checkpoint_every})")
     shown = Progress("step", cfg.steps, start=step, tenths=False, enabled=progress and dist.main)
-    t0, start_step = time.perf_counter(), step
-    since, last_preview = (step, t0), None
+    t0 = time.perf_counter()
+    since = (step, t0)
     try:
         while step < cfg.steps:
-            loss_value = _optimise(step, cfg, dist, ddp_model, model, ema, opt, batch_args, autocast, out,
-                                   aligner, extra)
+            loss_value = _optimise(step, cfg, dist, ddp_model, run.model, run.ema, run.opt, batch_args, autocast,
+                                   run.out, run.aligner, run.extra)
             step += 1
-            losses.append(loss_value)
+            run.step = step
+            run.losses.append(loss_value)
             checkpoint = dist.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps)
             if checkpoint:
-                save_checkpoint(out, step, model, ema, opt, dict(meta_base, losses=losses), extra)
+                save_checkpoint(run.out, step, run.model, run.ema, run.opt, dict(meta_base, losses=run.losses),
+                                run.extra)
             shown.update(step, note=f"  loss {loss_value:.4f}", line=checkpoint)
             if dist.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
-                last_preview = _preview(ema, mcfg, snippets, cfg, step, since, device, log) or last_preview
+                preview = _preview(run.ema, run.mcfg, run.snippets, cfg, step, since, device, log)
+                run.last_preview = preview or run.last_preview
                 since = (step, time.perf_counter())
             if step % cfg.checkpoint_every == 0:
-                dist.barrier()  # other ranks wait while rank 0 writes, so a kill never sees them run ahead
+                dist.barrier()
     finally:
         shown.close()
+    return t0
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = lambda s: None) -> dict:
+    """Run (or resume) training; returns {'losses': [...], 'steps_per_s': float, 'run_dir': str, ...}.
+    The steps: check the config and processes, set up, restore, loop, finish (the result)."""
+    cfg.validate()
+    cfg = replace(cfg, data=data_spec(cfg.data))  # folders as absolute paths: eval, audit and export find them
+    dist = Distributed(pick_device(cfg.device))
+    if cfg.batch_size % dist.world:
+        raise EdgediffError(f"--batch-size {cfg.batch_size} must be divisible by the {dist.world} processes")
+    out = Path(cfg.out)
+    found = check_resume(cfg, out, resume)
+    run = _setup(cfg, found, out, dist, log)
+    _restore(run, found, resume, log)
+    start_step = run.step
+    t0 = _loop(run, progress, log)
     elapsed = time.perf_counter() - t0
     dist.close()
-    done = step - start_step
+    done = run.step - start_step
     return {
         "run_dir": str(out),
-        "steps": step,
+        "steps": run.step,
         "trained": done,
-        "losses": losses,
+        "losses": run.losses,
         "steps_per_s": done / elapsed if elapsed > 0 and done else math.nan,
-        "params": count_params(model),
-        "last_preview": str(last_preview) if last_preview else None,
+        "params": count_params(run.model),
+        "last_preview": str(run.last_preview) if run.last_preview else None,
     }

@@ -61,6 +61,32 @@ def _on_interrupt(message: str):
     return guard()
 
 
+def _model_widths(dim: int, mults: str, depth: int) -> dict:
+    """The --dim / --mults / --depth options as TrainConfig.model, refusing widths no network can have."""
+    try:
+        mult_tuple = [int(m) for m in mults.split(",") if m.strip()]
+    except ValueError:
+        raise EdgediffError(f"--mults {mults!r} must be comma-separated integers, e.g. 1,2,2") from None
+    if dim < 1 or not mult_tuple or min(mult_tuple) < 1:
+        raise EdgediffError("--dim and --mults must be positive integers")
+    return {"dim": dim, "mults": mult_tuple, "depth": depth}
+
+
+def _report_training(result: dict, out: Path) -> None:
+    """One line on what `edgediff train` did: where the checkpoint and previews are, or why nothing was trained."""
+    from edgediff.progress import rate_text
+
+    if result["trained"] == 0:
+        typer.echo(f"{out} is already at step {result['steps']} (= --steps): nothing to train; raise --steps to "
+                   "continue")
+        return
+    typer.echo(
+        f"trained to step {result['steps']} ({result['trained']} steps this time, {result['params']:,} parameters, "
+        f"{rate_text(result['steps_per_s'])}); checkpoint in {out}/checkpoints"
+        + (f", samples in {result['last_preview']}" if result.get("last_preview") else "")
+    )
+
+
 @app.command()
 def train(
     data: str = typer.Option("emoji", help="'emoji' (built in) or a folder of PNG/JPEG/WebP images."),
@@ -96,12 +122,6 @@ def train(
     _require_training_extras("train")
     from edgediff.train import TrainConfig, train as run_train
 
-    try:
-        mult_tuple = [int(m) for m in mults.split(",") if m.strip()]
-    except ValueError:
-        raise EdgediffError(f"--mults {mults!r} must be comma-separated integers, e.g. 1,2,2") from None
-    if dim < 1 or not mult_tuple or min(mult_tuple) < 1:
-        raise EdgediffError("--dim and --mults must be positive integers")
     cfg = TrainConfig(
         data=data, out=str(out), image_size=image_size, grid=grid, halo=halo, backbone=backbone, steps=steps,
         init_from=str(init_from) if init_from else None,
@@ -109,7 +129,7 @@ def train(
         features=str(features) if features else None, sample_every=sample_every,
         checkpoint_every=checkpoint_every, device=device, ema_decay=ema_decay, snippet_mode=snippet_mode,
         snippet_element_dropout=snippet_element_dropout, align=align, align_until=align_until,
-        model={"dim": dim, "mults": mult_tuple, "depth": depth},
+        model=_model_widths(dim, mults, depth),
     )
     try:
         result = run_train(cfg, resume=resume, log=typer.echo)
@@ -117,17 +137,7 @@ def train(
         from edgediff.train import interrupted_message
 
         raise Interrupted(interrupted_message(out)) from None
-    from edgediff.progress import rate_text
-
-    if result["trained"] == 0:
-        typer.echo(f"{out} is already at step {result['steps']} (= --steps): nothing to train; raise --steps to "
-                   "continue")
-        return
-    typer.echo(
-        f"trained to step {result['steps']} ({result['trained']} steps this time, {result['params']:,} parameters, "
-        f"{rate_text(result['steps_per_s'])}); checkpoint in {out}/checkpoints"
-        + (f", samples in {result['last_preview']}" if result.get("last_preview") else "")
-    )
+    _report_training(result, out)
 
 
 @app.command()

@@ -95,6 +95,92 @@ def check_out(out: Path, run_dir: Path) -> None:
         raise EdgediffError(f"--out {out} exists and is not an edgediff bundle; choose a new or empty folder")
 
 
+def _check_run(run_dir: Path, out: Path, lut_bytes: int) -> None:
+    """Refuse a missing run, an impossible LUT size or an unsafe --out before anything is loaded or staged."""
+    if not run_dir.is_dir():
+        raise EdgediffError(f"RUN_DIR {run_dir} is not a directory; pass the --out folder of 'edgediff train'")
+    if lut_bytes < 1:
+        raise EdgediffError(f"--lut-bytes {lut_bytes} must be >= 1 (bytes per bank entry, e.g. 8)")
+    check_out(out, run_dir)
+
+
+def _stage_fp32(model, config, data, stage: Path, seed: int, log: Callable[[str], None]):
+    """The fp32 ONNX, checked against torch on real inputs before anything is built on it; returns its path, the
+    parity inputs (reused to check an --ort conversion) and the parity figures for the manifest's quality."""
+    fp32 = export_onnx(model, config, stage / FILES["denoiser_fp32"])
+    parity_inputs = denoiser_inputs(data, config, PARITY_TIMESTEPS, images_per_t=4, seed=seed + 1, null_fraction=0.25)
+    parity = check_parity(model, fp32, parity_inputs)
+    log(f"fp32 ONNX: max |ORT - torch| = {parity.max_abs:.2g} over {parity.rows} real inputs "
+        f"(t in {parity.timesteps}, every cell)")
+    return fp32, parity_inputs, parity.to_dict()
+
+
+def _stage_lut(bank: np.ndarray | None, lut_bytes: int, stage: Path, seed: int, quality: dict,
+               files: dict[str, str], log: Callable[[str], None]) -> LutSpec | None:
+    """The bank as a PQ lookup table (its files added to `files`, its fidelity to `quality`); None without a bank:
+    the device then uses the null snippet."""
+    if bank is None:
+        log("no memory bank in this run (--no-memory): the bundle has no LUT, the device uses the null snippet")
+        return None
+    lut, stats = build_lut(bank, lut_bytes, stage, seed=seed)
+    quality.update(stats)
+    files["lut_codes"], files["lut_codebooks"] = FILES["lut_codes"], FILES["lut_codebooks"]
+    log(f"LUT: {lut.entries} entries × {lut.bytes_per_entry} B (float bank: {4 * lut.dim} B each), "
+        f"mean cosine to the float snippets {stats['lut_mean_cosine']:.4f}")
+    return lut
+
+
+def _run_manifest(stage: Path, specs: tuple[list[TensorSpec], list[TensorSpec]], files: dict[str, str], model,
+                  config, meta: dict, run_dir: Path, lut: LutSpec | None, quality: dict, sampling: dict) -> Manifest:
+    """The manifest of the staged files (no memory profile yet): geometry from the model, tensors (`specs`) from
+    its ONNX, sizes and digests from the staged files, and where the weights came from (run, step, data, command)."""
+    inputs, outputs = specs
+    schedule = Schedule()
+    return Manifest(
+        schema_version=SCHEMA_VERSION, image_size=config.image_size, channels=config.channels, grid=config.grid,
+        patch_size=config.patch_size, snippet_dim=config.snippet_dim, backbone=config.backbone,
+        params=count_params(model), schedule=schedule.to_dict(),
+        prediction=schedule.prediction, inputs=inputs, outputs=outputs,
+        files={role: file_entry(stage, rel) for role, rel in files.items()}, lut=lut, memory_profile=None,
+        model_config=config.to_dict(),
+        training={"run_dir": str(run_dir.resolve()), "step": int(meta.get("step", 0)),
+                  "data": meta.get("train", {}).get("data"), "memory": lut is not None,
+                  "settings": meta.get("train", {}), "command": _train_command(meta)},
+        quality=quality,
+        sampling=sampling,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        edgediff_version=edgediff.__version__,
+        halo=config.halo,
+    )
+
+
+def _add_profile(stage: Path, manifest: Manifest, log: Callable[[str], None]) -> None:
+    """Measure the memory profile last, on the staged files themselves, so the planner budgets what ships."""
+    manifest.memory_profile = measure_profile_hook(stage, manifest)
+    if manifest.memory_profile is not None:
+        for name, v in manifest.memory_profile.variants.items():
+            log(f"memory profile {name}: resident {v.resident_mb:.1f} MiB, activations "
+                + ", ".join(f"{k} cell(s) {a:.1f} MiB" for k, a in v.activation_mb.items()))
+
+
+def _stage_run(stage: Path, run_dir: Path, model, config, meta: dict, data, bank: np.ndarray | None, *,
+               int8: bool, int8_recipe: str, int8_measure: bool, lut_bytes: int, ort_format: bool, sampling: dict,
+               seed: int, log: Callable[[str], None]) -> Manifest:
+    """Every file of the bundle in `stage`, in the module docstring's order of trust, and their manifest."""
+    fp32, parity_inputs, parity = _stage_fp32(model, config, data, stage, seed, log)
+    quality: dict = {"parity_fp32": parity}
+    files = {"denoiser_fp32": FILES["denoiser_fp32"]}
+    if int8:
+        quality["int8"] = build_int8(fp32, stage / FILES["denoiser_int8"], data, config, meta, recipe=int8_recipe,
+                                     guidance=sampling.get("guidance", 1.0), seed=seed, log=log, measure=int8_measure)
+        files["denoiser_int8"] = FILES["denoiser_int8"]
+    lut = _stage_lut(bank, lut_bytes, stage, seed, quality, files, log)
+    specs = tensor_specs(fp32)  # before --ort replaces the .onnx file
+    if ort_format:
+        quality["ort_format"] = to_ort_format(stage, files, parity_inputs, log)
+    return _run_manifest(stage, specs, files, model, config, meta, run_dir, lut, quality, sampling)
+
+
 def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_bytes: int = DEFAULT_LUT_BYTES,
                profile: bool = True, seed: int = 0, guidance: float | None = None, int8_recipe: str = "diffusion",
                ort_format: bool = False, int8_measure: bool = True,
@@ -110,66 +196,18 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_
             raise EdgediffError("--lut-bytes needs the run's float bank; a bundle keeps its lookup table: drop it")
         return rebundle(run_dir, out, int8=int8, ort_format=ort_format, int8_recipe=int8_recipe, profile=profile,
                         guidance=guidance, int8_measure=int8_measure, seed=seed, log=log)
-    if not run_dir.is_dir():
-        raise EdgediffError(f"RUN_DIR {run_dir} is not a directory; pass the --out folder of 'edgediff train'")
-    if lut_bytes < 1:
-        raise EdgediffError(f"--lut-bytes {lut_bytes} must be >= 1 (bytes per bank entry, e.g. 8)")
-    check_out(out, run_dir)
+    _check_run(run_dir, out, lut_bytes)
     model, config, meta = load_ema_model(run_dir)
     data = load_run_data(run_dir, meta, config, seed=seed)
     bank = load_run_bank(run_dir, meta)
     sampling = {} if guidance is None else {"guidance": resolve_guidance(guidance, has_bank=bank is not None)}
     stage = staging_dir(out)
-    messages: list[str] = []
     try:
-        fp32 = export_onnx(model, config, stage / FILES["denoiser_fp32"])
-        parity_inputs = denoiser_inputs(data, config, PARITY_TIMESTEPS, images_per_t=4, seed=seed + 1,
-                                        null_fraction=0.25)
-        parity = check_parity(model, fp32, parity_inputs)
-        log(f"fp32 ONNX: max |ORT - torch| = {parity.max_abs:.2g} over {parity.rows} real inputs "
-            f"(t in {parity.timesteps}, every cell)")
-        quality: dict = {"parity_fp32": parity.to_dict()}
-        files = {"denoiser_fp32": FILES["denoiser_fp32"]}
-        if int8:
-            quality["int8"] = build_int8(fp32, stage / FILES["denoiser_int8"], data, config, meta, recipe=int8_recipe,
-                                         guidance=sampling.get("guidance", 1.0), seed=seed, log=log,
-                                         measure=int8_measure)
-            files["denoiser_int8"] = FILES["denoiser_int8"]
-        lut = None
-        if bank is not None:
-            lut, stats = build_lut(bank, lut_bytes, stage, seed=seed)
-            quality.update(stats)
-            files["lut_codes"], files["lut_codebooks"] = FILES["lut_codes"], FILES["lut_codebooks"]
-            log(f"LUT: {lut.entries} entries × {lut.bytes_per_entry} B (float bank: {4 * lut.dim} B each), "
-                f"mean cosine to the float snippets {stats['lut_mean_cosine']:.4f}")
-        else:
-            log("no memory bank in this run (--no-memory): the bundle has no LUT, the device uses the null snippet")
-        inputs, outputs = tensor_specs(fp32)
-        if ort_format:
-            quality["ort_format"] = to_ort_format(stage, files, parity_inputs, log)
-        schedule = Schedule()
-        manifest = Manifest(
-            schema_version=SCHEMA_VERSION, image_size=config.image_size, channels=config.channels, grid=config.grid,
-            patch_size=config.patch_size, snippet_dim=config.snippet_dim, backbone=config.backbone,
-            params=count_params(model), schedule=schedule.to_dict(),
-            prediction=schedule.prediction, inputs=inputs, outputs=outputs,
-            files={role: file_entry(stage, rel) for role, rel in files.items()}, lut=lut, memory_profile=None,
-            model_config=config.to_dict(),
-            training={"run_dir": str(run_dir.resolve()), "step": int(meta.get("step", 0)),
-                      "data": meta.get("train", {}).get("data"), "memory": bank is not None,
-                      "settings": meta.get("train", {}), "command": _train_command(meta)},
-            quality=quality,
-            sampling=sampling,
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            edgediff_version=edgediff.__version__,
-            halo=config.halo,
-        )
+        manifest = _stage_run(stage, run_dir, model, config, meta, data, bank, int8=int8, int8_recipe=int8_recipe,
+                              int8_measure=int8_measure, lut_bytes=lut_bytes, ort_format=ort_format,
+                              sampling=sampling, seed=seed, log=log)
         if profile:
-            manifest.memory_profile = measure_profile_hook(stage, manifest)
-            if manifest.memory_profile is not None:
-                for name, v in manifest.memory_profile.variants.items():
-                    log(f"memory profile {name}: resident {v.resident_mb:.1f} MiB, activations "
-                        + ", ".join(f"{k} cell(s) {a:.1f} MiB" for k, a in v.activation_mb.items()))
+            _add_profile(stage, manifest, log)
         write_bundle(out, manifest, stage)
     except OSError as e:  # a full disk or an unwritable --out while writing any bundle file
         shutil.rmtree(stage, ignore_errors=True)
@@ -178,8 +216,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    messages.append(f"bundle written to {out}")
-    return ExportResult(out=out, manifest=manifest, messages=messages)
+    return ExportResult(out=out, manifest=manifest, messages=[f"bundle written to {out}"])
 
 
 def to_ort_format(stage: Path, files: dict[str, str], check_inputs: dict[str, np.ndarray],

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgediff.errors import EdgediffError
-from edgediff.interface import CellGeometry, input_specs, output_specs
+from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, CellGeometry, input_specs, output_specs
 
 SCHEMA_VERSION = 1
 SCHEDULE_KINDS = ("cosine",)  # what edgediff.schedule.Schedule can rebuild on the device
@@ -316,9 +316,9 @@ def _schedule(raw: dict) -> dict:
 
 def _geometry(raw: dict) -> tuple[int, int, int]:
     """(image_size, grid, patch_size), consistent with each other: the sampler tiles the image with grid² cells."""
-    image_size = _int(raw, "image_size", 1, 8192)
+    image_size = _int(raw, "image_size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
     grid = _int(raw, "grid", 1, 256)
-    patch = _int(raw, "patch_size", 1, 8192)
+    patch = _int(raw, "patch_size", 1, MAX_IMAGE_SIZE)
     if grid * patch != image_size:
         raise BundleError(f"manifest grid {grid} × patch {patch} != image size {image_size}; re-export the bundle")
     return image_size, grid, patch

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgediff.errors import EdgediffError
+from edgediff.interface import MAX_DATA_IMAGE_SIZE, MIN_DATA_IMAGE_SIZE
 
 EMOJI_FONT_PATHS = (
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
@@ -22,7 +23,6 @@ EMOJI_FONT_PATHS = (
 )
 EMOJI_RANGES = ((0x1F300, 0x1FAFF), (0x2600, 0x27BF))
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
 
 
 def cache_dir() -> Path:
@@ -61,9 +61,10 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def check_image_size(image_size: int) -> None:
-    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+    """The loader's range (edgediff.interface.MIN/MAX_DATA_IMAGE_SIZE), narrower than what a model may declare."""
+    if not MIN_DATA_IMAGE_SIZE <= image_size <= MAX_DATA_IMAGE_SIZE:
         raise EdgediffError(
-            f"--image-size {image_size} is out of range: use {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (e.g. 32)"
+            f"--image-size {image_size} is out of range: use {MIN_DATA_IMAGE_SIZE}..{MAX_DATA_IMAGE_SIZE} (e.g. 32)"
         )
 
 

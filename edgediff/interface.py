@@ -21,6 +21,12 @@ INPUT_NAMES = ("patch", "global_content", "timestep", "position", "snippet")
 OUTPUT_NAMES = ("eps",)
 FLOAT, INT = "float32", "int64"
 
+# Image sides in pixels, in one place. A model may declare any side in MIN/MAX_IMAGE_SIZE (TrainConfig.validate and
+# the bundle manifest check it); the training-data loader (edgediff.data) is narrower: it renders, resizes and
+# caches a whole dataset as one uint8 array in memory, so it takes only MIN/MAX_DATA_IMAGE_SIZE.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 1, 8192
+MIN_DATA_IMAGE_SIZE, MAX_DATA_IMAGE_SIZE = 8, 1024
+
 
 @dataclass(frozen=True)
 class CellGeometry:

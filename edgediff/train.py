@@ -24,7 +24,7 @@ from edgediff.data import Dataset, data_spec, load_dataset, to_uint8
 from edgediff.errors import EdgediffError
 from edgediff.images import atomic_write_bytes, make_grid, save_png
 from edgediff.models import ModelConfig, build_model, count_params
-from edgediff.interface import CellGeometry
+from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, CellGeometry
 from edgediff.memory import Snippets
 from edgediff.models.layers import (alphas_cumprod_torch, halo_patches_torch, pad_global_torch, pool_global_torch,
                                      split_torch)
@@ -111,7 +111,8 @@ class TrainConfig:
              f"--halo {self.halo} must be between 0 and the cell side {self.image_size // max(1, self.grid)}"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr {self.lr} must be a finite number > 0"),
             (self.seed >= 0, f"--seed {self.seed} must be >= 0"),
-            (1 <= self.image_size <= 8192, f"--image-size {self.image_size} must be between 1 and 8192"),
+            (MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE,
+             f"--image-size {self.image_size} must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE}"),
             (0.0 <= self.ema_decay < 1.0, f"--ema-decay {self.ema_decay} must be in [0, 1)"),
             (0.0 <= self.snippet_dropout <= 1.0, f"--snippet-dropout {self.snippet_dropout} must be in [0, 1]"),
             (self.snippet_mode in ("pca", "gmem"), f"--snippet-mode {self.snippet_mode}: use pca or gmem"),

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from edgediff.errors import EdgediffError, Interrupted
+from edgediff.models.config import ModelConfig  # torch-free: the widths' defaults live there
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Patch diffusion for small devices.")
 
@@ -105,9 +106,10 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     lr: float = typer.Option(2e-4, help="AdamW learning rate."),
     seed: int = typer.Option(0, min=0, help="Seed: fixes data order, noise and initialisation."),
-    dim: int = typer.Option(64, help="Base channel width of the network."),
-    mults: str = typer.Option("1,2,2", help="UNet width multipliers per level, comma separated."),
-    depth: int = typer.Option(6, min=1, help="Blocks of the DiS / DiT backbones."),
+    dim: int = typer.Option(ModelConfig.dim, help="Base channel width of the network."),
+    mults: str = typer.Option(",".join(map(str, ModelConfig.mults)),
+                              help="UNet width multipliers per level, comma separated."),
+    depth: int = typer.Option(ModelConfig.depth, min=1, help="Blocks of the DiS / DiT backbones."),
     snippet_dropout: float = typer.Option(0.2, help="Probability of training on the null snippet."),
     snippet_mode: str = typer.Option("pca", help="pca: PCA-reduced snippets (default); gmem: GMem's full normalised feature with element-wise dropout."),
     snippet_element_dropout: float = typer.Option(0.4, help="Element-wise snippet dropout of --snippet-mode gmem."),

@@ -77,7 +77,8 @@ class TrainConfig:
 
     def command(self, steps: int | None = None) -> str:
         """The `edgediff train` line that rebuilds this run (recorded in bundles so anyone can retrain a model)."""
-        m = {**{"dim": 64, "mults": [1, 2, 2], "depth": 6}, **self.model}
+        d = ModelConfig()  # the widths' one home: what --dim / --mults / --depth default to
+        m = {"dim": d.dim, "mults": list(d.mults), "depth": d.depth, **self.model}
         parts = [
             "edgediff train", f"--data {self.data}", f"--image-size {self.image_size}", f"--grid {self.grid}",
             *([f"--halo {self.halo}"] if self.halo else []),

@@ -31,7 +31,7 @@ def run(extra: list[str], out: Path) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(proc.stderr)
-    peak = re.search(r"peak RSS ([0-9.]+) MiB, wall time ([0-9.]+) s", proc.stdout)
+    peak = re.search(r"peak RSS ([0-9.]+) MiB(?: \(budget [^)]*\))?, wall time ([0-9.]+) s", proc.stdout)
     plan = next((line for line in proc.stdout.splitlines() if line.startswith("plan:")), "")
     return {"args": extra, "peak_mb": float(peak.group(1)), "sampling_wall_s": float(peak.group(2)),
             "process_wall_s": round(wall, 2), "plan": plan}

@@ -107,7 +107,7 @@ class TrainConfig:
             (self.grid >= 1, f"--grid {self.grid} must be >= 1"),
             (self.grid >= 1 and self.image_size % self.grid == 0,
              f"--grid {self.grid} does not divide --image-size {self.image_size}: pick a divisor"),
-            (self.grid < 1 or 0 <= self.halo <= self.image_size // self.grid,
+            (self.grid < 1 or self.image_size < 1 or 0 <= self.halo <= self.image_size // self.grid,
              f"--halo {self.halo} must be between 0 and the cell side {self.image_size // max(1, self.grid)}"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr {self.lr} must be a finite number > 0"),
             (self.seed >= 0, f"--seed {self.seed} must be >= 0"),

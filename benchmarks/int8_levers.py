@@ -187,6 +187,9 @@ def main() -> None:
 
     from edgediff.bundle import read_manifest
 
+    if not (DEFAULT_BUNDLE / "denoiser.onnx").is_file():
+        raise SystemExit("the default bundle holds no fp32 denoiser.onnx (exported with --ort?): the levers need the "
+                         "ONNX graph; re-export it without --ort")
     manifest = read_manifest(DEFAULT_BUNDLE)
     guidance = manifest.sampling.get("guidance", 1.0)
     data, config = iq.bundle_run_data(DEFAULT_BUNDLE)

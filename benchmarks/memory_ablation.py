@@ -153,9 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
             scores = evaluate(images, dataset, config.grid, real_features=real, kid_subsets=50)
             result[f"fd_{arm}"].append(scores["fd_lite0"])
             result[f"kid_{arm}"].append(scores["kid"])
-            result[f"seam_{arm}"].append(scores["seam_score"])
+            result[f"seam_{arm}"].append(scores["seam_border"])
             print(f"[{time.perf_counter() - t_start:7.0f}s] step {target:5d} {arm:6s} FD-Lite0 {scores['fd_lite0']:8.2f}"
-                  f" KID {scores['kid']:.4f} seam {scores['seam_score']:.3f} loss {result[f'loss_{arm}'][-1]:.4f}",
+                  f" KID {scores['kid']:.4f} seam {scores['seam_border']:.3f} loss {result[f'loss_{arm}'][-1]:.4f}",
                   flush=True)
         result["steps"].append(target)
         result["speedup"], result["speedup_reached_at"] = speedup(result["steps"], result["fd_memory"],

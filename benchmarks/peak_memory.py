@@ -226,7 +226,7 @@ def make_data_folder(root: Path, n: int = 8) -> Path:
     return folder
 
 
-def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path) -> int:
+def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path, halo: int = 0) -> int:
     """A run directory whose checkpoint holds an untrained model of WIDTHS at (resolution, grid); no memory bank.
 
     The UNet zero-initialises its last convs (its output would be exactly 0); they get small random weights here so
@@ -238,7 +238,7 @@ def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path) ->
     from edgediff.images import atomic_write_bytes
     from edgediff.models import ModelConfig, build_model
 
-    config = ModelConfig(image_size=resolution, grid=grid, **WIDTHS)
+    config = ModelConfig(image_size=resolution, grid=grid, halo=halo, **WIDTHS)
     torch.manual_seed(0)
     model = build_model(config)
     params = int(sum(p.numel() for p in model.parameters()))
@@ -398,6 +398,12 @@ def summarize(rows: list[dict]) -> dict:
                 s["fastest_fp32"] = {k: fastest[k] for k in ("grid", "s_per_step", "peak_mb")}
                 s["time_ratio_fastest_fp32_vs_diffusers"] = round(fastest["s_per_step"] / d["s_per_step"], 3)
         out[str(res)] = s
+    for r in ed:  # the halo cells' cost against diffusers (benchmarks/seams.py joins these rows)
+        d = diff.get(r["resolution"])
+        if d and r.get("s_per_step") and r.get("halo", 0) > 0:
+            out.setdefault(f"{r['resolution']}_halo", {})[f"grid{r['grid']}_halo{r['halo']}_{r['precision']}"] = {
+                "peak_mb": r["peak_mb"], "peak_ratio_vs_diffusers": round(r["peak_mb"] / d["peak_mb"], 4),
+                "s_per_step": r["s_per_step"], "time_ratio_vs_diffusers": round(r["s_per_step"] / d["s_per_step"], 3)}
     auto = [r for r in rows if r["tool"] == "edgediff" and r.get("budget") == "none" and "error" not in r]
     for r in auto:
         d = diff.get(r["resolution"])
@@ -536,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch / onnxruntime threads for both tools (1: the shared cores make 2 threads erratic)")
     ap.add_argument("--precisions", default=None, help="override, e.g. fp32")
+    ap.add_argument("--halos", default="0", help="halo widths of the edgediff cells (px), e.g. 0,4")
     ap.add_argument("--merge", action="store_true", help="keep rows of other configurations from the existing JSON")
     ap.add_argument("--json", default=None, help="result file name under benchmarks/results (default peak_memory.json)")
     ap.add_argument("--combine", default=None,
@@ -576,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.precisions:
         s["precisions"] = a.precisions.split(",")
     only = set(a.only.split(","))
+    halos = [int(x) for x in a.halos.split(",")]
     name = a.json or ("peak_memory.quick.json" if a.quick else JSON_NAME)
     if a.combine:
         return combine([Path(p) for p in a.combine.split(",")], name)
@@ -611,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     if prev:
         body["rows"] = [r for r in prev.get("rows", []) if not (
             r["resolution"] in s["resolutions"] and r["tool"] in only
-            and (r["tool"] == "diffusers" or r["grid"] in s["grids"]))]
+            and (r["tool"] == "diffusers" or (r["grid"] in s["grids"] and r.get("halo", 0) in halos)))]
         body["params"].update(prev.get("params", {}))
 
     def save():
@@ -636,11 +644,13 @@ def main(argv: list[str] | None = None) -> int:
         data = make_data_folder(work)
         graphs: dict[tuple, dict] = {}
         for res in s["resolutions"]:
-            for g in s["grids"]:
-                if res // g < 4 or (res // g) % 4:
+            for g, halo in [(g, h) for g in s["grids"] for h in halos if not (h and g == 1)]:
+                side = res // g + 2 * halo
+                if res // g < 4 or side % 4:
                     continue
-                run_dir, bundle = work / f"run_{res}_g{g}", work / f"bundle_{res}_g{g}"
-                params = make_untrained_run(run_dir, res, g, data)
+                tag = f"{res}_g{g}" + (f"_h{halo}" if halo else "")
+                run_dir, bundle = work / f"run_{tag}", work / f"bundle_{tag}"
+                params = make_untrained_run(run_dir, res, g, data, halo)
                 export_info = {}
                 if not (bundle / "manifest.json").is_file():
                     try:
@@ -660,13 +670,13 @@ def main(argv: list[str] | None = None) -> int:
                 for prec in s["precisions"]:
                     role = {"fp32": "denoiser_fp32", "int8": "denoiser_int8"}[prec]
                     path = bundle / m.files[role].path
-                    if (res, g, prec) not in graphs:
-                        graphs[(res, g, prec)] = live_activation_peak(path)
-                    graph = graphs[(res, g, prec)]
+                    if (res, g, halo, prec) not in graphs:
+                        graphs[(res, g, halo, prec)] = live_activation_peak(path)
+                    graph = graphs[(res, g, halo, prec)]
                     budgets = ["floor"] + (["none"] if res in s["auto_at"] else [])
                     for budget in budgets:
-                        row = {"tool": "edgediff", "resolution": res, "grid": g, "precision": prec, "budget": budget,
-                               "steps": a.steps,
+                        row = {"tool": "edgediff", "resolution": res, "grid": g, "halo": halo, "precision": prec,
+                               "budget": budget, "steps": a.steps,
                                "patch": res // g, "params": params, "model_file_mb": round(m.files[role].bytes / MIB, 2),
                                **export_info}
                         try:

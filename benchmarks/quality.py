@@ -281,8 +281,8 @@ def score_run(rname: str, s: dict, workdir: Path, threads: int) -> list[dict]:
         rows.append(dict(grid=spec["grid"], precision=spec["precision"], bank=spec["bank"], guidance=spec["guidance"],
                          steps=m.training.get("step"), fd_lite0=round(scores["fd_lite0"], 4),
                          kid=round(scores["kid"], 6), kid_std=round(scores["kid_std"], 6),
-                         seam=None if math.isnan(scores["seam_score"]) else round(scores["seam_score"], 4),
-                         seam_real=None if math.isnan(scores["seam_score_real"]) else round(scores["seam_score_real"], 4),
+                         seam=None if math.isnan(scores["seam_border"]) else round(scores["seam_border"], 4),
+                         seam_real=None if math.isnan(scores["seam_border_real"]) else round(scores["seam_border_real"], 4),
                          n_generated=scores["n_generated"], n_real=scores["n_real"], run=rname, params=m.params,
                          sample_s=round(sample_s, 1)))
         tag = "" if spec["guidance"] == 1.0 else f"_w{spec['guidance']:g}"

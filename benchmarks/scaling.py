@@ -220,7 +220,7 @@ def quality_part(args, workdir: Path, save=None) -> dict:
         metrics = evaluate(to_uint8(imgs), dataset, grid=2)
         row = {"backbone": backbone, "params": params, "steps": int(meta["step"]),
                "fd_lite0": round(metrics["fd_lite0"], 3), "kid": metrics["kid"], "kid_std": metrics["kid_std"],
-               "seam_score": metrics["seam_score"], "final_loss_mean_last50": float(np.mean(meta["losses"][-50:])),
+               "seam_border": metrics["seam_border"], "final_loss_mean_last50": float(np.mean(meta["losses"][-50:])),
                "model": model, "train_wall_s": train_s, "train_cpu_s": round(train_cpu_s, 1),
                "train_steps_per_s": steps_per_s, "sample_wall_s": round(sample_s, 1)}
         rows.append(row)

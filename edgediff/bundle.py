@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgediff.errors import EdgediffError
+from edgediff.interface import CellGeometry, input_specs, output_specs
 
 SCHEMA_VERSION = 1
 SCHEDULE_KINDS = ("cosine",)  # what edgediff.schedule.Schedule can rebuild on the device
@@ -111,6 +112,7 @@ class Manifest:
     sampling: dict = field(default_factory=dict)
     created: str = ""
     edgediff_version: str = ""
+    halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.interface); absent in older bundles = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)
@@ -118,6 +120,10 @@ class Manifest:
     @property
     def num_cells(self) -> int:
         return self.grid * self.grid
+
+    @property
+    def geometry(self) -> CellGeometry:
+        return CellGeometry(self.image_size, self.channels, self.grid, self.halo)
 
     def noise_schedule(self):
         """The numpy `Schedule` the bundle was trained with (kind and T were validated by parse_manifest)."""
@@ -302,18 +308,17 @@ def parse_manifest(raw: Any) -> Manifest:
         sampling=sampling,
         created=str(raw.get("created", "")),
         edgediff_version=str(raw.get("edgediff_version", "")),
+        halo=_int(raw, "halo", 0, patch) if "halo" in raw else 0,
     )
     _check_interface(manifest)
     return manifest
 
 
 def expected_interface(m: Manifest) -> tuple[list[tuple[str, list]], list[tuple[str, list]]]:
-    """(dtype, shape) of each input, in the sampler's feeding order (patch, global content, timestep, position,
-    snippet), and of the output: what the geometry fields imply the denoiser must take and give."""
-    c, p, f = m.channels, m.patch_size, "float32"
-    cell = ["batch", c, p, p]
-    return ([(f, cell), (f, cell), ("int64", ["batch"]), (f, ["batch", m.grid * m.grid]), (f, ["batch", m.snippet_dim])],
-            [(f, cell)])
+    """(dtype, shape) of each input in the sampler's feeding order, and of the output: what the geometry fields
+    imply the denoiser must take and give (edgediff.interface is the one definition)."""
+    strip = lambda specs: [(dtype, shape) for _, dtype, shape in specs]  # noqa: E731
+    return strip(input_specs(m.geometry, m.snippet_dim)), strip(output_specs(m.geometry))
 
 
 def _check_interface(m: Manifest) -> None:
@@ -325,7 +330,7 @@ def _check_interface(m: Manifest) -> None:
     for where, specs, want in (("inputs", m.inputs, want_in), ("outputs", m.outputs, want_out)):
         for i, (got, exp) in enumerate(itertools.zip_longest([(t.dtype, t.shape) for t in specs], want)):
             if got != exp:
-                raise BundleError(f"manifest.{where}[{i}] is {fmt(got)} but its image size, grid, channels and "
+                raise BundleError(f"manifest.{where}[{i}] is {fmt(got)} but its image size, grid, halo, channels and "
                                   f"snippet_dim imply {fmt(exp)}; the bundle is corrupt: re-export it")
     names = [t.name for t in m.inputs]
     if len(set(names)) != len(names):

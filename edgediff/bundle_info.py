@@ -24,7 +24,9 @@ def describe(manifest: Manifest, bundle_dir: str | Path = "") -> str:
         f"bundle        {bundle_dir}  (schema v{m.schema_version}, edgediff {m.edgediff_version or '?'}, "
         f"created {m.created or '?'})",
         f"image         {m.image_size}×{m.image_size}×{m.channels}, grid {m.grid}×{m.grid} = {m.num_cells} cells of "
-        f"{m.patch_size}×{m.patch_size}",
+        f"{m.patch_size}×{m.patch_size}"
+        + (f", each seen with a {m.halo} px halo of its neighbours ({m.geometry.side}×{m.geometry.side} input)"
+           if m.halo else ", each seen alone (no halo)"),
         f"model         {m.backbone}, {m.params:,} parameters, snippet dim {m.snippet_dim}",
         f"schedule      {m.schedule.get('kind')}, T = {m.schedule.get('num_train_timesteps')}, "
         f"prediction {m.prediction}",

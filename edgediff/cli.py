@@ -67,6 +67,10 @@ def train(
     data: str = typer.Option("emoji", help="'emoji' (built in) or a folder of PNG/JPEG/WebP images."),
     image_size: int = typer.Option(32, help="Training resolution in pixels (square)."),
     grid: int = typer.Option(2, help="Cells per side: grid×grid patches; 1 = full-image baseline."),
+    halo: int = typer.Option(0, help="Pixels of the neighbouring cells each cell sees (0: none; 4 removes seams "
+                                     "at 16 px cells)."),
+    init_from: Optional[Path] = typer.Option(None, help="Start from the weights of a bundle or run of the same "
+                                                        "widths (a halo model may start from a halo-0 one)."),
     backbone: str = typer.Option("unet", help="unet, dis (state-space) or dit (attention)."),
     steps: int = typer.Option(1000, help="Total optimisation steps (with --resume: the new total)."),
     batch_size: int = typer.Option(64, help="Examples per step, summed over all processes."),
@@ -96,7 +100,8 @@ def train(
     if dim < 1 or not mult_tuple or min(mult_tuple) < 1:
         raise EdgediffError("--dim and --mults must be positive integers")
     cfg = TrainConfig(
-        data=data, out=str(out), image_size=image_size, grid=grid, backbone=backbone, steps=steps,
+        data=data, out=str(out), image_size=image_size, grid=grid, halo=halo, backbone=backbone, steps=steps,
+        init_from=str(init_from) if init_from else None,
         batch_size=batch_size, lr=lr, seed=seed, memory=not no_memory, snippet_dropout=snippet_dropout,
         features=str(features) if features else None, sample_every=sample_every,
         checkpoint_every=checkpoint_every, device=device, ema_decay=ema_decay,
@@ -219,7 +224,7 @@ def eval_(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON here."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (default: a bundle's recommendation; 1 for a run)."),
 ) -> None:
-    """Quality of a run or bundle: FD-Lite0 and KID against real images, and the seam score (1.0 = invisible)."""
+    """Quality of a run or bundle: FD-Lite0 and KID against real images, and the seam ratio (1.0 = invisible)."""
     _require_training_extras("eval")
     from edgediff.metrics import eval_command
 
@@ -229,7 +234,8 @@ def eval_(
                               other_data=other_data, log=typer.echo)
     typer.echo(
         f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  "
-        f"seam score {result['seam_score']:.3f} (real images: {result['seam_score_real']:.3f})  "
+        f"seam ratio {result['seam_border']:.3f} at cell borders, {result['seam_midcell']:.3f} mid-cell (real images: "
+        f"{result['seam_border_real']:.3f}, {result['seam_midcell_real']:.3f})  "
         f"[{result['n_generated']} generated vs {result['n_real']} real of {result['data']}, {steps} DDIM steps, "
         f"guidance {result['guidance']:g}]"
     )

@@ -1,10 +1,11 @@
-"""Quality metrics: FD-Lite0 and KID in EfficientNet-Lite0 feature space, and the seam score of patch borders.
+"""Quality metrics: FD-Lite0 and KID in EfficientNet-Lite0 feature space, and the seam ratio at cell borders.
 
 FD-Lite0 is the Fréchet distance between Gaussians fitted to pooled Lite0 features (FID's formula in a different,
 smaller network's space: numbers are NOT comparable with published FIDs, hence the distinct name). KID is the
 unbiased MMD² with the cubic polynomial kernel, averaged over random subsets: it has no small-sample bias in
-expectation, so it is the one to trust when n is a few hundred. The seam score asks whether patch-by-patch
-generation leaves visible borders: mean |pixel step| across cell borders divided by the same inside cells.
+expectation, so it is the one to trust when n is a few hundred. The seam ratio asks whether patch-by-patch
+generation leaves visible borders: at each cell-border line, the mean |pixel step| across it over the steps on the
+lines beside it (1.0 = invisible), with mid-cell lines and real images as controls.
 
 `evaluate` takes generated uint8 images from anywhere (torch sampler, device runtime, a folder), so every
 producer is measured the same way.
@@ -78,40 +79,58 @@ def kid(
     return (float(vals.mean()), float(vals.std())) if return_std else float(vals.mean())
 
 
-def seam_score(images: np.ndarray, grid: int) -> float:
-    """Mean |pixel step| across cell borders / mean |pixel step| inside cells (1.0 = seams invisible).
+def _line_steps(x: np.ndarray) -> np.ndarray:
+    """Mean |pixel step| between line k−1 and line k, for k = 1..H−1, over rows and columns together: [H−1]."""
+    rows = np.abs(np.diff(x, axis=1)).mean(axis=(0, 2, 3))  # steps between image rows
+    cols = np.abs(np.diff(x, axis=2)).mean(axis=(0, 1, 3))  # steps between image columns
+    return (rows + cols) / 2
 
-    `images` is [N, H, W, C] (uint8 or float). Steps are taken between horizontally and vertically adjacent
-    pixels; a step is a border step when the two pixels lie in different cells. NaN for grid 1 (no borders).
-    """
+
+def line_ratio(images: np.ndarray, lines: list[int]) -> float:
+    """At each line k (a step between pixel lines k−1 and k): its mean |step| over the mean of the two steps beside
+    it (k−2|k−1 and k|k+1), averaged over `lines`. 1.0 = that line is no different from its neighbourhood."""
     x = np.asarray(images, dtype=np.float32)
+    steps = _line_steps(x)  # steps[k - 1] is the step k−1|k
+    ratios = []
+    for k in lines:
+        if 2 <= k <= x.shape[1] - 2:
+            beside = (steps[k - 2] + steps[k]) / 2
+            ratios.append(steps[k - 1] / beside if beside > 0 else (1.0 if steps[k - 1] == 0 else math.inf))
+    return float(np.mean(ratios)) if ratios else math.nan
+
+
+def seam_ratios(images: np.ndarray, cell: int) -> dict[str, float]:
+    """The local seam ratio at the cell-border lines of `cell`-px cells, and the same at mid-cell lines (the control).
+
+    `images` is [N, H, W, C] (uint8 or float). Content controls itself: a border is compared with the lines right
+    beside it, so a symmetric emoji (whose centre line is special) does not read as seamed the way a ratio against
+    all steps did. Seamless generation reads ≈ the real images' value at the same lines.
+    """
+    x = np.asarray(images)
     if x.ndim != 4 or x.shape[1] != x.shape[2]:
-        raise EdgediffError(f"seam score needs square images [N, H, W, C], got shape {x.shape}")
+        raise EdgediffError(f"seam ratio needs square images [N, H, W, C], got shape {x.shape}")
     h = x.shape[1]
-    if grid < 1 or h % grid:
-        raise EdgediffError(f"--grid {grid} does not divide the image size {h}")
-    if grid == 1:
-        return math.nan
-    p = h // grid
-    dx = np.abs(np.diff(x, axis=2))  # [N, H, W-1, C]: step between column k and k+1
-    dy = np.abs(np.diff(x, axis=1))  # [N, H-1, W, C]
-    border = (np.arange(h - 1) + 1) % p == 0
-    across = np.concatenate([dx[:, :, border].ravel(), dy[:, border].ravel()])
-    inside = np.concatenate([dx[:, :, ~border].ravel(), dy[:, ~border].ravel()])
-    denom = inside.mean()
-    if denom == 0:
-        return math.nan if across.mean() == 0 else math.inf
-    return float(across.mean() / denom)
+    if cell < 2 or h % cell:
+        raise EdgediffError(f"seam lines every {cell} px do not divide the image size {h}")
+    border = list(range(cell, h, cell))
+    midcell = list(range(cell // 2, h, cell))
+    return {"border": line_ratio(x, border), "midcell": line_ratio(x, midcell)}
+
+
+def seam_cell(image_size: int, grid: int) -> int:
+    """Where seams are looked for: the model's cell borders; a full-image model (grid 1) is read at the lines a 2×2
+    grid would have, so it has a comparable number."""
+    return image_size // max(grid, 2)
 
 
 def evaluate(
     images_u8: np.ndarray, dataset, grid: int, real_features: np.ndarray | None = None, kid_subsets: int = 100,
     seed: int = 0,
 ) -> dict:
-    """FD-Lite0, KID and seam score of generated uint8 images [N, H, W, 3] against a dataset's real images.
+    """FD-Lite0, KID and seam ratios of generated uint8 images [N, H, W, 3] against a dataset's real images.
 
-    Real features come from the per-dataset cache (or `real_features`); the seam score of the real images at the
-    same grid is reported alongside, as the value a perfect generator would get.
+    Real features come from the per-dataset cache (or `real_features`); the seam ratios of the real images at the
+    same lines are reported alongside, as the values a perfect generator would get.
     """
     from edgediff.encoders import dataset_features, encode
 
@@ -126,12 +145,16 @@ def evaluate(
     real = dataset_features(dataset) if real_features is None else real_features
     fake = encode(images_u8)
     k_mean, k_std = kid(fake, real, subsets=kid_subsets, seed=seed, return_std=True)
+    cell = seam_cell(images_u8.shape[1], grid)
+    seams, seams_real = seam_ratios(images_u8, cell), seam_ratios(dataset.images, cell)
     return {
         "fd_lite0": fd_lite0(fake, real),
         "kid": k_mean,
         "kid_std": k_std,
-        "seam_score": seam_score(images_u8, grid),
-        "seam_score_real": seam_score(dataset.images, grid),
+        "seam_border": seams["border"],
+        "seam_midcell": seams["midcell"],
+        "seam_border_real": seams_real["border"],
+        "seam_midcell_real": seams_real["midcell"],
         "n_generated": int(len(images_u8)),
         "n_real": int(len(real)),
         "grid": int(grid),

@@ -4,7 +4,8 @@ The denoiser is any callable `eps_fn(patch, global_content, timestep, position, 
 arrays, so torch and onnxruntime run through one loop and their images can be compared exactly.
 
 Memory shape of the loop: two full-image buffers (x_t and x_{t-1}) plus one batch of cells; each cell of
-x_{t-1} is written as soon as its noise estimate is known, so no full-image eps buffer is ever held.
+x_{t-1} is written as soon as its noise estimate is known, so no full-image eps buffer is ever held. The step is
+synchronous: every cell (and every halo) reads x_t, and only the cells' centres are written into x_{t-1}.
 
 Memory-bank guidance (`guidance` w != 1): eps = eps(∅) + w · (eps(s) − eps(∅)), where ∅ is the null (all-zero)
 snippet the model also learns through snippet dropout. It is classifier-free guidance with the bank entry as the
@@ -19,7 +20,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from edgediff.patches import cell_slice, onehot, patch_size, pool_global
+from edgediff.interface import CellGeometry, halo_patches, pad_global
+from edgediff.patches import cell_slice, onehot, pool_global
 from edgediff.schedule import Schedule, ddim_step, ddim_timesteps
 
 EpsFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -101,14 +103,17 @@ def sample_loop(
     x_T: np.ndarray | None = None,
     on_step: Callable[[int], None] | None = None,
     guidance: float = 1.0,
+    halo: int = 0,
 ) -> np.ndarray:
-    """Generate `n` images [n, C, H, W] in [-1, 1], at most `cells_per_call` rows per denoiser call."""
+    """Generate `n` images [n, C, H, W] in [-1, 1], at most `cells_per_call` rows per denoiser call; each cell is
+    fed with `halo` pixels of its neighbours (edgediff.interface)."""
     if cells_per_call < 1:
         raise ValueError(f"cells per call must be >= 1, got {cells_per_call}")
     guidance = check_guidance(guidance)
     if guidance != 1.0:
         eps_fn = guided(eps_fn, guidance, cells_per_call)
-    p = patch_size(image_size, grid)
+    geom = CellGeometry(image_size, channels, grid, halo)
+    p = geom.patch
     acp = schedule.alphas_cumprod()
     ts = ddim_timesteps(steps, schedule.num_train_timesteps)
     x = initial_noise(n, channels, image_size, seed) if x_T is None else x_T.astype(np.float32, copy=True)
@@ -121,17 +126,17 @@ def sample_loop(
         for call in calls:
             imgs = np.fromiter((i for i, _ in call), dtype=np.int64, count=len(call))
             cells = np.fromiter((c for _, c in call), dtype=np.int64, count=len(call))
-            patch = np.stack([x[i, :, ys, xs] for i, c in call for ys, xs in [cell_slice(c, grid, p)]])
+            patch = halo_patches(x, imgs, cells, geom)
             eps = eps_fn(
                 patch,
-                glob[imgs],
+                pad_global(glob[imgs], geom),
                 np.full(len(call), t, dtype=np.int64),
                 onehot(cells, grid),
                 snippets[imgs],
             )
             for j, (i, c) in enumerate(call):
                 ys, xs = cell_slice(c, grid, p)
-                x_prev[i, :, ys, xs] = ddim_step(patch[j], eps[j], int(t), t_prev, acp)
+                x_prev[i, :, ys, xs] = ddim_step(x[i, :, ys, xs], eps[j], int(t), t_prev, acp)
         x, x_prev = x_prev, x
         if on_step is not None:
             on_step(k)

@@ -54,5 +54,6 @@ def sample_torch(
         snippets=snippets,
         cells_per_call=cells_per_call or n * config.num_cells * (1 if guidance == 1.0 else 2),
         guidance=guidance,
+        halo=config.halo,
         on_step=on_step,
     )

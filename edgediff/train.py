@@ -24,7 +24,9 @@ from edgediff.data import Dataset, data_spec, load_dataset, to_uint8
 from edgediff.errors import EdgediffError
 from edgediff.images import atomic_write_bytes, make_grid, save_png
 from edgediff.models import ModelConfig, build_model
-from edgediff.models.layers import alphas_cumprod_torch, pool_global_torch, split_torch
+from edgediff.interface import CellGeometry
+from edgediff.models.layers import (alphas_cumprod_torch, halo_patches_torch, pad_global_torch, pool_global_torch,
+                                     split_torch)
 from edgediff.progress import Progress
 
 
@@ -36,6 +38,7 @@ class TrainConfig:
     out: str = "runs/default"
     image_size: int = 32
     grid: int = 2
+    halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.interface)
     backbone: str = "unet"
     steps: int = 1000
     batch_size: int = 64
@@ -52,9 +55,11 @@ class TrainConfig:
     checkpoint_every: int = 100
     device: str = "auto"
     model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, mults, ...)
+    init_from: str | None = None  # bundle or run whose weights start a fresh run (edgediff.warmstart)
 
     def model_config(self, snippet_dim: int = 64) -> ModelConfig:
-        base = ModelConfig(image_size=self.image_size, grid=self.grid, backbone=self.backbone, snippet_dim=snippet_dim)
+        base = ModelConfig(image_size=self.image_size, grid=self.grid, backbone=self.backbone, snippet_dim=snippet_dim,
+                           halo=self.halo)
         return ModelConfig.from_dict({**base.to_dict(), **self.model})
 
     def command(self, steps: int | None = None) -> str:
@@ -62,6 +67,7 @@ class TrainConfig:
         m = {**{"dim": 64, "mults": [1, 2, 2], "depth": 6}, **self.model}
         parts = [
             "edgediff train", f"--data {self.data}", f"--image-size {self.image_size}", f"--grid {self.grid}",
+            *([f"--halo {self.halo}"] if self.halo else []),
             f"--backbone {self.backbone}", f"--dim {m['dim']}", f"--mults {','.join(str(x) for x in m['mults'])}",
             f"--steps {steps if steps is not None else self.steps}", f"--batch-size {self.batch_size}",
             f"--lr {self.lr:g}", f"--seed {self.seed}", f"--ema-decay {self.ema_decay:g}",
@@ -73,6 +79,8 @@ class TrainConfig:
             parts.append("--no-memory")
         if self.features:
             parts.append(f"--features {self.features}")
+        if self.init_from:
+            parts.append(f"--init-from {self.init_from}")
         return " ".join(parts + [f"--out {self.out}"])
 
     def validate(self) -> None:
@@ -82,6 +90,8 @@ class TrainConfig:
             (self.grid >= 1, f"--grid {self.grid} must be >= 1"),
             (self.grid >= 1 and self.image_size % self.grid == 0,
              f"--grid {self.grid} does not divide --image-size {self.image_size}: pick a divisor"),
+            (self.grid < 1 or 0 <= self.halo <= self.image_size // self.grid,
+             f"--halo {self.halo} must be between 0 and the cell side {self.image_size // max(1, self.grid)}"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr {self.lr} must be a finite number > 0"),
             (self.seed >= 0, f"--seed {self.seed} must be >= 0"),
             (1 <= self.image_size <= 8192, f"--image-size {self.image_size} must be between 1 and 8192"),
@@ -195,9 +205,13 @@ def make_batch(
     a = acp[t][:, None, None, None]
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
     ar = torch.arange(per_rank, device=dev)
-    patch = split_torch(x_t, cfg.grid)[ar, cells]
+    geom = CellGeometry(cfg.image_size, data.shape[1], cfg.grid, cfg.halo)
+    if geom.halo:  # the cell plus its neighbours' current x_t; the loss stays on the centre cell
+        patch = halo_patches_torch(x_t, cells, geom)
+    else:
+        patch = split_torch(x_t, cfg.grid)[ar, cells]
     target = split_torch(noise, cfg.grid)[ar, cells]
-    glob = pool_global_torch(x_t, cfg.grid)
+    glob = pad_global_torch(pool_global_torch(x_t, cfg.grid), geom.halo)
     position = F.one_hot(cells, cfg.grid * cfg.grid).float()
     if own is not None:
         sn = torch.where(flip.to(dev)[:, None], flipped[idx.to(dev)], own[idx.to(dev)]) * keep.to(dev)
@@ -305,7 +319,7 @@ def _load_run(cfg: TrainConfig, out: Path, dist: Distributed, log: Callable[[str
     snippets = load_snippets(cfg, dataset)
     mcfg = cfg.model_config(snippets.dim)
     try:
-        mcfg.patch_size
+        mcfg.geometry
     except ValueError as e:
         raise EdgediffError(str(e)) from e
     if dist.main:
@@ -374,7 +388,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     dataset, snippets, mcfg = _load_run(cfg, out, dist, log)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(mcfg).to(device)
+    model = build_model(mcfg)
+    if cfg.init_from and found is None:
+        from edgediff.warmstart import load_init_weights
+
+        copied = load_init_weights(model, cfg.init_from, mcfg)
+        if dist.main and progress:
+            print(f"initialised {copied} tensors from {cfg.init_from}", flush=True)
+    model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0

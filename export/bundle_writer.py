@@ -154,6 +154,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_
             sampling=sampling,
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             edgediff_version=edgediff.__version__,
+            halo=config.halo,
         )
         if profile:
             manifest.memory_profile = measure_profile_hook(stage, manifest)

@@ -15,8 +15,8 @@ import numpy as np
 from edgediff.data import load_dataset
 from edgediff.errors import EdgediffError
 from edgediff.models.config import ModelConfig
-from edgediff.models.layers import INPUT_NAMES
-from edgediff.patches import onehot, pool_global, split
+from edgediff.interface import INPUT_NAMES, halo_patches, pad_global
+from edgediff.patches import onehot, pool_global
 from edgediff.schedule import Schedule, add_noise
 
 
@@ -82,15 +82,17 @@ def denoiser_inputs(data: RunData, config: ModelConfig, timesteps: list[int] | n
     """
     rng = np.random.default_rng(seed)
     acp = schedule.alphas_cumprod()
-    g, p = config.grid, config.patch_size
+    g, geom = config.grid, config.geometry
     cells = g * g
     out: dict[str, list[np.ndarray]] = {k: [] for k in INPUT_NAMES}
     for t in np.asarray(timesteps, dtype=np.int64):
         pick = rng.choice(len(data.images), images_per_t, replace=len(data.images) < images_per_t)
         x0 = data.images[pick]
         x_t = add_noise(x0, rng.standard_normal(x0.shape, dtype=np.float32), np.full(len(pick), t), acp)
-        out["patch"].append(split(x_t, g).reshape(-1, config.channels, p, p))
-        out["global_content"].append(np.repeat(pool_global(x_t, g), cells, axis=0))
+        rows_img = np.repeat(np.arange(len(pick)), cells)
+        rows_cell = np.tile(np.arange(cells), len(pick))
+        out["patch"].append(halo_patches(x_t, rows_img, rows_cell, geom))
+        out["global_content"].append(pad_global(np.repeat(pool_global(x_t, g), cells, axis=0), geom))
         out["timestep"].append(np.full(len(pick) * cells, t, dtype=np.int64))
         out["position"].append(np.tile(onehot(np.arange(cells), g), (len(pick), 1)))
         if data.bank is not None and len(data.bank) == len(data.images):

@@ -30,7 +30,7 @@ import numpy as np
 
 from edgediff.errors import EdgediffError
 from edgediff.models.config import ModelConfig
-from edgediff.models.layers import INPUT_NAMES
+from edgediff.interface import INPUT_NAMES
 from edgediff_export.inputs import RunData, denoiser_inputs, take
 from edgediff_export.onnx_export import ort_outputs
 

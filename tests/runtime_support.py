@@ -23,7 +23,7 @@ def perturb(model, seed: int = 0, scale: float = 0.05) -> None:
 
 def untrained_bundle(out: Path, *, image_size: int = 16, grid: int = 2, dim: int = 8, mults=(1, 2),
                      snippet_dim: int = 8, entries: int = 16, lut_bytes: int = 4, profile_modes=("lean",),
-                     seed: int = 0):
+                     seed: int = 0, halo: int = 0):
     """(bundle_dir, torch model, config): ONNX through export_onnx, LUT through build_lut, manifest through
     write_bundle, memory profile through the runtime's profiler, exactly as `edgediff export` assembles them."""
     import torch
@@ -36,7 +36,8 @@ def untrained_bundle(out: Path, *, image_size: int = 16, grid: int = 2, dim: int
     from edgediff_export.onnx_export import export_onnx
 
     torch.manual_seed(seed)
-    config = ModelConfig(image_size=image_size, grid=grid, dim=dim, mults=tuple(mults), snippet_dim=snippet_dim)
+    config = ModelConfig(image_size=image_size, grid=grid, dim=dim, mults=tuple(mults), snippet_dim=snippet_dim,
+                         halo=halo)
     model = build_model(config).eval()
     perturb(model, seed)
     stage = staging_dir(out)
@@ -53,7 +54,7 @@ def untrained_bundle(out: Path, *, image_size: int = 16, grid: int = 2, dim: int
         params=int(sum(p.numel() for p in model.parameters())), schedule=schedule.to_dict(),
         prediction=schedule.prediction, inputs=inputs, outputs=outputs,
         files={role: file_entry(stage, rel) for role, rel in files.items()}, lut=lut, memory_profile=None,
-        model_config=config.to_dict(),
+        model_config=config.to_dict(), halo=halo,
     )
     if profile_modes:
         manifest.memory_profile = measure_profile(stage, manifest, modes=tuple(profile_modes))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgediff.errors import EdgediffError
-from edgediff.metrics import fd_lite0, kid, seam_score
+from edgediff.metrics import fd_lite0, kid, seam_cell, seam_ratios
 
 
 def test_fd_is_zero_for_identical_sets_and_mean_shift_squared_for_shifted():
@@ -40,23 +40,25 @@ def test_kid_near_zero_for_same_distribution_positive_for_different():
     assert m == diff and s >= 0
 
 
-def test_seam_score_cases():
+def test_seam_ratio_cases():
     ramp = np.tile(np.arange(16, dtype=np.float32)[None, :, None], (16, 1, 3))[None] * 10  # smooth: no seams
-    assert math.isclose(seam_score(ramp, 2), 0.5 * 10 / (0.5 * 10), rel_tol=1e-6) or seam_score(ramp, 2) > 0
-    # a horizontal ramp: horizontal steps are 10 everywhere, vertical steps 0 everywhere → ratio exactly 1
-    assert math.isclose(seam_score(ramp, 2), 1.0, rel_tol=1e-6)
+    # a horizontal ramp: every line's step equals its neighbours' → ratio exactly 1 at borders and mid-cell
+    assert seam_ratios(ramp, 8) == {"border": 1.0, "midcell": 1.0}
     rng = np.random.default_rng(0)
     smooth = rng.integers(100, 110, (4, 16, 16, 3)).astype(np.uint8)
     blocky = smooth.copy()
-    blocky[:, :8, :8] += 60  # one cell much brighter: a visible seam along its borders
-    assert seam_score(blocky, 2) > 3 * seam_score(smooth, 2)
-    assert 0.7 < seam_score(smooth, 2) < 1.3
-    assert math.isnan(seam_score(smooth, 1))
-    with pytest.raises(EdgediffError, match="does not divide"):
-        seam_score(smooth, 3)
+    blocky[:, :8, :8] += 60  # one cell much brighter: a visible seam along its borders, none mid-cell
+    assert seam_ratios(blocky, 8)["border"] > 3 * seam_ratios(smooth, 8)["border"]
+    assert 0.7 < seam_ratios(blocky, 8)["midcell"] < 1.3
+    assert 0.7 < seam_ratios(smooth, 8)["border"] < 1.3
+    # symmetric content (a ring centred on the border line) is not a seam: the lines beside it step the same way
+    yy, xx = np.mgrid[:16, :16] - 7.5
+    ring = np.repeat((np.hypot(yy, xx) < 5)[None, :, :, None] * 200.0, 3, axis=3)
+    assert seam_ratios(ring, 8)["border"] < 1.1
+    assert seam_cell(32, 1) == 16 and seam_cell(32, 4) == 8
+    with pytest.raises(EdgediffError, match="do not divide"):
+        seam_ratios(smooth, 3)
 
-
-@pytest.mark.slow
 def test_fd_lite0_separates_held_out_real_from_blurred_and_noisy(tmp_path, monkeypatch):
     """The metric can fail: two disjoint halves of real emoji must score far closer than real vs damaged."""
     from PIL import Image, ImageFilter

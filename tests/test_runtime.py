@@ -32,6 +32,13 @@ def tiny(tmp_path_factory):
     return untrained_bundle(out)
 
 
+@pytest.fixture(scope="module")
+def tiny_halo(tmp_path_factory):
+    """The same tiny model with 4 px halo cells: bigger inputs per cell, profiled at that shape by export."""
+    out = tmp_path_factory.mktemp("bundles") / "tiny16_halo"
+    return untrained_bundle(out, halo=4)
+
+
 def _run(code: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
@@ -131,8 +138,9 @@ def test_refusal_comes_before_the_model_is_read(tiny, tmp_path):
     assert r2.returncode == 2 and "manifest says" in r2.stderr, r2.stderr
 
 
-def test_a_budget_at_the_floor_is_met(tiny, tmp_path):
-    bundle, _, _ = tiny
+@pytest.mark.parametrize("which", ["tiny", "tiny_halo"])
+def test_a_budget_at_the_floor_is_met(which, request, tmp_path):
+    bundle, _, _ = request.getfixturevalue(which)
     code = (BLOCK_TORCH + "from edgediff.runtime.sampler import sample_bundle\n"
             "from edgediff.runtime.planner import BudgetError\n"
             "import json\n"

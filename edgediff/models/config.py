@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from edgediff.interface import CellGeometry
 from edgediff.patches import patch_size
 
 
@@ -12,7 +13,8 @@ class ModelConfig:
     """Everything needed to rebuild a denoiser's architecture.
 
     The network sees `patch` (C×p×p), `global_content` (C×p×p), `timestep`, `position` (one-hot, grid²) and
-    `snippet` (memory-bank vector; zeros = null condition). grid = 1 is the full-image baseline.
+    `snippet` (memory-bank vector; zeros = null condition). grid = 1 is the full-image baseline. With `halo` m > 0
+    the spatial inputs are the cell plus m pixels of its neighbours (edgediff.interface), the output the cell only.
     """
 
     image_size: int = 32
@@ -23,6 +25,7 @@ class ModelConfig:
     mults: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
     snippet_dim: int = 64
+    halo: int = 0  # pixels of the neighbouring cells' x_t the network sees around its cell (0: the cell alone)
     # DiS / DiT-only settings (ignored by the UNet)
     token_patch: int = 2
     depth: int = 6
@@ -43,6 +46,19 @@ class ModelConfig:
     @property
     def num_cells(self) -> int:
         return self.grid * self.grid
+
+    @property
+    def geometry(self) -> CellGeometry:
+        """The input geometry (ValueError for a grid that does not divide the image or a halo wider than a cell)."""
+        return CellGeometry(self.image_size, self.channels, self.grid, self.halo)
+
+    @property
+    def input_side(self) -> int:
+        return self.geometry.side
+
+    @property
+    def patch_channels(self) -> int:
+        return self.geometry.patch_channels
 
     def to_dict(self) -> dict:
         d = asdict(self)

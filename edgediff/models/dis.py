@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from edgediff.errors import EdgediffError
 from edgediff.models.config import ModelConfig
-from edgediff.models.layers import timestep_embedding
+from edgediff.models.layers import crop_centre, timestep_embedding
 from edgediff.models.ssm import build_mixer
 
 
@@ -59,18 +59,18 @@ class PatchDiS(nn.Module):
             raise ValueError(f"PatchDiS serves backbones dis and dit, not {config.backbone!r}")
         self.config = config
         c, dim, tp = config.channels, config.dim, config.token_patch
-        p = config.patch_size
+        p = config.input_side
         if tp < 1 or p % tp:
             raise EdgediffError(
-                f"token patch {tp} does not divide the cell size {p} (image {config.image_size} / grid "
-                f"{config.grid}): pick a token_patch that divides {p}"
+                f"token patch {tp} does not divide the input side {p} (image {config.image_size} / grid "
+                f"{config.grid} + 2 × halo {config.halo}): pick a token_patch that divides {p}"
             )
         if config.depth < 1:
             raise EdgediffError(f"--depth {config.depth} must be >= 1 for the {config.backbone} backbone")
         self.side = p // tp
         self.num_patch_tokens = self.side * self.side
 
-        self.patch_embed = nn.Conv2d(c, dim, tp, stride=tp)  # a Linear on each tp×tp pixel token
+        self.patch_embed = nn.Conv2d(config.patch_channels, dim, tp, stride=tp)  # a Linear on each tp×tp pixel token
         self.global_embed = nn.Conv2d(c, dim, tp, stride=tp)
         self.time_token = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.pos_token = nn.Linear(config.num_cells, dim)
@@ -111,4 +111,4 @@ class PatchDiS(nn.Module):
         h = self.head(self.norm_out(h[:, -self.num_patch_tokens :]))  # drop condition + global tokens
         b, s, tp, c = h.shape[0], self.side, self.config.token_patch, self.config.channels
         h = h.reshape(b, s, s, tp, tp, c).permute(0, 5, 1, 3, 2, 4)  # [B, C, row, dy, col, dx]
-        return h.reshape(b, c, s * tp, s * tp)
+        return crop_centre(h.reshape(b, c, s * tp, s * tp), self.config.halo)

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgediff.interface import INPUT_NAMES, CellGeometry, example_feeds
 from edgediff.schedule import Schedule
 
 
@@ -29,6 +30,26 @@ def stitch_torch(cells: torch.Tensor, grid: int) -> torch.Tensor:
     """Torch twin of `edgediff.patches.stitch`."""
     n, _, c, p, _ = cells.shape
     return cells.reshape(n, grid, grid, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(n, c, grid * p, grid * p)
+
+
+def halo_patches_torch(images: torch.Tensor, cells: torch.Tensor, geom: CellGeometry) -> torch.Tensor:
+    """Torch twin of `edgediff.interface.halo_patches` for one cell per image ([N,C,H,W], [N] → [N, C(+1), s, s]):
+    pad once with zeros (and a validity channel), then gather each crop with index grids."""
+    n, c = images.shape[:2]
+    m, s, p = geom.halo, geom.side, geom.patch
+    x = torch.cat([images, torch.ones_like(images[:, :1])], dim=1) if m else images
+    x = F.pad(x, (m, m, m, m))
+    offs = torch.arange(s, device=images.device)
+    ys = (cells // geom.grid * p)[:, None] + offs  # [N, s] rows of the padded image
+    xs = (cells % geom.grid * p)[:, None] + offs
+    rows = torch.arange(n, device=images.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=images.device)[None, :, None, None]
+    return x[rows, chans, ys[:, None, :, None], xs[:, None, None, :]]
+
+
+def pad_global_torch(glob: torch.Tensor, halo: int) -> torch.Tensor:
+    """Torch twin of `edgediff.interface.pad_global`."""
+    return F.pad(glob, (halo, halo, halo, halo)) if halo else glob
 
 
 def pool_global_torch(images: torch.Tensor, grid: int) -> torch.Tensor:
@@ -77,17 +98,11 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 def example_inputs(config, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random but well-formed denoiser inputs, keyed by the ONNX input names (used by export and tests)."""
-    g = torch.Generator().manual_seed(seed)
-    p, c = config.patch_size, config.channels
-    return {
-        "patch": torch.randn(batch, c, p, p, generator=g),
-        "global_content": torch.randn(batch, c, p, p, generator=g),
-        "timestep": torch.randint(0, 1000, (batch,), generator=g, dtype=torch.int64),
-        "position": torch.from_numpy(np.eye(config.num_cells, dtype=np.float32)[np.arange(batch) % config.num_cells]),
-        "snippet": torch.randn(batch, max(config.snippet_dim, 1), generator=g)[:, : config.snippet_dim],
-    }
+    """Well-formed denoiser inputs as tensors, keyed by input name (edgediff.interface.example_feeds)."""
+    feeds = example_feeds(config.geometry, config.snippet_dim, batch, seed)
+    return {name: torch.from_numpy(feeds[name]) for name in INPUT_NAMES}
 
 
-INPUT_NAMES = ("patch", "global_content", "timestep", "position", "snippet")
-OUTPUT_NAMES = ("eps",)
+def crop_centre(h: torch.Tensor, halo: int) -> torch.Tensor:
+    """The cell's own p × p out of a (p + 2·halo)-sided map: the halo is context, the cell is the output."""
+    return h[..., halo : h.shape[-2] - halo, halo : h.shape[-1] - halo] if halo else h

@@ -1,6 +1,7 @@
 """The UNet patch denoiser: the default backbone, small enough for a device, conditioned in every block.
 
-Input is the noisy patch concatenated with the global content (2C channels); the condition vector (time,
+Input is the noisy patch (with its halo and validity mask when the config has one) concatenated with the global
+content; the UNet runs over the whole input side and the halo is cropped off the output. The condition vector (time,
 position, memory snippet) drives a scale/shift after each GroupNorm. No attention: conv-only keeps activation
 memory linear in the patch area, which is what the memory planner relies on.
 """
@@ -12,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgediff.models.config import ModelConfig
-from edgediff.models.layers import ConditionEmbedding, group_norm
+from edgediff.models.layers import ConditionEmbedding, crop_centre, group_norm
 
 
 class ResBlock(nn.Module):
@@ -47,7 +48,7 @@ class PatchUNet(nn.Module):
         cond_dim = 4 * dim
         self.embed = ConditionEmbedding(dim, config.num_cells, config.snippet_dim)
         self.cond_act = nn.SiLU()
-        self.conv_in = nn.Conv2d(2 * c, dim, 3, padding=1)
+        self.conv_in = nn.Conv2d(config.patch_channels + c, dim, 3, padding=1)
 
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -78,10 +79,11 @@ class PatchUNet(nn.Module):
         self.conv_out = nn.Conv2d(ch, c, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
-        min_size = config.patch_size // 2 ** (levels - 1)
-        if min_size < 1 or config.patch_size % 2 ** (levels - 1):
+        side = config.input_side
+        if side // 2 ** (levels - 1) < 1 or side % 2 ** (levels - 1):
             raise ValueError(
-                f"patch size {config.patch_size} cannot be halved {levels - 1} times: use fewer --mults or a smaller grid"
+                f"input side {side} (cell {config.patch_size} + 2 × halo {config.halo}) cannot be halved {levels - 1} "
+                "times: use fewer --mults, a smaller grid or a halo that keeps the side divisible"
             )
 
     def forward(self, patch, global_content, timestep, position, snippet):
@@ -106,4 +108,4 @@ class PatchUNet(nn.Module):
             if i < len(self.upsample):
                 h = F.interpolate(h, scale_factor=2.0, mode="nearest")
                 h = self.upsample[i](h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return crop_centre(self.conv_out(F.silu(self.norm_out(h))), self.config.halo)

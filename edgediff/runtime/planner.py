@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 from edgediff.bundle import Manifest, MemoryProfile, VariantProfile
 from edgediff.errors import EdgediffError
+from edgediff.interface import row_floats
 from edgediff.runtime.session import MODES, SessionSettings, default_threads
 
 MIB = float(1 << 20)
@@ -129,7 +130,8 @@ def buffers_mb(m: Manifest, n: int, images_per_pass: int, cells: int, keep_float
     image = c * h * h * 4
     loop = 3 * images_per_pass * image  # x_T (the pass's noise), x_t, x_{t-1}
     loop += images_per_pass * c * p * p * 4  # pooled global content
-    loop += 8 * cells * c * p * p * 4 + cells * (m.grid * m.grid + m.snippet_dim + 2) * 4  # inputs, eps, DDIM temps
+    # inputs and eps of one call (edgediff.interface.row_floats, halo included), and the DDIM temporaries
+    loop += cells * (row_floats(m.geometry, m.snippet_dim) + 5 * c * p * p + 1) * 4
     results = n * h * h * c  # uint8 images
     results += 3 * n * (h + 2) * (h + 2) * c  # the grid sheet, PIL's copy and the PNG encoder's buffer
     results += n * m.snippet_dim * 4

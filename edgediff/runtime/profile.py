@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ import numpy as np
 
 from edgediff.bundle import MANIFEST_NAME, Manifest, MemoryProfile, VariantProfile, read_manifest, resolve
 from edgediff.errors import EdgediffError
+from edgediff.interface import CellGeometry
+from edgediff.interface import example_feeds as example_feeds_for
 from edgediff.runtime import rss
 from edgediff.runtime.session import MODES, SessionSettings, create_session
 
@@ -61,21 +64,20 @@ def model_files(bundle_dir: str | Path, manifest: Manifest | None = None) -> dic
     return found
 
 
+def session_geometry(session) -> tuple[CellGeometry, int]:
+    """The cell geometry and snippet width a denoiser session implies (its input and output shapes), so a model file
+    can be profiled without its manifest: output p × p, inputs side p + 2·halo, position grid²."""
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    p = int(session.get_outputs()[0].shape[-1])
+    channels, side = int(shapes["global_content"][1]), int(shapes["global_content"][-1])
+    grid = math.isqrt(int(shapes["position"][1]))
+    return CellGeometry(p * grid, channels, grid, (side - p) // 2), int(shapes["snippet"][1])
+
+
 def example_feeds(session, cells: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Well-formed inputs for `cells` cells, built from the model's own input metadata (no manifest needed)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for inp in session.get_inputs():
-        shape = [cells if not isinstance(d, int) else d for d in inp.shape]
-        shape[0] = cells
-        if "int64" in inp.type:
-            feeds[inp.name] = rng.integers(0, 1000, size=shape, dtype=np.int64)
-        elif inp.name == "position":
-            eye = np.eye(shape[1], dtype=np.float32)
-            feeds[inp.name] = eye[np.arange(cells) % shape[1]]
-        else:
-            feeds[inp.name] = rng.standard_normal(shape, dtype=np.float32)
-    return feeds
+    """Well-formed inputs for `cells` rows of this session's model (edgediff.interface.example_feeds)."""
+    geom, snippet_dim = session_geometry(session)
+    return example_feeds_for(geom, snippet_dim, cells, seed)
 
 
 def measure_one(model_path: str | Path, settings: SessionSettings, cells: int, calls: int = DEFAULT_CALLS) -> dict:

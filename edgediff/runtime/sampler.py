@@ -206,7 +206,7 @@ def sample_bundle(
         step_cb = None if on_step is None else (lambda s, k=k: on_step(k * steps + s + 1, passes * steps))
         x = sample_loop(eps_fn, n=stop - start, image_size=h, channels=c, grid=manifest.grid, steps=steps, seed=seed,
                         snippets=conds[start:stop], cells_per_call=plan.cells_per_call, schedule=schedule, x_T=x_T,
-                        on_step=step_cb, guidance=guidance)
+                        on_step=step_cb, guidance=guidance, halo=manifest.halo)
         del x_T
         for i in range(stop - start):  # one image at a time keeps the float temporaries small
             result[start + i] = to_uint8(x[i : i + 1])[0]

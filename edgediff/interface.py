@@ -1,0 +1,122 @@
+"""The denoiser's inputs and output, defined once (numpy only): names, dtypes, shapes, halo geometry, example feeds.
+
+Export, the manifest check, the device runtime, the profiler and training all read this module, so a change to what
+the network takes is made here and nowhere else.
+
+A cell may carry a *halo* of m pixels: the network then sees its p × p cell of x_t plus m pixels of each neighbour's
+*current* x_t (side p + 2m), with a validity-mask channel (1 inside the image, 0 in the zero padding beyond its edge),
+and predicts the noise of the centre p × p only. Border pixels are then predicted from both sides of the border,
+which is what removes the cell grid from stitched images (benchmarks/results/seams.json). Halo 0 is the original cell
+model: C channels of side p, no mask channel, so bundles exported before halos existed keep their exact interface.
+The global content (x_t average-pooled to p × p) is zero-padded to the same side so it concatenates channel-wise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+INPUT_NAMES = ("patch", "global_content", "timestep", "position", "snippet")
+OUTPUT_NAMES = ("eps",)
+FLOAT, INT = "float32", "int64"
+
+
+@dataclass(frozen=True)
+class CellGeometry:
+    """How an image becomes denoiser inputs: `grid × grid` cells of `patch` px, each seen with a `halo` margin."""
+
+    image_size: int
+    channels: int
+    grid: int
+    halo: int = 0
+
+    def __post_init__(self) -> None:
+        if self.grid < 1 or self.image_size % self.grid:
+            raise ValueError(f"grid {self.grid} does not divide image size {self.image_size}: pick a divisor")
+        if not 0 <= self.halo <= self.patch:
+            raise ValueError(f"halo {self.halo} must be between 0 and the cell side {self.patch}")
+
+    @property
+    def patch(self) -> int:
+        """Side of one cell (what the network predicts)."""
+        return self.image_size // self.grid
+
+    @property
+    def side(self) -> int:
+        """Side of the network's spatial inputs: the cell plus its halo on both sides."""
+        return self.patch + 2 * self.halo
+
+    @property
+    def patch_channels(self) -> int:
+        """Channels of the `patch` input: x_t, plus the validity mask when there is a halo."""
+        return self.channels + (1 if self.halo else 0)
+
+    @property
+    def num_cells(self) -> int:
+        return self.grid * self.grid
+
+
+def input_specs(geom: CellGeometry, snippet_dim: int) -> list[tuple[str, str, list]]:
+    """(name, dtype, shape) of each input in feeding order; 'batch' names the dynamic rows-per-call dimension."""
+    s = geom.side
+    return [
+        ("patch", FLOAT, ["batch", geom.patch_channels, s, s]),
+        ("global_content", FLOAT, ["batch", geom.channels, s, s]),
+        ("timestep", INT, ["batch"]),
+        ("position", FLOAT, ["batch", geom.num_cells]),
+        ("snippet", FLOAT, ["batch", snippet_dim]),
+    ]
+
+
+def output_specs(geom: CellGeometry) -> list[tuple[str, str, list]]:
+    """The noise estimate of the centre cell only: a halo is context, never output."""
+    return [("eps", FLOAT, ["batch", geom.channels, geom.patch, geom.patch])]
+
+
+def row_floats(geom: CellGeometry, snippet_dim: int) -> int:
+    """float32 values one row of inputs plus its output holds (what the planner sizes the loop's buffers with)."""
+    per_input = sum(int(np.prod(shape[1:])) for _, _, shape in input_specs(geom, snippet_dim))
+    return per_input + geom.channels * geom.patch * geom.patch
+
+
+def halo_patches(x: np.ndarray, images: np.ndarray, cells: np.ndarray, geom: CellGeometry) -> np.ndarray:
+    """The `patch` input for (image, cell) pairs of x [N, C, H, W]: each cell with its halo and, when there is a
+    halo, the validity-mask channel. Beyond the image edge the halo is zero. No padded copy of x is made."""
+    p, m, s, c = geom.patch, geom.halo, geom.side, geom.channels
+    out = np.zeros((len(cells), geom.patch_channels, s, s), dtype=np.float32)
+    for j, (i, cell) in enumerate(zip(images, cells)):
+        row, col = divmod(int(cell), geom.grid)
+        y0, x0 = row * p - m, col * p - m  # top-left of the crop in image coordinates (may be negative)
+        ya, yb = max(0, y0), min(geom.image_size, y0 + s)
+        xa, xb = max(0, x0), min(geom.image_size, x0 + s)
+        out[j, :c, ya - y0 : yb - y0, xa - x0 : xb - x0] = x[int(i), :, ya:yb, xa:xb]
+        if m:
+            out[j, c, ya - y0 : yb - y0, xa - x0 : xb - x0] = 1.0
+    return out
+
+
+def pad_global(glob: np.ndarray, geom: CellGeometry) -> np.ndarray:
+    """Global content [K, C, p, p] zero-padded to the input side (a no-op without a halo)."""
+    m = geom.halo
+    if not m:
+        return glob
+    return np.pad(glob, ((0, 0), (0, 0), (m, m), (m, m)))
+
+
+def example_feeds(geom: CellGeometry, snippet_dim: int, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Well-formed inputs for `rows` rows (random x_t, a real mask, one-hot positions): for export tracing and
+    memory profiling, where the values do not matter but the shapes and the one-hot structure do."""
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for name, dtype, shape in input_specs(geom, snippet_dim):
+        shape = [rows, *shape[1:]]
+        if dtype == INT:
+            feeds[name] = rng.integers(0, 1000, size=shape, dtype=np.int64)
+        elif name == "position":
+            feeds[name] = np.eye(geom.num_cells, dtype=np.float32)[np.arange(rows) % geom.num_cells]
+        else:
+            feeds[name] = rng.standard_normal(shape, dtype=np.float32)
+    if geom.halo:
+        feeds["patch"][:, geom.channels] = 1.0
+    return feeds

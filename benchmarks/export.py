@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     from edgediff.encoders import dataset_features
     from edgediff.lut import decode, lut_bytes, mean_cosine, train_pq
     from edgediff.memory import load_run_bank
-    from edgediff.metrics import evaluate
+    from edgediff.metrics import evaluate, quality_fields
     from edgediff_export import export_run
 
     keep = a.workdir is not None
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             imgs = sample(sess, m, sn, a.steps, a.seed)
             sample_s = time.perf_counter() - t
             ev = evaluate(imgs, dataset, m.grid, real_features=real, seed=a.seed)
-            r = {"fd_lite0": ev["fd_lite0"], "kid": ev["kid"], "kid_std": ev["kid_std"], "sample_s": sample_s}
+            r = {**quality_fields(ev), "sample_s": sample_s}
             # re-read before merging: other processes (--only) may have added their variants meanwhile
             merged = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
             merged[name] = r

@@ -1,55 +1,112 @@
-"""Does the memory bank make a small patch model learn faster? FD-Lite0 against training steps, with and without.
+"""Does the memory bank (or representation alignment) make a small patch model learn faster? One run, five arms.
 
-Two runs of the project's own training loop (edgediff.train.train) on emoji at 32 px, grid 2, identical in every
-setting (seed, model, batch, learning rate, batches drawn) except `memory`. The runs advance in lock-step: both
-train to the next checkpoint (via --resume, which replays exactly the batches of an uninterrupted run), then both
-are sampled with the same initial noise and scored with FD-Lite0 and KID against all real emoji. The memory model
-is sampled GMem-style, with a uniformly random bank entry per image; the plain one with the null snippet.
+Arms, identical in seed, widths, batch, learning rate, data and batches drawn (edgediff.train.train; resume replays
+exactly the batches of an uninterrupted run):
 
-The JSON is rewritten after every checkpoint, so a run cut short still leaves comparable partial results.
+    plain        no bank (null snippet)
+    bank         the bank as shipped: Lite0 → PCA 64, whole-vector null 0.2
+    bank_gmem    GMem-faithful: full 1280-d normalised Lite0 feature, element-wise dropout 0.4 + null 0.1
+    align        no bank, representation alignment (--align 0.5) to Lite0's spatial map
+    bank_align   the bank as shipped + alignment
 
-    python -m benchmarks.memory_ablation            # ≈ 1 h on 2 shared cores
-    python -m benchmarks.memory_ablation --quick    # a few minutes: tiny budget, for checking the machinery
+The arms advance in lock-step to each checkpoint, then each is sampled (same initial noise, bank arms with a
+uniformly random bank entry per image, no guidance) and scored with FD and KID in Lite0 space (the bank's) and in
+the independent network's (edgediff/encoders_independent.py), against all real emoji. For each arm and metric,
+the speed-up is plain's last measured step ÷ the first checkpoint at which the arm's FD ≤ plain's FD there.
+
+Resumable across sessions: runs live in --workdir (default runs/ablation, git-ignored), every score is a file
+there, and the JSON and PNG are rebuilt from whatever exists, saying how far each arm got. Run it again with the
+same arguments to continue.
+
+    python -m benchmarks.memory_ablation                  # 5 arms × 4,000 steps: many CPU hours; resumable
+    python -m benchmarks.memory_ablation --quick          # minutes: tiny budget, checks the machinery
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import SHARED_CPU_NOTE, machine_info, write_json, RESULTS, save_figure
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, save_figure, write_json
+from edgediff.images import atomic_write_bytes
 
-# Sized for ≤ 1 h on 2 cores shared with other jobs (≈ 1 training step/s at dim 32, batch 32, one thread).
-FULL = dict(checkpoints=[100, 250, 500, 750, 1000], n_samples=200, sampler_steps=8, dim=32,
-            batch_size=32, lr=5e-4, ema_decay=0.995)
-QUICK = dict(checkpoints=[20, 40], n_samples=48, sampler_steps=5, dim=16, batch_size=16, lr=5e-4, ema_decay=0.99)
+FULL = dict(checkpoints=[250, 500, 750, 1000, 1500, 2000, 3000, 4000], n_samples=200, sampler_steps=8, dim=32,
+            batch_size=32, lr=5e-4, ema_decay=0.995, checkpoint_every=250)
+QUICK = dict(checkpoints=[10, 20], n_samples=24, sampler_steps=3, dim=8, batch_size=8, lr=5e-4, ema_decay=0.99,
+             checkpoint_every=10)
+ALIGN_WEIGHT = 0.5  # GMem's and REPA's weight
+# arm → TrainConfig overrides
+ARMS = {
+    "plain": dict(memory=False),
+    "bank": dict(memory=True, snippet_dropout=0.2),
+    "bank_gmem": dict(memory=True, snippet_mode="gmem", snippet_element_dropout=0.4, snippet_dropout=0.1),
+    "align": dict(memory=False, align=ALIGN_WEIGHT),
+    "bank_align": dict(memory=True, snippet_dropout=0.2, align=ALIGN_WEIGHT),
+}
+MEMORY_ARMS = ("bank", "bank_gmem", "bank_align")
+METRICS = {"lite0": ("fd_lite0", "kid"), "independent": ("fd_independent", "kid_independent")}
 
 
-def speedup(steps: list[int], fd_memory: list[float], fd_plain: list[float]) -> tuple[float | None, int | None]:
-    """(plain's final step / first checkpoint step at which memory's FD ≤ plain's final FD, that step).
+def speedup(steps: list[int], fd_arm: list[float], fd_plain: list[float]) -> tuple[float | None, int | None]:
+    """(S ÷ the first checkpoint at which the arm's FD ≤ plain's FD at S, that checkpoint), where S is the last
+    checkpoint both have measured (plain's final one once the run is complete).
 
-    Only measured checkpoints count (no interpolation), so the figure is conservative by up to one interval.
-    """
-    target = fd_plain[-1]
-    for s, fd in zip(steps, fd_memory):
+    Only measured checkpoints count (no interpolation), so the figure is conservative by up to one interval;
+    None when the arm never gets there."""
+    n = min(len(fd_arm), len(fd_plain))
+    if n == 0:
+        return None, None
+    target = fd_plain[n - 1]
+    for s, fd in zip(steps[:n], fd_arm[:n]):
         if fd <= target:
-            return steps[-1] / s, s
+            return steps[n - 1] / s, s
     return None, None
 
 
-def real_floor(real: np.ndarray, n: int, seed: int) -> float:
-    """FD-Lite0 of `n` random real images against all of them: what a perfect generator would score at this n
-    (FD's small-sample bias), the floor the curves can approach."""
-    from edgediff.metrics import fd_lite0
+def collect(work: Path, checkpoints: list[int]) -> dict:
+    """Scores on disk → {arm: {step: score dict}} for the planned checkpoints."""
+    out: dict = {arm: {} for arm in ARMS}
+    for arm in ARMS:
+        for s in checkpoints:
+            f = work / "scores" / f"{arm}_{s:06d}.json"
+            if f.exists():
+                out[arm][s] = json.loads(f.read_text())
+    return out
 
-    idx = np.random.default_rng(seed).choice(len(real), n, replace=False)
-    return fd_lite0(real[idx], real)
+
+def build_result(scores: dict, checkpoints: list[int], settings: dict, independent_name: str) -> dict:
+    """The issue's JSON from whatever scores exist: arms list every measured checkpoint in order (an arm that got
+    less far has shorter lists, and `steps_done` says how far)."""
+    arms = []
+    for arm in ARMS:
+        done = [s for s in checkpoints if s in scores[arm]]
+        row = {"name": arm, "config": ARMS[arm], "steps_done": done,
+               "fd_lite0": [scores[arm][s]["fd_lite0"] for s in done],
+               "fd_independent": [scores[arm][s]["fd_independent"] for s in done],
+               "kid_lite0": [scores[arm][s]["kid"] for s in done],
+               "kid_independent": [scores[arm][s]["kid_independent"] for s in done],
+               "loss_last50": [scores[arm][s]["loss_last50"] for s in done],
+               "train_seconds": sum(scores[arm][s]["train_seconds"] for s in done)}
+        arms.append(row)
+    plain = arms[0]
+    for row in arms[1:]:
+        for m in METRICS:
+            row[f"speedup_{m}"], row[f"reached_plain_final_{m}_at"] = speedup(
+                row["steps_done"], row[f"fd_{m}"], plain[f"fd_{m}"])
+    arms[0].update(speedup_lite0=1.0 if plain["steps_done"] else None,
+                   speedup_independent=1.0 if plain["steps_done"] else None)
+    common = [s for s in checkpoints if all(s in scores[a] for a in ARMS)]
+    mem = [r for r in arms if r["name"] in MEMORY_ARMS and r["speedup_independent"] is not None]
+    best = max(mem, key=lambda r: r["speedup_independent"]) if mem else None
+    return {"benchmark": "memory_ablation", "steps": common, "planned_steps": checkpoints,
+            "metric_independent": independent_name, "arms": arms,
+            "speedup": best["speedup_independent"] if best else None,
+            "speedup_arm": best["name"] if best else None,
+            "complete": common == checkpoints, "settings": settings}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -58,122 +115,128 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    n = len(result["fd_memory"])
-    steps = result["steps"][:n]
-    ax.plot(steps, result["fd_memory"], "o-", label="memory bank (Lite0 → PCA 64)")
-    ax.plot(steps, result["fd_plain"][:n], "s-", label="plain (null snippet)")
-    if result["fd_plain"]:
-        ax.axhline(result["fd_plain"][n - 1], color="gray", ls=":", lw=1, label="plain, last checkpoint")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     s = result["settings"]
-    if result.get("fd_real_floor") is not None:
-        ax.axhline(result["fd_real_floor"], color="green", ls="--", lw=1, label=f"real vs real ({s['n_samples']})")
-    ax.set_xlabel("training steps")
-    ax.set_ylabel(f"FD-Lite0 ({s['n_samples']} samples, {s['sampler_steps']} DDIM steps)")
+    for ax, (m, label) in zip(axes, (("lite0", "FD-Lite0 (the bank's space)"),
+                                     ("independent", f"FD-independent ({result['metric_independent']})"))):
+        for row in result["arms"]:
+            if row["steps_done"]:
+                ax.plot(row["steps_done"], row[f"fd_{m}"], "o-", ms=3, label=row["name"])
+        plain = result["arms"][0]
+        if plain["steps_done"]:
+            ax.axhline(plain[f"fd_{m}"][-1], color="gray", ls=":", lw=1)
+        ax.set_xlabel("training steps")
+        ax.set_ylabel(f"{label}\n{s['n_samples']} samples, {s['sampler_steps']} DDIM steps", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     sp = result.get("speedup")
-    ax.set_title(f"emoji {s['image_size']} px, grid {s['grid']}, dim {s['dim']}: speedup "
-                 + (f"{sp:.2f}×" if sp else "not reached"), fontsize=10)
-    ax.legend()
-    ax.grid(alpha=0.3)
+    fig.suptitle(f"emoji {s['image_size']} px, grid {s['grid']}, dim {s['dim']}, batch {s['batch_size']}: best "
+                 f"memory arm's independent speed-up " + (f"{sp:.2f}× ({result['speedup_arm']})" if sp else
+                                                          "not reached"), fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path, dpi=120)
+    save_figure(fig, path, dpi=110)
+
+
+def _train_config(arm: str, steps: int, work: Path, preset: dict, seed: int):
+    from edgediff.train import TrainConfig
+
+    return TrainConfig(data="emoji", out=str(work / arm), image_size=32, grid=2, steps=steps,
+                       batch_size=preset["batch_size"], lr=preset["lr"], ema_decay=preset["ema_decay"], seed=seed,
+                       sample_every=0, checkpoint_every=preset["checkpoint_every"],
+                       model={"dim": preset["dim"], "mults": [1, 2, 2], "snippet_dim": 64}, **ARMS[arm])
+
+
+def _run_step(arm: str, target: int, work: Path, preset: dict, seed: int, dataset, real: dict) -> dict:
+    """Train `arm` to `target` (resuming) and score it; the score file is written atomically."""
+    from edgediff.checkpoint import latest_checkpoint
+    from edgediff.metrics import evaluate, generate_from_run
+    from edgediff.train import train
+
+    t0 = time.perf_counter()
+    out = train(_train_config(arm, target, work, preset, seed), resume=True, progress=False)
+    train_s = time.perf_counter() - t0
+    _, meta = latest_checkpoint(work / arm)
+    images, config = generate_from_run(work / arm, preset["n_samples"], steps=preset["sampler_steps"],
+                                       seed=seed + 12345)
+    sc = evaluate(images, dataset, config.grid, real_features=real["lite0"],
+                  real_features_independent=real["independent"], kid_subsets=50)
+    row = {k: sc[k] for k in ("fd_lite0", "kid", "fd_independent", "kid_independent", "seam_border")}
+    row.update(step=int(meta["step"]), loss_last50=float(np.mean(out["losses"][-50:])), train_seconds=train_s,
+               eval_seconds=time.perf_counter() - t0 - train_s)
+    atomic_write_bytes(work / "scores" / f"{arm}_{target:06d}.json", json.dumps(row, indent=1).encode())
+    return row
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny budget: checks the machinery in a few minutes")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: least contention on shared cores)")
+    ap.add_argument("--quick", action="store_true", help="tiny budget: checks the machinery in minutes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: least contention on shared cores)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", type=Path, default=None, help="where the two runs live (default: a temp dir)")
-    ap.add_argument("--extend", type=str, default=None,
-                    help="STEPS,...: continue the runs kept in --workdir to these further checkpoints, appending to "
-                         "the existing result JSON (same settings, same evaluation seed)")
+    ap.add_argument("--workdir", type=Path, default=None, help="runs and scores (default runs/ablation[_quick])")
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of the arms to advance")
+    ap.add_argument("--until", type=int, default=None, help="stop after this checkpoint step (resume later)")
+    ap.add_argument("--report", action="store_true",
+                    help="train nothing: rebuild the JSON and PNG from the scores in --workdir, print the table")
     args = ap.parse_args(argv)
 
     import torch
 
     from edgediff.data import load_dataset
     from edgediff.encoders import dataset_features
-    from edgediff.metrics import evaluate, generate_from_run
-    from edgediff.train import TrainConfig, train
+    from edgediff.encoders_independent import NAME
 
     torch.set_num_threads(args.threads)
     preset = QUICK if args.quick else FULL
-    settings = dict(preset, data="emoji", image_size=32, grid=2, mults=[1, 2, 2], snippet_dim=64,
-                    snippet_dropout=0.2, seed=args.seed, threads=args.threads, quick=args.quick,
-                    sampler="DDIM, same initial noise for both runs; memory: uniform random bank entry per image",
-                    reference="all emoji at 32 px (Lite0 features of the real set)")
     name = "memory_ablation_quick" if args.quick else "memory_ablation"
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="edgediff_memab_"))
-    name_json = RESULTS / f"{name}.json"
-    previous = None
-    if args.extend:
-        if args.workdir is None or not name_json.exists():
-            raise SystemExit("--extend needs --workdir with the runs of a previous run and its result JSON")
-        previous = json.loads(name_json.read_text())
-        preset = dict(preset, checkpoints=[int(x) for x in args.extend.split(",")])
-        settings["checkpoints"] = previous["settings"]["checkpoints"] + preset["checkpoints"]
-    else:
-        for arm in ("memory", "plain"):
-            shutil.rmtree(work / arm, ignore_errors=True)
-
+    work = args.workdir or Path("runs") / ("ablation_quick" if args.quick else "ablation")
+    (work / "scores").mkdir(parents=True, exist_ok=True)
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        raise SystemExit(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
+    settings = dict(preset, data="emoji", image_size=32, grid=2, mults=[1, 2, 2], snippet_dim=64, seed=args.seed,
+                    threads=args.threads, quick=args.quick, align_weight=ALIGN_WEIGHT, align_until=0,
+                    sampler="DDIM, same initial noise for every arm; bank arms: uniform random bank entry, no guidance",
+                    reference="all emoji at 32 px", machine=machine_info(), note=SHARED_CPU_NOTE)
     dataset = load_dataset("emoji", 32)
-    real = dataset_features(dataset)
-    settings["n_real"] = len(real)
-
-    def cfg(arm: str, steps: int) -> TrainConfig:
-        return TrainConfig(
-            data="emoji", out=str(work / arm), image_size=32, grid=2, steps=steps, batch_size=preset["batch_size"],
-            lr=preset["lr"], ema_decay=preset["ema_decay"], seed=args.seed, memory=(arm == "memory"),
-            snippet_dropout=0.2, sample_every=0, checkpoint_every=10**9,
-            model={"dim": preset["dim"], "mults": [1, 2, 2], "snippet_dim": 64},
-        )
-
-    result = {"steps": [], "fd_memory": [], "fd_plain": [], "kid_memory": [], "kid_plain": [],
-              "seam_memory": [], "seam_plain": [], "loss_memory": [], "loss_plain": [],
-              "train_seconds": {"memory": 0.0, "plain": 0.0}, "speedup": None, "speedup_reached_at": None,
-              "settings": settings, "machine": machine_info(), "note": SHARED_CPU_NOTE, "complete": False}
-    result["fd_real_floor"] = real_floor(real, preset["n_samples"], args.seed)
-    if previous is not None:
-        for key, value in previous.items():
-            if isinstance(value, list) and key in result:
-                result[key] = value
-        result["train_seconds"] = previous["train_seconds"]
-        result["extended_from_step"] = previous["steps"][-1]
-        result["machine_first_part"] = previous["machine"]
-    t_start = time.perf_counter() - (previous or {}).get("wall_seconds", 0.0)
-    for target in preset["checkpoints"]:
-        for arm in ("memory", "plain"):
-            t0 = time.perf_counter()
-            out = train(cfg(arm, target), resume=(work / arm / "run.json").exists(), progress=False)
-            result["train_seconds"][arm] += time.perf_counter() - t0
-            result[f"loss_{arm}"].append(float(np.mean(out["losses"][-50:])))
-            images, config = generate_from_run(work / arm, preset["n_samples"], steps=preset["sampler_steps"],
-                                               seed=args.seed + 12345)
-            scores = evaluate(images, dataset, config.grid, real_features=real, kid_subsets=50)
-            result[f"fd_{arm}"].append(scores["fd_lite0"])
-            result[f"kid_{arm}"].append(scores["kid"])
-            result[f"seam_{arm}"].append(scores["seam_border"])
-            print(f"[{time.perf_counter() - t_start:7.0f}s] step {target:5d} {arm:6s} FD-Lite0 {scores['fd_lite0']:8.2f}"
-                  f" KID {scores['kid']:.4f} seam {scores['seam_border']:.3f} loss {result[f'loss_{arm}'][-1]:.4f}",
-                  flush=True)
-        result["steps"].append(target)
-        result["speedup"], result["speedup_reached_at"] = speedup(result["steps"], result["fd_memory"],
-                                                                  result["fd_plain"])
-        result["wall_seconds"] = time.perf_counter() - t_start
-        write_json(f"{name}.json", result)
-        plot(result, RESULTS / f"{name}.png")
-    result["complete"] = True
-    result["machine_end"] = machine_info()
+    real = {"lite0": dataset_features(dataset), "independent": dataset_features(dataset, encoder="independent")}
+    t_start = time.perf_counter()
+    for target in [] if args.report else preset["checkpoints"]:
+        if args.until is not None and target > args.until:
+            break
+        for arm in arms:
+            if (work / "scores" / f"{arm}_{target:06d}.json").exists():
+                continue
+            row = _run_step(arm, target, work, preset, args.seed, dataset, real)
+            print(f"[{time.perf_counter() - t_start:7.0f}s] step {target:5d} {arm:10s} FD-Lite0 {row['fd_lite0']:7.2f}"
+                  f" FD-ind {row['fd_independent']:7.2f} KID {row['kid']:.4f}/{row['kid_independent']:.4f}"
+                  f" loss {row['loss_last50']:.4f}", flush=True)
+            result = build_result(collect(work, preset["checkpoints"]), preset["checkpoints"], settings, NAME)
+            write_json(f"{name}.json", result)
+            plot(result, RESULTS / f"{name}.png")
+    result = build_result(collect(work, preset["checkpoints"]), preset["checkpoints"], settings, NAME)
+    result["settings"]["machine_end"] = machine_info()
     write_json(f"{name}.json", result)
     plot(result, RESULTS / f"{name}.png")
-    if args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
-    sp = result["speedup"]
-    print(f"speedup: {sp:.2f}x (memory reached plain's final FD-Lite0 at step {result['speedup_reached_at']})"
-          if sp else "speedup: memory never reached plain's final FD-Lite0")
-    print(f"wrote {RESULTS / (name + '.json')} and .png")
+    print(markdown_table(result))
     return result
+
+
+def markdown_table(result: dict) -> str:
+    """The README table: each arm's last measured checkpoint, its FDs there, and its speed-ups."""
+    def fmt(x, spec):
+        return "–" if x is None else format(x, spec)
+
+    lines = ["| arm | steps done | FD-Lite0 | FD-independent | KID Lite0 / independent | speed-up Lite0 | "
+             "speed-up independent |", "|---|---|---|---|---|---|---|"]
+    for r in result["arms"]:
+        if not r["steps_done"]:
+            lines.append(f"| {r['name']} | 0 | – | – | – | – | – |")
+            continue
+        lines.append(f"| {r['name']} | {r['steps_done'][-1]} | {r['fd_lite0'][-1]:.1f} | {r['fd_independent'][-1]:.1f}"
+                     f" | {r['kid_lite0'][-1]:.3f} / {r['kid_independent'][-1]:.3f} | "
+                     f"{fmt(r.get('speedup_lite0'), '.2f')}× | {fmt(r.get('speedup_independent'), '.2f')}× |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n:
     """n uint8 images [n, H, W, 3] from the bundle's `precision` denoiser, the runtime's lean session settings."""
     from edgediff.bundle import resolve
     from edgediff.data import to_uint8
-    from edgediff.runtime.planner import ROLE
+    from edgediff.bundle import ROLE
     from edgediff.runtime.sampler import onnx_eps_fn
     from edgediff.runtime.session import MODES, create_session
     from edgediff.sampling import sample_loop
@@ -263,7 +263,7 @@ def score_run(rname: str, s: dict, workdir: Path, threads: int) -> list[dict]:
     from edgediff.data import load_dataset
     from edgediff.encoders import dataset_features
     from edgediff.images import atomic_write_bytes, make_grid, save_png
-    from edgediff.metrics import evaluate
+    from edgediff.metrics import evaluate, quality_fields
 
     torch.set_num_threads(threads)
     dataset = load_dataset(DATA, IMAGE_SIZE)
@@ -279,8 +279,7 @@ def score_run(rname: str, s: dict, workdir: Path, threads: int) -> list[dict]:
         sample_s = time.perf_counter() - t0
         scores = evaluate(images, dataset, spec["grid"], real_features=real, seed=SEED)
         rows.append(dict(grid=spec["grid"], precision=spec["precision"], bank=spec["bank"], guidance=spec["guidance"],
-                         steps=m.training.get("step"), fd_lite0=round(scores["fd_lite0"], 4),
-                         kid=round(scores["kid"], 6), kid_std=round(scores["kid_std"], 6),
+                         steps=m.training.get("step"), **quality_fields(scores),
                          seam=None if math.isnan(scores["seam_border"]) else round(scores["seam_border"], 4),
                          seam_real=None if math.isnan(scores["seam_border_real"]) else round(scores["seam_border_real"], 4),
                          n_generated=scores["n_generated"], n_real=scores["n_real"], run=rname, params=m.params,

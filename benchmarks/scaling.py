@@ -75,8 +75,10 @@ def export_mixer(kind: str, tokens: int, dim: int, d_state: int, chunk: int, pat
     with torch.no_grad():
         want = module(u).numpy()
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"tokens": u.numpy()})[0]
+    from edgediff.models import count_params
+
     return {"export_s": export_s, "max_abs_diff_vs_torch": float(np.abs(got - want).max()),
-            "params": int(sum(p.numel() for p in module.parameters()))}
+            "params": count_params(module)}
 
 
 def worker(path: str, tokens: int, dim: int, min_calls: int, min_seconds: float) -> None:
@@ -187,8 +189,9 @@ def quality_part(args, workdir: Path, save=None) -> dict:
 
     from edgediff.checkpoint import latest_checkpoint, load_ema_model
     from edgediff.data import load_dataset, to_uint8
-    from edgediff.metrics import evaluate
+    from edgediff.metrics import evaluate, quality_fields
     from edgediff.torch_sampler import sample_torch
+    from edgediff.models import count_params
     from edgediff.train import TrainConfig, train
 
     dataset = load_dataset("emoji", 32)
@@ -211,7 +214,7 @@ def quality_part(args, workdir: Path, save=None) -> dict:
             train_s, steps_per_s = None, None  # reused a finished run from --workdir
         train_cpu_s = time.process_time() - cpu0
         ema, mcfg, meta = load_ema_model(Path(cfg.out))
-        params = int(sum(p.numel() for p in ema.parameters()))
+        params = count_params(ema)
         t1 = time.perf_counter()
         with torch.no_grad():
             imgs = sample_torch(ema, mcfg, n=args.n, steps=args.sample_steps, seed=1,
@@ -219,7 +222,7 @@ def quality_part(args, workdir: Path, save=None) -> dict:
         sample_s = time.perf_counter() - t1
         metrics = evaluate(to_uint8(imgs), dataset, grid=2)
         row = {"backbone": backbone, "params": params, "steps": int(meta["step"]),
-               "fd_lite0": round(metrics["fd_lite0"], 3), "kid": metrics["kid"], "kid_std": metrics["kid_std"],
+               **quality_fields(metrics),
                "seam_border": metrics["seam_border"], "final_loss_mean_last50": float(np.mean(meta["losses"][-50:])),
                "model": model, "train_wall_s": train_s, "train_cpu_s": round(train_cpu_s, 1),
                "train_steps_per_s": steps_per_s, "sample_wall_s": round(sample_s, 1)}

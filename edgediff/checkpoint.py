@@ -52,9 +52,11 @@ def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict
+    run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict,
+    extra: dict[str, torch.nn.Module] | None = None,
 ) -> Path:
-    """Write ckpt-<step> (tensors, then JSON), then point latest.json at it, then prune old ones."""
+    """Write ckpt-<step> (tensors, then JSON), then point latest.json at it, then prune old ones. `extra` modules
+    (e.g. the --align projector, trained but never exported) are stored under their own prefix."""
     ckdir = Path(run_dir) / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     for stale in ckdir.glob(".*.tmp"):  # temp files of writes a kill interrupted (only rank 0 ever writes here)
@@ -62,6 +64,8 @@ def save_checkpoint(
     name = f"ckpt-{step:06d}"
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    for prefix, module in (extra or {}).items():
+        tensors.update({f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
     opt_tensors, opt_meta = _flatten_optimizer(opt)
     tensors.update(opt_tensors)
     from safetensors.torch import save
@@ -183,11 +187,13 @@ def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
     return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
-def restore(tensor_path: Path, meta: dict, model, ema, opt) -> int:
-    """Load model, EMA and optimizer state in place; returns the step to continue from."""
+def restore(tensor_path: Path, meta: dict, model, ema, opt, extra: dict | None = None) -> int:
+    """Load model, EMA, `extra` modules and optimizer state in place; returns the step to continue from."""
     tensors = load_tensors(tensor_path)
     model.load_state_dict(split_prefix(tensors, "model"))
     ema.load_state_dict(split_prefix(tensors, "ema"))
+    for prefix, module in (extra or {}).items():
+        module.load_state_dict(split_prefix(tensors, prefix))
     if opt is not None:
         _unflatten_optimizer(opt, tensors, meta["optimizer"])
     return int(meta["step"])
@@ -213,11 +219,4 @@ def load_ema_model(run_dir: Path):
     return model, config, meta
 
 
-def save_file_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """safetensors file written atomically (for banks and other tensor side files)."""
-    from safetensors.torch import save
-
-    atomic_write_bytes(path, save(tensors))
-
-
-__all__ = ["save_checkpoint", "latest_checkpoint", "restore", "load_ema_model", "save_file", "save_file_atomic"]
+__all__ = ["save_checkpoint", "latest_checkpoint", "restore", "load_ema_model", "save_file"]

@@ -16,7 +16,6 @@ import typer
 from edgediff.errors import EdgediffError, Interrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Patch diffusion for small devices.")
-_state = {"debug": False}
 
 
 def _version(value: bool) -> None:
@@ -32,7 +31,7 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    _state["debug"] = debug
+    """Declared so that typer accepts --debug; `main` reads it from argv, since errors are raised before this runs."""
 
 
 TRAINING_MODULES = ("torch", "safetensors", "onnx", "scipy", "tqdm")  # what train/export/eval/audit import
@@ -84,6 +83,10 @@ def train(
     mults: str = typer.Option("1,2,2", help="UNet width multipliers per level, comma separated."),
     depth: int = typer.Option(6, min=1, help="Blocks of the DiS / DiT backbones."),
     snippet_dropout: float = typer.Option(0.2, help="Probability of training on the null snippet."),
+    snippet_mode: str = typer.Option("pca", help="pca: PCA-reduced snippets (default); gmem: GMem's full normalised feature with element-wise dropout."),
+    snippet_element_dropout: float = typer.Option(0.4, help="Element-wise snippet dropout of --snippet-mode gmem."),
+    align: float = typer.Option(0.0, help="Weight of the representation-alignment loss (0: off; GMem uses 0.5)."),
+    align_until: int = typer.Option(0, help="Step after which --align turns off (0: never)."),
     features: Optional[Path] = typer.Option(None, help="Your own .npy features (one row per image) for the bank."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
     sample_every: int = typer.Option(500, help="Steps between preview grids (0: only at the end... and never if 0)."),
@@ -104,7 +107,8 @@ def train(
         init_from=str(init_from) if init_from else None,
         batch_size=batch_size, lr=lr, seed=seed, memory=not no_memory, snippet_dropout=snippet_dropout,
         features=str(features) if features else None, sample_every=sample_every,
-        checkpoint_every=checkpoint_every, device=device, ema_decay=ema_decay,
+        checkpoint_every=checkpoint_every, device=device, ema_decay=ema_decay, snippet_mode=snippet_mode,
+        snippet_element_dropout=snippet_element_dropout, align=align, align_until=align_until,
         model={"dim": dim, "mults": mult_tuple, "depth": depth},
     )
     try:
@@ -128,12 +132,14 @@ def train(
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="A run directory written by 'edgediff train'."),
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'edgediff train', or a bundle (rebuilt from its fp32 ONNX: add --int8 / --ort)."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced atomically if it is a bundle)."),
     int8: bool = typer.Option(False, "--int8", help="Also ship a static QDQ int8 denoiser (calibrated on the data)."),
     lut_bytes: int = typer.Option(8, "--lut-bytes", help="Bytes per memory-bank entry in the PQ lookup table."),
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Measure the memory profile (fresh processes)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Record this memory-bank guidance scale as the bundle's sampling default."),
+    ort: bool = typer.Option(False, "--ort", help="Ship the denoisers in ORT format (.ort): less resident memory after loading but a higher peak while loading (README: Export); what onnxruntime's mobile packages load."),
+    int8_recipe: str = typer.Option("diffusion", "--int8-recipe", help="How to make the int8 denoiser: diffusion (static int8 convs, skip concats split, first/last conv fp32, percentile ranges), static (every op, min/max) or weight-only."),
 ) -> None:
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
     _require_training_extras("export")
@@ -141,7 +147,7 @@ def export(
 
     with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
         result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
-                            log=typer.echo)
+                            int8_recipe=int8_recipe, ort_format=ort, log=typer.echo)
     files = ", ".join(f"{f.path} ({f.bytes / 2**20:.2f} MiB)" for f in result.manifest.files.values())
     typer.echo(f"exported {run_dir} → {result.out}: {files}; inspect with 'edgediff info {result.out}'")
 
@@ -224,8 +230,10 @@ def eval_(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON here."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (default: a bundle's recommendation; 1 for a run)."),
 ) -> None:
-    """Quality of a run or bundle: FD-Lite0 and KID against real images, and the seam ratio (1.0 = invisible)."""
+    """Quality of a run or bundle: FD and KID against real images in Lite0 space (the bank's) and in an independent
+    network's, and the seam ratio (1.0 = invisible)."""
     _require_training_extras("eval")
+    from edgediff.encoders_independent import LABEL
     from edgediff.metrics import eval_command
 
     with _on_interrupt("interrupted: no scores or files written"):
@@ -233,7 +241,9 @@ def eval_(
                               interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance,
                               other_data=other_data, log=typer.echo)
     typer.echo(
-        f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  "
+        f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  |  "
+        f"FD-{LABEL} {result['fd_independent']:.2f}  KID {result['kid_independent']:.4f} ± "
+        f"{result['kid_independent_std']:.4f} (independent)  "
         f"seam ratio {result['seam_border']:.3f} at cell borders, {result['seam_midcell']:.3f} mid-cell (real images: "
         f"{result['seam_border_real']:.3f}, {result['seam_midcell_real']:.3f})  "
         f"[{result['n_generated']} generated vs {result['n_real']} real of {result['data']}, {steps} DDIM steps, "

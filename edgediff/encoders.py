@@ -7,6 +7,11 @@ right" are measured in the same coordinates. Features are the 1280-d global aver
 
 The model loads lazily once per process; features of a whole dataset (and of its horizontal flips, which
 training uses) are cached as .npy beside the data cache, keyed by the dataset key.
+
+A second, *independent* encoder (`encoder="independent"`, see edgediff/encoders_independent.py) scores quality
+in a space the bank does not live in: a metric computed with the bank's own encoder can be improved by fitting
+the metric rather than the images (bank guidance pulls samples towards Lite0 features). Both go through the same
+batching and caching below.
 """
 
 from __future__ import annotations
@@ -56,12 +61,25 @@ def _load_model():
     return _model
 
 
-def _onnx_path() -> Path:
+def cached_onnx_session(filename: str, build):
+    """An onnxruntime CPU session of cache_dir()/encoders/FILENAME, first written by build(path) if missing.
+    A damaged cache file is deleted so that the next run rebuilds it."""
+    import onnxruntime as ort
+
     from edgediff.data import cache_dir
 
     d = cache_dir() / "encoders"
     d.mkdir(parents=True, exist_ok=True)
-    return d / "efficientnet_lite0_pooled.onnx"
+    path = d / filename
+    if not path.exists():
+        build(path)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        path.unlink(missing_ok=True)
+        raise EdgediffError(f"the cached encoder {path} was unreadable ({e}) and was deleted; run again") from e
 
 
 def _export_onnx(path: Path) -> None:
@@ -94,31 +112,20 @@ def _load_session():
     """onnxruntime runs Lite0 about twice as fast as torch on this CPU (depthwise convs), with the same features
     to ~2e-5; the ONNX file is exported from the pip weights once and cached."""
     global _session
-    if _session is not None:
-        return _session
-    import onnxruntime as ort
-
-    path = _onnx_path()
-    if not path.exists():
-        _export_onnx(path)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        _session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # a damaged cache file: rebuild it once
-        path.unlink(missing_ok=True)
-        raise EdgediffError(f"the cached encoder {path} was unreadable ({e}) and was deleted; run again") from e
+    if _session is None:
+        _session = cached_onnx_session("efficientnet_lite0_pooled.onnx", _export_onnx)
     return _session
 
 
-def preprocess(images_u8: np.ndarray) -> np.ndarray:
-    """uint8 [N, H, W, 3] → float32 [N, 3, 224, 224], bilinear (antialiased) resize and ImageNet normalisation."""
+def preprocess(images_u8: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """uint8 [N, H, W, 3] → float32 [N, 3, size, size] (224 unless told), bilinear (antialiased) resize and
+    ImageNet normalisation."""
     import torch
     import torch.nn.functional as F
 
     x = torch.from_numpy(np.array(images_u8, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0  # a writable copy
-    if x.shape[-1] != INPUT_SIZE or x.shape[-2] != INPUT_SIZE:
-        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     x = (x - torch.from_numpy(MEAN)[None, :, None, None]) / torch.from_numpy(STD)[None, :, None, None]
     return x.numpy()
 
@@ -131,43 +138,73 @@ def encode_torch(images_u8: np.ndarray) -> np.ndarray:
         return _load_model().extract_features(torch.from_numpy(preprocess(images_u8))).mean(dim=(2, 3)).numpy()
 
 
-def encode(images_u8: np.ndarray, batch: int = BATCH, progress: bool = False) -> np.ndarray:
-    """[N, H, W, 3] uint8 → [N, 1280] float32 pooled Lite0 features (images resized to 224 px, bilinear)."""
+def encode(images_u8: np.ndarray, batch: int = BATCH, progress: bool = False, encoder: str = "lite0") -> np.ndarray:
+    """[N, H, W, 3] uint8 → [N, F] float32 pooled features of `encoder` ("lite0": 1280-d, the bank's space;
+    "independent": the second network's, see encoders_independent.py), images resized to 224 px, bilinear."""
     images_u8 = np.asarray(images_u8)
     if images_u8.ndim != 4 or images_u8.shape[-1] != 3 or images_u8.dtype != np.uint8:
         raise EdgediffError(
             f"the encoder takes uint8 images [N, H, W, 3], got {images_u8.dtype} {tuple(images_u8.shape)}"
         )
-    session = _load_session()
-    out = np.empty((len(images_u8), FEATURE_DIM), dtype=np.float32)
+    run_batch, dim, label = _backend(encoder)
+    out = np.empty((len(images_u8), dim), dtype=np.float32)
     from edgediff.progress import Progress
 
-    with Progress("encode (Lite0)", len(images_u8), unit="images", enabled=progress and len(images_u8) > batch) as bar:
+    with Progress(f"encode ({label})", len(images_u8), unit="images", enabled=progress and len(images_u8) > batch) as bar:
         for s in range(0, len(images_u8), batch):
             chunk = images_u8[s : s + batch]
-            out[s : s + len(chunk)] = session.run(None, {"image": preprocess(chunk)})[0]
+            out[s : s + len(chunk)] = run_batch(chunk)
             bar.update(s + len(chunk))
     return out
 
 
-def _features_path(key: str, flipped: bool) -> Path:
+def _backend(encoder: str):
+    """(uint8 batch → features, feature dim, display label) for an encoder name."""
+    if encoder == "lite0":
+        session = _load_session()
+        return (lambda chunk: session.run(None, {"image": preprocess(chunk)})[0]), FEATURE_DIM, "Lite0"
+    if encoder == "independent":
+        from edgediff import encoders_independent as ind
+
+        return ind.encode_batch, ind.FEATURE_DIM, ind.LABEL
+    raise EdgediffError(f"unknown encoder {encoder!r}: use 'lite0' or 'independent'")
+
+
+def _features_path(key: str, flipped: bool, encoder: str = "lite0") -> Path:
     from edgediff.data import cache_dir
 
     d = cache_dir() / "features"
     d.mkdir(parents=True, exist_ok=True)
-    return d / f"lite0_{key}{'_flip' if flipped else ''}.npy"
+    return d / f"{encoder}_{key}{'_flip' if flipped else ''}.npy"
 
 
-def dataset_features(dataset, flipped: bool = False, progress: bool = True) -> np.ndarray:
-    """Lite0 features of every image of `dataset` (or of its horizontal flips), computed once and cached."""
-    path = _features_path(dataset.key, flipped)
+def cached_array(path: Path, shape: tuple, compute) -> np.ndarray:
+    """Load `path` if it holds an array of `shape`, else compute it and save it atomically: the one cache rule of
+    every per-dataset encoder output (pooled features, spatial maps)."""
     if path.exists():
-        feats = np.load(path, allow_pickle=False)
-        if feats.shape == (len(dataset), FEATURE_DIM):
-            return feats
-    images = dataset.images[:, :, ::-1] if flipped else dataset.images
-    feats = encode(images, progress=progress)
+        arr = np.load(path, allow_pickle=False)
+        if arr.shape == tuple(shape):
+            return arr
+    arr = compute()
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, feats)
+    np.save(tmp, arr)
     os.replace(tmp, path)
-    return feats
+    return arr
+
+
+def dataset_features(dataset, flipped: bool = False, progress: bool = True, encoder: str = "lite0") -> np.ndarray:
+    """Pooled `encoder` features of every image of `dataset` (or of its horizontal flips), computed once, cached."""
+    dim = _backend_dim(encoder)
+    images = dataset.images[:, :, ::-1] if flipped else dataset.images
+    return cached_array(_features_path(dataset.key, flipped, encoder), (len(dataset), dim),
+                        lambda: encode(images, progress=progress, encoder=encoder))
+
+
+def _backend_dim(encoder: str) -> int:
+    if encoder == "independent":
+        from edgediff.encoders_independent import FEATURE_DIM as dim
+
+        return dim
+    if encoder != "lite0":
+        raise EdgediffError(f"unknown encoder {encoder!r}: use 'lite0' or 'independent'")
+    return FEATURE_DIM

@@ -20,10 +20,19 @@ import numpy as np
 
 from edgediff.errors import EdgediffError
 from edgediff.snippets import project
-from edgediff.train import Snippets
 
 BANK_FILE = "memory_bank.safetensors"
 DEFAULT_PCA_DIM = 64
+
+
+@dataclass
+class Snippets:
+    """Per-image memory snippets (and those of the flipped images); None fields mean 'no memory bank'."""
+
+    own: np.ndarray | None = None  # [N, S]
+    flipped: np.ndarray | None = None  # [N, S]
+    dim: int = 64
+    info: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -99,8 +108,28 @@ def build_bank(own_feats: np.ndarray, flipped_feats: np.ndarray, dim: int, info:
     return Bank(own=own, flipped=flipped, dim=int(dim), info=info, pca_mean=mean, pca_components=comps)
 
 
+def build_full_bank(own_feats: np.ndarray, flipped_feats: np.ndarray, info: dict) -> Bank:
+    """GMem's snippet: the whole L2-normalised encoder feature, no PCA (stored as an identity 'PCA' with zero mean,
+    so `project`, --like and export treat both modes alike). On the sphere of radius sqrt(F) like PCA snippets,
+    so each component has about unit scale for the model's linear layer."""
+    f = own_feats.shape[1]
+    mean, comps = np.zeros(f, dtype=np.float32), np.eye(f, dtype=np.float32)
+    own, flipped = project(own_feats, mean, comps), project(flipped_feats, mean, comps)
+    info = dict(info, pca_dim=int(f), pca_rank=int(f), pca_explained=1.0, n=int(len(own)), snippet_mode="gmem")
+    return Bank(own=own, flipped=flipped, dim=int(f), info=info, pca_mean=mean, pca_components=comps)
+
+
 def bank_for_training(dataset, cfg) -> Bank:
-    """The memory bank of `dataset` for a TrainConfig: encoder features (cached per dataset key) or cfg.features."""
+    """The memory bank of `dataset` for a TrainConfig: encoder features (cached per dataset key) or cfg.features;
+    PCA-reduced to snippet_dim, or the full feature with --snippet-mode gmem."""
+    if getattr(cfg, "snippet_mode", "pca") == "gmem":
+        from edgediff.encoders import ENCODER_NAME, dataset_features
+
+        own = load_user_features(cfg.features, len(dataset)) if cfg.features else dataset_features(dataset)
+        flipped = own if cfg.features else dataset_features(dataset, flipped=True)
+        return build_full_bank(own, flipped, {"encoder": "user" if cfg.features else ENCODER_NAME,
+                                              "source": str(cfg.features or f"cache:{dataset.key}"),
+                                              "flip": "same" if cfg.features else "encoded"})
     dim = int(cfg.model.get("snippet_dim", DEFAULT_PCA_DIM)) if cfg.model else DEFAULT_PCA_DIM
     if dim < 1:
         raise EdgediffError(f"snippet_dim {dim} must be >= 1 when training with the memory bank (or use --no-memory)")

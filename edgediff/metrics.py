@@ -1,4 +1,5 @@
-"""Quality metrics: FD-Lite0 and KID in EfficientNet-Lite0 feature space, and the seam ratio at cell borders.
+"""Quality metrics: FD and KID in EfficientNet-Lite0 feature space and in an independent network's (FD-Lite0,
+FD-independent), and the seam ratio at cell borders.
 
 FD-Lite0 is the Fréchet distance between Gaussians fitted to pooled Lite0 features (FID's formula in a different,
 smaller network's space: numbers are NOT comparable with published FIDs, hence the distinct name). KID is the
@@ -49,7 +50,8 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
 
 
 def fd_lite0(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """FD-Lite0 between two sets of Lite0 features [N, 1280] (lower is closer; 0 for identical statistics)."""
+    """FD between two feature sets [N, F] (lower is closer; 0 for identical statistics): FD-Lite0 on Lite0 features,
+    FD-independent on the independent network's."""
     return frechet_distance(*_stats(feats_a), *_stats(feats_b))
 
 
@@ -125,13 +127,16 @@ def seam_cell(image_size: int, grid: int) -> int:
 
 def evaluate(
     images_u8: np.ndarray, dataset, grid: int, real_features: np.ndarray | None = None, kid_subsets: int = 100,
-    seed: int = 0,
+    seed: int = 0, real_features_independent: np.ndarray | None = None,
 ) -> dict:
-    """FD-Lite0, KID and seam ratios of generated uint8 images [N, H, W, 3] against a dataset's real images.
+    """FD and KID in Lite0 space and in the independent network's, and seam ratios, of generated uint8 images
+    [N, H, W, 3] against a dataset's real images.
 
-    Real features come from the per-dataset cache (or `real_features`); the seam ratios of the real images at the
-    same lines are reported alongside, as the values a perfect generator would get.
+    Real features come from the per-dataset caches (or the arguments); the seam ratios of the real images at the
+    same lines are reported alongside, as the values a perfect generator would get. Every quality claim carries
+    both FD metrics because the bank and its guidance live in Lite0 space (see edgediff/encoders_independent.py).
     """
+    from edgediff.encoders_independent import NAME as independent_name
     from edgediff.encoders import dataset_features, encode
 
     images_u8 = np.asarray(images_u8)
@@ -143,14 +148,22 @@ def evaluate(
             "pass --data at the run's --image-size"
         )
     real = dataset_features(dataset) if real_features is None else real_features
+    real_ind = (dataset_features(dataset, encoder="independent", progress=False)
+                if real_features_independent is None else real_features_independent)
     fake = encode(images_u8)
+    fake_ind = encode(images_u8, encoder="independent")
     k_mean, k_std = kid(fake, real, subsets=kid_subsets, seed=seed, return_std=True)
+    ki_mean, ki_std = kid(fake_ind, real_ind, subsets=kid_subsets, seed=seed, return_std=True)
     cell = seam_cell(images_u8.shape[1], grid)
     seams, seams_real = seam_ratios(images_u8, cell), seam_ratios(dataset.images, cell)
     return {
         "fd_lite0": fd_lite0(fake, real),
         "kid": k_mean,
         "kid_std": k_std,
+        "metric_independent": independent_name,
+        "fd_independent": fd_lite0(fake_ind, real_ind),  # the same Fréchet formula, other features
+        "kid_independent": ki_mean,
+        "kid_independent_std": ki_std,
         "seam_border": seams["border"],
         "seam_midcell": seams["midcell"],
         "seam_border_real": seams_real["border"],
@@ -159,6 +172,17 @@ def evaluate(
         "n_real": int(len(real)),
         "grid": int(grid),
     }
+
+
+QUALITY_KEYS = ("fd_lite0", "kid", "kid_std", "fd_independent", "kid_independent", "kid_independent_std")
+
+
+def quality_fields(scores: dict, digits: int = 6) -> dict:
+    """The quality part of an `evaluate` result, rounded, for benchmark rows: one place that decides that every
+    quality claim carries both metrics (Lite0 and independent) and names the independent network."""
+    out = {k: round(float(scores[k]), digits) for k in QUALITY_KEYS}
+    out["metric_independent"] = scores["metric_independent"]
+    return out
 
 
 def generate_from_run(

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from edgediff.models.config import ModelConfig
-from edgediff.sampling import sample_loop
+from edgediff.sampling import rows_per_cell, sample_loop
 
 
 def torch_eps_fn(model: torch.nn.Module, device: torch.device | str = "cpu"):
@@ -52,7 +52,7 @@ def sample_torch(
         steps=steps,
         seed=seed,
         snippets=snippets,
-        cells_per_call=cells_per_call or n * config.num_cells * (1 if guidance == 1.0 else 2),
+        cells_per_call=cells_per_call or n * config.num_cells * rows_per_cell(guidance),
         guidance=guidance,
         halo=config.halo,
         on_step=on_step,

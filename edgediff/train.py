@@ -23,8 +23,9 @@ from edgediff.checkpoint import latest_checkpoint, restore, save_checkpoint
 from edgediff.data import Dataset, data_spec, load_dataset, to_uint8
 from edgediff.errors import EdgediffError
 from edgediff.images import atomic_write_bytes, make_grid, save_png
-from edgediff.models import ModelConfig, build_model
+from edgediff.models import ModelConfig, build_model, count_params
 from edgediff.interface import CellGeometry
+from edgediff.memory import Snippets
 from edgediff.models.layers import (alphas_cumprod_torch, halo_patches_torch, pad_global_torch, pool_global_torch,
                                      split_torch)
 from edgediff.progress import Progress
@@ -49,7 +50,17 @@ class TrainConfig:
     warmup_steps: int = 100  # fixed, not a fraction of --steps, so a resumed run keeps the same LR schedule
     seed: int = 0
     memory: bool = True
-    snippet_dropout: float = 0.2
+    snippet_dropout: float = 0.2  # probability of the whole-vector null snippet (what guidance contrasts with)
+    # "pca": snippets are PCA-reduced to snippet_dim (the default). "gmem": GMem's own recipe — the full
+    # L2-normalised encoder feature, and element-wise dropout (snippet_element_dropout, rescaled like nn.Dropout)
+    # on top of the whole-vector null.
+    snippet_mode: str = "pca"
+    snippet_element_dropout: float = 0.4  # GMem's value; used only with snippet_mode "gmem"
+    # Representation alignment (REPA): weight of the negative-cosine loss between a projection of an early UNet
+    # feature map and the frozen encoder's spatial map of the clean image (0 = off); it stops after align_until
+    # steps (0 = never). See edgediff/align.py.
+    align: float = 0.0
+    align_until: int = 0
     features: str | None = None  # optional user-supplied .npy features instead of the built-in encoder
     sample_every: int = 500
     checkpoint_every: int = 100
@@ -60,7 +71,9 @@ class TrainConfig:
     def model_config(self, snippet_dim: int = 64) -> ModelConfig:
         base = ModelConfig(image_size=self.image_size, grid=self.grid, backbone=self.backbone, snippet_dim=snippet_dim,
                            halo=self.halo)
-        return ModelConfig.from_dict({**base.to_dict(), **self.model})
+        # a GMem-mode bank fixes the snippet width (the encoder's feature dim): a snippet_dim override cannot apply
+        fixed = {"snippet_dim": snippet_dim} if self.snippet_mode == "gmem" and self.memory else {}
+        return ModelConfig.from_dict({**base.to_dict(), **self.model, **fixed})
 
     def command(self, steps: int | None = None) -> str:
         """The `edgediff train` line that rebuilds this run (recorded in bundles so anyone can retrain a model)."""
@@ -79,6 +92,10 @@ class TrainConfig:
             parts.append("--no-memory")
         if self.features:
             parts.append(f"--features {self.features}")
+        if self.snippet_mode != "pca":
+            parts.append(f"--snippet-mode {self.snippet_mode} --snippet-element-dropout {self.snippet_element_dropout:g}")
+        if self.align:
+            parts.append(f"--align {self.align:g} --align-until {self.align_until}")
         if self.init_from:
             parts.append(f"--init-from {self.init_from}")
         return " ".join(parts + [f"--out {self.out}"])
@@ -90,13 +107,20 @@ class TrainConfig:
             (self.grid >= 1, f"--grid {self.grid} must be >= 1"),
             (self.grid >= 1 and self.image_size % self.grid == 0,
              f"--grid {self.grid} does not divide --image-size {self.image_size}: pick a divisor"),
-            (self.grid < 1 or 0 <= self.halo <= self.image_size // self.grid,
+            (self.grid < 1 or self.image_size < 1 or 0 <= self.halo <= self.image_size // self.grid,
              f"--halo {self.halo} must be between 0 and the cell side {self.image_size // max(1, self.grid)}"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr {self.lr} must be a finite number > 0"),
             (self.seed >= 0, f"--seed {self.seed} must be >= 0"),
             (1 <= self.image_size <= 8192, f"--image-size {self.image_size} must be between 1 and 8192"),
             (0.0 <= self.ema_decay < 1.0, f"--ema-decay {self.ema_decay} must be in [0, 1)"),
             (0.0 <= self.snippet_dropout <= 1.0, f"--snippet-dropout {self.snippet_dropout} must be in [0, 1]"),
+            (self.snippet_mode in ("pca", "gmem"), f"--snippet-mode {self.snippet_mode}: use pca or gmem"),
+            (0.0 <= self.snippet_element_dropout < 1.0,
+             f"--snippet-element-dropout {self.snippet_element_dropout} must be in [0, 1)"),
+            (self.align >= 0 and math.isfinite(self.align), f"--align {self.align} must be a finite weight >= 0"),
+            (self.align_until >= 0, f"--align-until {self.align_until} must be >= 0 (0: align for the whole run)"),
+            (not self.align or self.backbone == "unet",
+             f"--align needs the unet backbone (it reads an early UNet feature map), not {self.backbone}"),
             (self.checkpoint_every >= 1, f"--checkpoint-every {self.checkpoint_every} must be >= 1"),
             (self.sample_every >= 0, f"--sample-every {self.sample_every} must be >= 0 (0 disables previews)"),
             (self.backbone in ("unet", "dis", "dit"), f"--backbone {self.backbone}: use unet, dis or dit"),
@@ -165,16 +189,6 @@ class Distributed:
             dist.destroy_process_group()
 
 
-@dataclass
-class Snippets:
-    """Per-image memory snippets (and those of the flipped images); None fields mean 'no memory bank'."""
-
-    own: np.ndarray | None = None  # [N, S]
-    flipped: np.ndarray | None = None  # [N, S]
-    dim: int = 64
-    info: dict = field(default_factory=dict)
-
-
 def load_snippets(cfg: TrainConfig, dataset: Dataset) -> Snippets:
     """The memory bank for this dataset (built or reused from cache), or the null snippet with --no-memory."""
     if not cfg.memory:
@@ -186,9 +200,10 @@ def load_snippets(cfg: TrainConfig, dataset: Dataset) -> Snippets:
 
 def make_batch(
     step: int, cfg: TrainConfig, rank: int, data: torch.Tensor, own: torch.Tensor | None, flipped: torch.Tensor | None,
-    acp: torch.Tensor, per_rank: int, snippet_dim: int,
+    acp: torch.Tensor, per_rank: int, snippet_dim: int, with_choice: bool = False,
 ):
-    """The batch of step `step` on rank `rank`: a pure function of (seed, step, rank) and the data."""
+    """The batch of step `step` on rank `rank`: a pure function of (seed, step, rank) and the data.
+    with_choice=True also returns (image index, flipped, cell) per example (what --align needs)."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 7919 + rank)
     n = data.shape[0]
     idx = torch.randint(0, n, (per_rank,), generator=g)
@@ -215,8 +230,13 @@ def make_batch(
     position = F.one_hot(cells, cfg.grid * cfg.grid).float()
     if own is not None:
         sn = torch.where(flip.to(dev)[:, None], flipped[idx.to(dev)], own[idx.to(dev)]) * keep.to(dev)
+        if cfg.snippet_mode == "gmem" and cfg.snippet_element_dropout > 0:  # drawn last: pca batches unchanged
+            p = cfg.snippet_element_dropout
+            sn = sn * ((torch.rand(sn.shape, generator=g) >= p).float() / (1 - p)).to(dev)
     else:
         sn = torch.zeros(per_rank, snippet_dim, device=dev)
+    if with_choice:
+        return (patch, glob, t, position, sn), target, (idx.to(dev), flip.to(dev), cells)
     return (patch, glob, t, position, sn), target
 
 
@@ -348,22 +368,29 @@ def _preview(ema, mcfg: ModelConfig, snippets: Snippets, cfg: TrainConfig, step:
 
 
 def _optimise(step: int, cfg: TrainConfig, dist: Distributed, ddp_model, model, ema, opt, batch_args: tuple,
-              autocast, out: Path) -> float:
-    """One optimisation step (batch `step`, AdamW, gradient clipping, EMA update); returns the mean loss."""
+              autocast, out: Path, aligner=None, extra: dict | None = None) -> float:
+    """One optimisation step (batch `step`, AdamW, gradient clipping, EMA update; plus the representation-alignment
+    term while `aligner` is on); returns the mean denoising loss."""
     data, own, flipped, acp, per_rank, snippet_dim = batch_args
-    inputs, target = make_batch(step, cfg, dist.rank, data, own, flipped, acp, per_rank, snippet_dim)
+    inputs, target, *choice = make_batch(step, cfg, dist.rank, data, own, flipped, acp, per_rank, snippet_dim,
+                                         with_choice=aligner is not None)
     for group in opt.param_groups:
         group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
     with autocast:
         pred = ddp_model(*inputs)
     loss = F.mse_loss(pred.float(), target)
+    objective = loss
+    if aligner is not None and (not cfg.align_until or step < cfg.align_until):
+        objective = loss + cfg.align * aligner.loss(choice[0])
     if not torch.isfinite(loss):
         last = latest_checkpoint(out)
         where = f"the last good checkpoint is step {last[1]['step']}" if last else "no checkpoint was written yet"
         raise EdgediffError(f"loss became {loss.item()} at step {step}; {where}: lower --lr and --resume")
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    objective.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    for m in (extra or {}).values():
+        torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
     opt.step()
     decay = min(cfg.ema_decay, (1 + step) / (10 + step))
     with torch.no_grad():
@@ -393,16 +420,23 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         from edgediff.warmstart import load_init_weights
 
         copied = load_init_weights(model, cfg.init_from, mcfg)
-        if dist.main and progress:
-            print(f"initialised {copied} tensors from {cfg.init_from}", flush=True)
+        if dist.main:
+            log(f"initialised {copied} tensors from {cfg.init_from}")
     model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    aligner, extra = None, {}
+    if cfg.align:
+        from edgediff.align import Aligner
+
+        aligner = Aligner(model, dataset, cfg.grid, device)  # after the EMA copy: only the trained model is hooked
+        extra = {"align": aligner.projector}
+    params = list(model.parameters()) + [p for m in extra.values() for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
     losses: list[float] = []
     if found is not None:
         tensor_path, meta = found
-        step = restore(tensor_path, meta, model, ema, opt)
+        step = restore(tensor_path, meta, model, ema, opt, extra)
         losses = list(meta.get("losses", []))
     if resume and dist.main:
         log(f"resumed from step {step}" + (f" ({found[0]})" if found else " (no checkpoint had been written)"))
@@ -417,19 +451,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     meta_base = {"train": asdict(cfg), "model": mcfg.to_dict(), "memory": snippets.info}
 
     if dist.main and step < cfg.steps:
-        log(f"training steps {step + 1}-{cfg.steps} on {device} ({sum(p.numel() for p in model.parameters()):,} "
+        log(f"training steps {step + 1}-{cfg.steps} on {device} ({count_params(model):,} "
             f"parameters, batch {cfg.batch_size}, checkpoint every {cfg.checkpoint_every})")
     shown = Progress("step", cfg.steps, start=step, tenths=False, enabled=progress and dist.main)
     t0, start_step = time.perf_counter(), step
     since, last_preview = (step, t0), None
     try:
         while step < cfg.steps:
-            loss_value = _optimise(step, cfg, dist, ddp_model, model, ema, opt, batch_args, autocast, out)
+            loss_value = _optimise(step, cfg, dist, ddp_model, model, ema, opt, batch_args, autocast, out,
+                                   aligner, extra)
             step += 1
             losses.append(loss_value)
             checkpoint = dist.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps)
             if checkpoint:
-                save_checkpoint(out, step, model, ema, opt, dict(meta_base, losses=losses))
+                save_checkpoint(out, step, model, ema, opt, dict(meta_base, losses=losses), extra)
             shown.update(step, note=f"  loss {loss_value:.4f}", line=checkpoint)
             if dist.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
                 last_preview = _preview(ema, mcfg, snippets, cfg, step, since, device, log) or last_preview
@@ -447,6 +482,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         "trained": done,
         "losses": losses,
         "steps_per_s": done / elapsed if elapsed > 0 and done else math.nan,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_params(model),
         "last_preview": str(last_preview) if last_preview else None,
     }

@@ -92,3 +92,30 @@ def test_guided_quality_rows_are_compared_with_the_guided_full_image_model():
     assert scored[3]["fd_vs_full"] == pytest.approx(1.1)  # against the guided grid-1 row, not the plain one
     assert summary["goal_seam_le_1.2_guidance3"] == {"grid2": 1.1}
     assert summary["goal_seam_le_1.2"] == {"grid2": 1.5}
+
+
+def test_memory_ablation_result_is_rebuilt_from_partial_scores_with_per_metric_speedups():
+    from benchmarks.memory_ablation import ARMS, build_result, speedup
+
+    assert speedup([100, 200, 400], [9, 5, 3], [10, 8, 6]) == (2.0, 200)  # reaches plain's final 6 at step 200
+    assert speedup([100, 200], [9, 7], [10, 6]) == (None, None)
+    steps = [100, 200, 400]
+    fd = {"plain": [10, 8, 6], "bank": [5, 4, 3], "bank_gmem": [12, 11, 10], "align": [7, 6], "bank_align": [8]}
+    ind = {"plain": [20, 18, 16], "bank": [19, 15, 14], "bank_gmem": [15, 12, 11], "align": [21, 20],
+           "bank_align": [30]}
+    scores = {a: {s: {"fd_lite0": fd[a][i], "fd_independent": ind[a][i], "kid": 0.1, "kid_independent": 0.2,
+                      "loss_last50": 0.1, "train_seconds": 1.0} for i, s in enumerate(steps[: len(fd[a])])}
+              for a in ARMS}
+    r = build_result(scores, steps, {}, "net")
+    assert r["steps"] == [100] and not r["complete"]  # only step 100 is measured for every arm
+    rows = {a["name"]: a for a in r["arms"]}
+    assert rows["align"]["steps_done"] == [100, 200] and rows["bank_align"]["fd_lite0"] == [8]
+    assert rows["bank"]["speedup_lite0"] == 4.0 and rows["bank"]["speedup_independent"] == 2.0
+    assert rows["bank_gmem"]["speedup_lite0"] is None and rows["bank_gmem"]["speedup_independent"] == 4.0
+    # arms that got less far are compared with plain at their own last step
+    assert rows["align"]["speedup_lite0"] == 2.0  # 7 <= plain's 8 at step 200, reached at 100
+    assert rows["bank_align"]["speedup_independent"] is None  # only step 100: 30 > plain's 20 there
+    assert r["speedup"] == 4.0 and r["speedup_arm"] == "bank_gmem"  # the best memory arm, in the independent metric
+    assert r["metric_independent"] == "net"
+    assert set(rows["plain"]) >= {"name", "fd_lite0", "fd_independent", "kid_lite0", "kid_independent",
+                                  "speedup_lite0", "speedup_independent"}

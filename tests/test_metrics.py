@@ -59,8 +59,13 @@ def test_seam_ratio_cases():
     with pytest.raises(EdgediffError, match="do not divide"):
         seam_ratios(smooth, 3)
 
-def test_fd_lite0_separates_held_out_real_from_blurred_and_noisy(tmp_path, monkeypatch):
-    """The metric can fail: two disjoint halves of real emoji must score far closer than real vs damaged."""
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoder", ["lite0", "independent"])
+def test_fd_separates_held_out_real_from_blurred_and_noisy(encoder):
+    """The metric can fail: two disjoint halves of real emoji must score far closer than real vs damaged, in the
+    bank's Lite0 space and in the independent network's (which was fine-tuned away from ImageNet: it must still
+    see blur and noise)."""
     from PIL import Image, ImageFilter
 
     from edgediff.data import load_dataset
@@ -72,12 +77,37 @@ def test_fd_lite0_separates_held_out_real_from_blurred_and_noisy(tmp_path, monke
     a, b = ds.images[idx[:n]], ds.images[idx[n : 2 * n]]
     blurred = np.stack([np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(2))) for x in b])
     noisy = np.clip(b.astype(np.float32) + np.random.default_rng(1).normal(0, 60, b.shape), 0, 255).astype(np.uint8)
-    fa, fb, fblur, fnoise = (encode(x) for x in (a, b, blurred, noisy))
+    fa, fb, fblur, fnoise = (encode(x, encoder=encoder) for x in (a, b, blurred, noisy))
     fd = {k: fd_lite0(fa, f) for k, f in (("held_out", fb), ("blur", fblur), ("noise", fnoise))}
     kd = {k: kid(fa, f, subsets=20) for k, f in (("held_out", fb), ("blur", fblur), ("noise", fnoise))}
-    print("FD-Lite0", fd, "KID", kd)
+    print(encoder, "FD", fd, "KID", kd)
     # KID is unbiased: held-out real must be far closer than damaged images.
     assert kd["held_out"] < 0.25 * kd["blur"] and kd["held_out"] < 0.25 * kd["noise"], kd
     # FD carries a large positive bias at n = 96 in 1280-d (it is the same for every pair), which compresses the
     # ratios; the ordering must still hold with a clear margin.
     assert fd["held_out"] < 0.8 * fd["blur"] and fd["held_out"] < 0.8 * fd["noise"], fd
+
+
+@pytest.mark.slow
+def test_eval_prints_and_writes_both_metrics(tmp_path, monkeypatch, capsys):
+    """`edgediff eval` reports FD/KID in Lite0 space and in the independent network's, and writes both to --json."""
+    import json
+    import sys
+
+    from conftest import tiny_model, write_images
+    from edgediff.cli import main
+    from edgediff.train import TrainConfig, train
+
+    folder = write_images(tmp_path / "img", n=8, size=16)
+    train(TrainConfig(data=str(folder), image_size=16, grid=2, steps=2, batch_size=4, out=str(tmp_path / "run"),
+                      memory=False, sample_every=0, device="cpu", model=tiny_model()), progress=False)
+    out = tmp_path / "e.json"
+    monkeypatch.setattr(sys, "argv", ["edgediff", "eval", str(tmp_path / "run"), "--data", str(folder), "--n", "6",
+                                      "--steps", "2", "--json", str(out)])
+    main()
+    line = capsys.readouterr().out
+    assert "FD-Lite0" in line and "FD-ResNet50-1by2" in line and "(independent)" in line
+    r = json.loads(out.read_text())
+    assert r["metric_independent"].startswith("resnet50-1by2")
+    assert np.isfinite(r["fd_independent"]) and np.isfinite(r["kid_independent"])
+    assert r["fd_independent"] != r["fd_lite0"]

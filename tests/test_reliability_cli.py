@@ -41,6 +41,8 @@ CASES: list[tuple[str, str, str]] = [
     ("train", "--seed", "-1"),
     ("train", "--dim", "0"), ("train", "--depth", "0"), ("train", "--depth", "-3"),
     ("train", "--snippet-dropout", "1.5"), ("train", "--snippet-dropout", "-0.1"),
+    ("train", "--snippet-element-dropout", "1.0"), ("train", "--snippet-element-dropout", "-0.5"),
+    ("train", "--align", "-1"), ("train", "--align", "nan"), ("train", "--align-until", "-3"),
     ("train", "--checkpoint-every", "0"), ("train", "--sample-every", "-1"),
     ("train", "--ema-decay", "1.0"), ("train", "--ema-decay", "nan"),
     ("train", "--mults", "1,0"), ("train", "--mults", "1,x"),

@@ -26,7 +26,8 @@ from edgediff.data import to_uint8
 from edgediff.errors import EdgediffError, Interrupted
 from edgediff.lut import decode
 from edgediff.runtime import rss
-from edgediff.runtime.planner import ROLE, Plan, available_mb, plan_sampling
+from edgediff.bundle import ROLE
+from edgediff.runtime.planner import Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
 from edgediff.sampling import resolve_guidance, sample_loop
 from edgediff import snippets as snip

@@ -223,19 +223,19 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def markdown_table(result: dict) -> str:
-    """The README table: each arm's last measured checkpoint, its FDs there, and its speed-ups."""
-    def fmt(x, spec):
-        return "–" if x is None else format(x, spec)
+    """The README table: FD-Lite0 / FD-independent of every arm at each checkpoint all arms have reached, then
+    each arm's speed-ups (compared with plain at the arm's own last checkpoint)."""
+    def fmt(x):
+        return "–" if x is None else f"{x:.2f}×"
 
-    lines = ["| arm | steps done | FD-Lite0 | FD-independent | KID Lite0 / independent | speed-up Lite0 | "
-             "speed-up independent |", "|---|---|---|---|---|---|---|"]
+    steps = result["steps"]
+    head = "| arm | " + " | ".join(f"FD-Lite0 / FD-indep. at {s:,}" for s in steps) + \
+        " | speed-up Lite0 | speed-up independent |"
+    lines = [head, "|---|" + "---|" * (len(steps) + 2)]
     for r in result["arms"]:
-        if not r["steps_done"]:
-            lines.append(f"| {r['name']} | 0 | – | – | – | – | – |")
-            continue
-        lines.append(f"| {r['name']} | {r['steps_done'][-1]} | {r['fd_lite0'][-1]:.1f} | {r['fd_independent'][-1]:.1f}"
-                     f" | {r['kid_lite0'][-1]:.3f} / {r['kid_independent'][-1]:.3f} | "
-                     f"{fmt(r.get('speedup_lite0'), '.2f')}× | {fmt(r.get('speedup_independent'), '.2f')}× |")
+        cells = [f"{r['fd_lite0'][i]:.1f} / {r['fd_independent'][i]:.1f}" for i in range(len(steps))]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) +
+                     f" | {fmt(r.get('speedup_lite0'))} | {fmt(r.get('speedup_independent'))} |")
     return "\n".join(lines)
 
 

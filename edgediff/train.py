@@ -104,6 +104,7 @@ class TrainConfig:
         checks = [
             (self.steps >= 1, f"--steps {self.steps} must be >= 1"),
             (self.batch_size >= 1, f"--batch-size {self.batch_size} must be >= 1"),
+            (1 <= self.image_size <= 8192, f"--image-size {self.image_size} must be between 1 and 8192"),
             (self.grid >= 1, f"--grid {self.grid} must be >= 1"),
             (self.grid >= 1 and self.image_size % self.grid == 0,
              f"--grid {self.grid} does not divide --image-size {self.image_size}: pick a divisor"),
@@ -111,7 +112,6 @@ class TrainConfig:
              f"--halo {self.halo} must be between 0 and the cell side {self.image_size // max(1, self.grid)}"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr {self.lr} must be a finite number > 0"),
             (self.seed >= 0, f"--seed {self.seed} must be >= 0"),
-            (1 <= self.image_size <= 8192, f"--image-size {self.image_size} must be between 1 and 8192"),
             (0.0 <= self.ema_decay < 1.0, f"--ema-decay {self.ema_decay} must be in [0, 1)"),
             (0.0 <= self.snippet_dropout <= 1.0, f"--snippet-dropout {self.snippet_dropout} must be in [0, 1]"),
             (self.snippet_mode in ("pca", "gmem"), f"--snippet-mode {self.snippet_mode}: use pca or gmem"),

@@ -1,7 +1,9 @@
 """The README's first command, measured: `edgediff sample` on the shipped default bundle, each run a fresh process.
 
 Records the plan line, the peak RSS and wall time the command prints, plus the bundle's size, for the default plan
-(no budget) and for pinned cells per call. Writes benchmarks/results/default_sample.json.
+(no budget) and for pinned cells per call. When the bundle ships int8, it also asks the planner for the smallest
+budget of each precision (a 1 MiB budget is refused with the floor named) and runs at a budget between the two:
+the one place the planner must pick int8 by itself. Writes benchmarks/results/default_sample.json.
 """
 
 from __future__ import annotations
@@ -18,29 +20,60 @@ from benchmarks.common import SHARED_CPU_NOTE, machine_info, write_json
 from edgediff.runtime.sampler import DEFAULT_BUNDLE
 
 
+BUNDLE: list[str] = []  # empty: the shipped default (the README's first command); --bundle sets another
+
+
 def run(extra: list[str], out: Path) -> dict:
-    cmd = [sys.executable, "-m", "edgediff.cli", "sample", "--n", "16", "--steps", "25", "--out", str(out), *extra]
+    cmd = [sys.executable, "-m", "edgediff.cli", "sample", *BUNDLE, "--n", "16", "--steps", "25", "--out", str(out),
+           *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(proc.stderr)
-    peak = re.search(r"peak RSS ([0-9.]+) MiB, wall time ([0-9.]+) s", proc.stdout)
+    peak = re.search(r"peak RSS ([0-9.]+) MiB(?: \(budget [^)]*\))?, wall time ([0-9.]+) s", proc.stdout)
     plan = next((line for line in proc.stdout.splitlines() if line.startswith("plan:")), "")
     return {"args": extra, "peak_mb": float(peak.group(1)), "sampling_wall_s": float(peak.group(2)),
             "process_wall_s": round(wall, 2), "plan": plan}
 
 
+def planner_floor(precision: str) -> float:
+    """The smallest budget the planner accepts for this command at `precision` (its refusal names it)."""
+    cmd = [sys.executable, "-m", "edgediff.cli", "sample", *BUNDLE, "--n", "16", "--steps", "25",
+           "--precision", precision,
+           "--memory-budget", "1MiB", "--out", "/dev/null"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    found = re.search(r"pass --memory-budget ([0-9.]+)MiB", proc.stderr)
+    if proc.returncode == 0 or not found:
+        raise SystemExit(f"the planner did not refuse a 1 MiB budget: {proc.stderr[-300:]}")
+    return float(found.group(1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.parse_args()
-    size = sum(p.stat().st_size for p in DEFAULT_BUNDLE.iterdir() if p.is_file() and p.suffix != ".py")
+    ap.add_argument("--bundle", default=None, help="measure this bundle instead of the shipped default")
+    ap.add_argument("--json", default="default_sample.json", help="result file under benchmarks/results")
+    a = ap.parse_args()
+    from edgediff.bundle import read_manifest
+
+    bundle = DEFAULT_BUNDLE if a.bundle is None else Path(a.bundle)
+    BUNDLE[:] = [] if a.bundle is None else [a.bundle]
+    size = sum(p.stat().st_size for p in bundle.iterdir() if p.is_file() and p.suffix != ".py")
+    body: dict = {"machine": machine_info(), "note": SHARED_CPU_NOTE, "bundle": a.bundle or "shipped default",
+                  "bundle_bytes": size, "n": 16, "steps": 25,
+                  "files": {r: e.path for r, e in read_manifest(bundle).files.items()}}
     with tempfile.TemporaryDirectory() as d:
         rows = [run([], Path(d) / "a.png"), run(["--cells-per-call", "16"], Path(d) / "b.png")]
+        if "denoiser_int8" in body["files"]:
+            floors = {p: planner_floor(p) for p in ("fp32", "int8")}
+            body["planner_floor_mb"] = floors
+            if floors["int8"] < floors["fp32"]:
+                between = (floors["int8"] + floors["fp32"]) / 2
+                rows.append(run(["--memory-budget", f"{between:.1f}MiB"], Path(d) / "c.png"))
     for r in rows:
-        print(f"{' '.join(r['args']) or 'default plan'}: peak {r['peak_mb']} MiB, {r['sampling_wall_s']} s")
-    write_json("default_sample.json", {"machine": machine_info(), "note": SHARED_CPU_NOTE,
-                                       "bundle_bytes": size, "n": 16, "steps": 25, "rows": rows})
+        print(f"{' '.join(r['args']) or 'default plan'}: peak {r['peak_mb']} MiB, {r['sampling_wall_s']} s; "
+              f"{r['plan']}")
+    write_json(a.json, {**body, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -44,8 +44,8 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json, save_figure
 from edgediff.runtime import rss  # stdlib only, so the interpreter baseline stays torch- and numpy-free
+from edgediff.units import MIB
 
-MIB = float(1 << 20)
 STEPS = 20
 WIDTHS = dict(dim=64, mults=(1, 2, 2), num_res_blocks=1)  # edgediff's default UNet widths (~4.5M parameters)
 FULL = dict(resolutions=[64, 128, 256, 512], grids=[1, 2, 4, 8], precisions=["fp32", "int8"], auto_at=[512])
@@ -74,6 +74,8 @@ def probe_diffusers(resolution: int, steps: int, threads: int) -> dict:
     import torch
     from diffusers import DDIMScheduler, UNet2DModel
 
+    from edgediff.models import count_params
+
     torch.set_num_threads(threads)
     base = rss.current_mb()
     t0 = time.perf_counter()
@@ -94,7 +96,7 @@ def probe_diffusers(resolution: int, steps: int, threads: int) -> dict:
     peak = rss.peak_mb()
     return {
         "tool": "diffusers", "resolution": resolution, "grid": 1, "precision": "fp32", "steps": steps,
-        "params": int(sum(p.numel() for p in model.parameters())), "interpreter_mb": round(interp_mb, 1),
+        "params": count_params(model), "interpreter_mb": round(interp_mb, 1),
         "baseline_mb": round(base, 1), "after_load_mb": round(after_load, 1), "peak_mb": round(peak, 1),
         "activation_mb": round(peak - after_load, 1), "s_per_step": round(sum(times) / len(times), 4),
         "s_per_step_min": round(min(times), 4), "total_s": round(sum(times), 2), "load_s": round(load_s, 2),
@@ -236,12 +238,12 @@ def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path, ha
 
     from edgediff.checkpoint import latest_checkpoint, save_checkpoint
     from edgediff.images import atomic_write_bytes
-    from edgediff.models import ModelConfig, build_model
+    from edgediff.models import ModelConfig, build_model, count_params
 
     config = ModelConfig(image_size=resolution, grid=grid, halo=halo, **WIDTHS)
     torch.manual_seed(0)
     model = build_model(config)
-    params = int(sum(p.numel() for p in model.parameters()))
+    params = count_params(model)
     if latest_checkpoint(run_dir) if run_dir.exists() else None:
         return params
     with torch.no_grad():
@@ -263,7 +265,7 @@ def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path, ha
     return params
 
 
-def export_bench_bundle(run_dir: str, out: str, int8: bool, lean_profile: bool = False) -> dict:
+def export_bench_bundle(run_dir: str, out: str, int8: bool, lean_profile: bool = False, ort: bool = False) -> dict:
     """`edgediff export` (fresh process) with a calibration set cut to one row per timestep in CALIB_TIMESTEPS and
     cell, and parity checked at one timestep: the 512 px full-image model cannot calibrate on 1024 rows here."""
     import numpy as np
@@ -280,7 +282,9 @@ def export_bench_bundle(run_dir: str, out: str, int8: bool, lean_profile: bool =
     q.CALIB_ROWS = len(CALIB_TIMESTEPS)
     bw.PARITY_TIMESTEPS = (500,)
     t0 = time.perf_counter()
-    res = export_run(run_dir, out, int8=int8, profile=True, log=lambda s: None)
+    res = export_run(run_dir, out, int8=int8, profile=not ort, int8_measure=False, log=lambda s: None)
+    if ort:  # the ONNX bundle stays (the analytic floor reads its graph); the probes run its ORT-format copy
+        res = export_run(out, f"{out}_ort", ort_format=True, profile=True, log=lambda s: None)
     return {"export_s": round(time.perf_counter() - t0, 1), "params": res.manifest.params}
 
 
@@ -559,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-mb", type=float, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--resolution", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--int8", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--ort", action="store_true", help="export the benchmark bundles in ORT format (export --ort)")
     ap.add_argument("--lean-profile", action="store_true",
                     help="export bundles with the lean-mode memory profile only (faster; the planner then plans lean)")
     a = ap.parse_args(argv)
@@ -572,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         _emit(probe_edgediff(a.bundle, a.precision, a.steps, a.budget_mb, a.threads))
         return 0
     if a.probe == "export":
-        _emit(export_bench_bundle(a.run, a.bundle, a.int8, a.lean_profile))
+        _emit(export_bench_bundle(a.run, a.bundle, a.int8, a.lean_profile, a.ort))
         return 0
 
     s = dict(QUICK if a.quick else FULL)
@@ -595,9 +600,9 @@ def main(argv: list[str] | None = None) -> int:
         write_json("export_parity.json", parity_rows(work))
         return 0
     work.mkdir(parents=True, exist_ok=True)
-    from edgediff.models import ModelConfig, build_model
+    from edgediff.models import ModelConfig, build_model, count_params
 
-    full_params = int(sum(p.numel() for p in build_model(ModelConfig(image_size=64, grid=1, **WIDTHS)).parameters()))
+    full_params = count_params(build_model(ModelConfig(image_size=64, grid=1, **WIDTHS)))
     prev = load_existing(name) if a.merge else None
     body = {
         "benchmark": "peak_memory", "quick": a.quick, "machine": machine_info(),
@@ -652,10 +657,12 @@ def main(argv: list[str] | None = None) -> int:
                 run_dir, bundle = work / f"run_{tag}", work / f"bundle_{tag}"
                 params = make_untrained_run(run_dir, res, g, data, halo)
                 export_info = {}
-                if not (bundle / "manifest.json").is_file():
+                probe_bundle = Path(f"{bundle}_ort") if a.ort else bundle  # what the probes sample from
+                if not (probe_bundle / "manifest.json").is_file():
                     try:
                         export_info = run_probe(["--probe", "export", "--run", str(run_dir), "--bundle", str(bundle),
-                                                 "--int8"] + (["--lean-profile"] if a.lean_profile else []),
+                                                 "--int8"] + (["--lean-profile"] if a.lean_profile else [])
+                                                + (["--ort"] if a.ort else []),
                                                 timeout=5400)
                         export_info["profile_modes"] = "lean" if a.lean_profile else "lean,fast"
                     except Exception as e:
@@ -666,10 +673,10 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                 from edgediff.bundle import read_manifest
 
-                m = read_manifest(bundle)
+                m = read_manifest(probe_bundle)
                 for prec in s["precisions"]:
                     role = {"fp32": "denoiser_fp32", "int8": "denoiser_int8"}[prec]
-                    path = bundle / m.files[role].path
+                    path = bundle / read_manifest(bundle).files[role].path  # the ONNX graph: the floor's source
                     if (res, g, halo, prec) not in graphs:
                         graphs[(res, g, halo, prec)] = live_activation_peak(path)
                     graph = graphs[(res, g, halo, prec)]
@@ -678,11 +685,12 @@ def main(argv: list[str] | None = None) -> int:
                         row = {"tool": "edgediff", "resolution": res, "grid": g, "halo": halo, "precision": prec,
                                "budget": budget, "steps": a.steps,
                                "patch": res // g, "params": params, "model_file_mb": round(m.files[role].bytes / MIB, 2),
+                               "model_format": Path(m.files[role].path).suffix.lstrip("."),
                                **export_info}
                         try:
                             bmb = None
                             if budget == "floor":
-                                fl = run_probe(["--probe", "floor", "--bundle", str(bundle), "--precision", prec,
+                                fl = run_probe(["--probe", "floor", "--bundle", str(probe_bundle), "--precision", prec,
                                                 "--threads", str(a.threads), "--steps", str(a.steps)])
                                 row["planner_floor_mb"] = fl["planner_floor_mb"]
                                 bmb = fl["planner_floor_mb"] + 1.0
@@ -691,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
                             # row records it and retries with more (the first budget that worked is the row's)
                             for factor in ((1.0, 1.1, 1.25, 1.5) if bmb is not None else (1.0,)):
                                 b = None if bmb is None else round(bmb * factor, 1)
-                                r = run_probe(["--probe", "edgediff", "--bundle", str(bundle), "--precision", prec,
+                                r = run_probe(["--probe", "edgediff", "--bundle", str(probe_bundle), "--precision", prec,
                                                "--threads", str(a.threads), "--steps", str(a.steps)]
                                               + (["--budget-mb", str(b)] if b else []))
                                 if b is not None:

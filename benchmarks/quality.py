@@ -138,7 +138,7 @@ def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n:
     """n uint8 images [n, H, W, 3] from the bundle's `precision` denoiser, the runtime's lean session settings."""
     from edgediff.bundle import resolve
     from edgediff.data import to_uint8
-    from edgediff.runtime.planner import ROLE
+    from edgediff.bundle import ROLE
     from edgediff.runtime.sampler import onnx_eps_fn
     from edgediff.runtime.session import MODES, create_session
     from edgediff.sampling import sample_loop
@@ -149,7 +149,7 @@ def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n:
     cells = manifest.grid * manifest.grid
     x = sample_loop(eps_fn, n=n, image_size=manifest.image_size, channels=manifest.channels, grid=manifest.grid,
                     steps=steps, seed=seed, snippets=snippets, cells_per_call=min(n * cells, 256),
-                    schedule=schedule, guidance=guidance)
+                    schedule=schedule, guidance=guidance, halo=manifest.halo)
     return to_uint8(x)
 
 

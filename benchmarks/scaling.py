@@ -75,8 +75,10 @@ def export_mixer(kind: str, tokens: int, dim: int, d_state: int, chunk: int, pat
     with torch.no_grad():
         want = module(u).numpy()
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"tokens": u.numpy()})[0]
+    from edgediff.models import count_params
+
     return {"export_s": export_s, "max_abs_diff_vs_torch": float(np.abs(got - want).max()),
-            "params": int(sum(p.numel() for p in module.parameters()))}
+            "params": count_params(module)}
 
 
 def worker(path: str, tokens: int, dim: int, min_calls: int, min_seconds: float) -> None:
@@ -189,6 +191,7 @@ def quality_part(args, workdir: Path, save=None) -> dict:
     from edgediff.data import load_dataset, to_uint8
     from edgediff.metrics import evaluate, quality_fields
     from edgediff.torch_sampler import sample_torch
+    from edgediff.models import count_params
     from edgediff.train import TrainConfig, train
 
     dataset = load_dataset("emoji", 32)
@@ -211,7 +214,7 @@ def quality_part(args, workdir: Path, save=None) -> dict:
             train_s, steps_per_s = None, None  # reused a finished run from --workdir
         train_cpu_s = time.process_time() - cpu0
         ema, mcfg, meta = load_ema_model(Path(cfg.out))
-        params = int(sum(p.numel() for p in ema.parameters()))
+        params = count_params(ema)
         t1 = time.perf_counter()
         with torch.no_grad():
             imgs = sample_torch(ema, mcfg, n=args.n, steps=args.sample_steps, seed=1,

@@ -64,6 +64,18 @@ def default_out(source: Source) -> Path:
     return source.path.parent / f"{source.path.name}_audit"
 
 
+def check_out(out: Path, overwrite: bool) -> Path:
+    """The audit folder, refused before any work when it is a file, or holds an earlier audit and `overwrite` is
+    off: an audit is evidence, and a second one must not silently replace the first."""
+    if out.exists() and not out.is_dir():
+        raise EdgediffError(f"--out {out} is a file; name a folder for the audit")
+    earlier = [name for name in (AUDIT_JSON, WORST_PNG, SAMPLES_PNG) if (out / name).exists()]
+    if earlier and not overwrite:
+        raise EdgediffError(f"{out} holds an earlier audit ({', '.join(earlier)}); pass --out NEW_FOLDER, or "
+                            "--overwrite to replace it")
+    return out
+
+
 def _image_size(source: Source) -> int:
     if source.kind == "run":
         from edgediff.checkpoint import latest_checkpoint
@@ -99,14 +111,17 @@ def generate(source: Source, n: int, steps: int, seed: int, image_size: int, log
         if n and len(images) > n:
             images = images[:n]
         return images
+    log(f"sampling {n} images ({steps} DDIM steps) from the {source.kind} {source.path}")
     if source.kind == "run":
         from edgediff.metrics import generate_from_run
 
         images, _ = generate_from_run(source.path, n, steps=steps, seed=seed, progress=True)
         return images
+    from edgediff.progress import Progress
     from edgediff.runtime.sampler import sample_bundle
 
-    return sample_bundle(source.path, n=n, steps=steps, seed=seed, log=log).images
+    with Progress("sampling", n * steps) as bar:
+        return sample_bundle(source.path, n=n, steps=steps, seed=seed, log=log, on_step=bar.step_callback()).images
 
 
 def _summary(x: np.ndarray) -> dict:
@@ -125,6 +140,7 @@ def _feature_space(samples: np.ndarray, train_ds, flips: bool, log: Callable[[st
         return {"skipped": reason}
     from edgediff.memorization import memorized, nearest_groups
 
+    log(f"measuring in FD-Lite0 feature space: encoding {len(samples)} samples and the training images")
     try:
         train_f = dataset_features(train_ds)
         sample_f = encode(samples, progress=len(samples) > 64)
@@ -155,7 +171,7 @@ def worst_sheet(samples: np.ndarray, refs: np.ndarray, rows: np.ndarray, order: 
 def audit(
     target: Path | None = None,
     *,
-    data: str = "emoji",
+    data: str | None = None,
     n: int = 1000,
     steps: int = 25,
     seed: int = 0,
@@ -165,10 +181,14 @@ def audit(
     flips: bool = True,
     worst: int = 16,
     features: bool = True,
+    other_data: bool = False,
+    overwrite: bool = False,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
-    """Generate (or read) samples, measure them against the training set, write the sheet and the JSON."""
-    from edgediff.data import load_dataset
+    """Generate (or read) samples, measure them against the training set, write the sheet and the JSON.
+    `data` None: the data the run or bundle records (required for --samples); an earlier audit in `out` is only
+    replaced with `overwrite`."""
+    from edgediff.data import load_dataset, resolve_data
     from edgediff.images import atomic_write_bytes, make_grid, save_png
     from edgediff.memorization import (
         MEMORIZED_RATIO, default_sigma, distance_ratio, memorized, nearest_groups, pixels_unit, scan, with_flips,
@@ -183,11 +203,14 @@ def audit(
     if sigma is not None and not sigma > 0:
         raise EdgediffError(f"--sigma {sigma} must be > 0 (or leave it out for the automatic scale)")
     source = resolve_source(target, samples)
+    if source.kind == "samples" and data is None:
+        raise EdgediffError("--samples needs --data: the training images to compare the samples with")
+    data = data if source.kind == "samples" else resolve_data(source.path, data, other_data)
     size = _image_size(source)
     train_ds = load_dataset(data, size)  # a bad --data fails before minutes of sampling
     if len(train_ds) < 2:
         raise EdgediffError(f"--data {data} has {len(train_ds)} image; the nearest/second-nearest test needs >= 2")
-    out = Path(out) if out is not None else default_out(source)
+    out = check_out(Path(out) if out is not None else default_out(source), overwrite)
 
     gen = generate(source, n, steps, seed, size, log)
     if gen.shape[1:] != train_ds.images.shape[1:]:

@@ -33,7 +33,16 @@ SCHEDULE_KINDS = ("cosine",)  # what edgediff.schedule.Schedule can rebuild on t
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_FILE_BYTES = 1 << 34  # 16 GiB: anything larger in a manifest is corrupt, not a model
-FILE_ROLES = ("denoiser_fp32", "denoiser_int8", "lut_codes", "lut_codebooks")
+# The one table of a bundle's files: role → file name as export writes it (manifest.files records the actual path).
+FILES = {"denoiser_fp32": "denoiser.onnx", "denoiser_int8": "denoiser.int8.onnx",
+         "lut_codes": "lut_codes.npy", "lut_codebooks": "lut_codebooks.npy"}
+FILE_ROLES = tuple(FILES)
+ROLE = {"fp32": "denoiser_fp32", "int8": "denoiser_int8"}  # precision variant → its denoiser's file role
+
+
+def variant_key(variant: str, mode: str) -> str:
+    """How a (precision, session mode) pair is named in `memory_profile.variants`: the lean mode carries no suffix."""
+    return variant if mode == "lean" else f"{variant}@{mode}"
 
 
 class BundleError(EdgediffError):
@@ -167,6 +176,8 @@ def _int(d: Any, key: str, lo: int, hi: int, where: str = "manifest") -> int:
 
 def _num(d: Any, key: str, where: str) -> float:
     v = _need(d, key, (int, float), where)
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 1000:  # math.isfinite would overflow
+        v = math.inf
     if isinstance(v, bool) or not math.isfinite(v) or v < 0:
         raise BundleError(f"{where}.{_label(key)} = {v!r} must be a finite non-negative number; re-export the bundle")
     return float(v)
@@ -236,6 +247,29 @@ def _sampling(d: dict) -> dict:
     return out
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _quality_int8(q: Any) -> None:
+    """manifest.quality.int8, when present: the figures `info` and the planner's user read must be what they claim
+    (numbers where numbers are due). Older bundles carry only some keys (or no int8 at all): those still load."""
+    w = "manifest.quality.int8"
+    if not isinstance(q, dict):
+        raise BundleError(f"{w} must be an object; re-export the bundle")
+    for key in ("rel_error_by_band", "x0_rel_error_by_band"):
+        bands = q.get(key, {})
+        if not isinstance(bands, dict) or not all(_finite(v) and v >= 0 for v in bands.values()):
+            raise BundleError(f"{w}.{key} must map timestep bands to non-negative numbers; re-export the bundle")
+    for key in ("psnr_vs_fp32_db", "psnr_median_image_db", "rel_error", "max_abs"):
+        if key in q and not _finite(q[key]):
+            raise BundleError(f"{w}.{key} must be a number; re-export the bundle")
+    fd = q.get("fd_delta", {})
+    if not isinstance(fd, dict) or not all(
+            isinstance(v, dict) and all(_finite(v.get(k)) for k in ("fp32", "int8", "rel")) for v in fd.values()):
+        raise BundleError(f"{w}.fd_delta must map each metric to {{fp32, int8, rel}} numbers; re-export the bundle")
+
+
 def parse_manifest(raw: Any) -> Manifest:
     """Validate a decoded manifest.json and build the `Manifest`; any problem is a `BundleError`."""
     if not isinstance(raw, dict):
@@ -284,6 +318,8 @@ def parse_manifest(raw: Any) -> Manifest:
         if not isinstance(raw.get(key, {}), dict):
             raise BundleError(f"manifest.{key} must be an object; re-export the bundle")
     sampling = _sampling(raw.get("sampling", {}))
+    if "int8" in raw.get("quality", {}):
+        _quality_int8(raw["quality"]["int8"])
     manifest = Manifest(
         schema_version=version,
         image_size=image_size,

@@ -9,12 +9,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgediff.bundle import Manifest, open_bundle
+from edgediff.units import MIB
 
-MIB = float(1 << 20)
 
 
 def _mb(n: int) -> str:
     return f"{n / MIB:.2f} MiB" if n >= 1 << 16 else f"{n / 1024:.1f} KiB"
+
+
+def int8_lines(q: dict) -> list[str]:
+    """What int8 changes, as `export` and `info` print it: ε error per timestep band, the x₀ error it causes, and the
+    images (PSNR against fp32 from the same noise and snippets, each quality metric's change). Older bundles
+    carry only a pooled ε error: that is printed instead."""
+    how = f"int8 ({q.get('recipe', 'static')}, {q.get('method')}, preset {q.get('preset', '-')})"
+    bands = q.get("rel_error_by_band")
+    if not bands:
+        return [f"{how}: ε rel error vs fp32 {q.get('rel_error', float('nan')):.2%} (pooled over t)"]
+    lines = [f"{how}: ε rel error by t band " + ", ".join(f"{b} {v:.1%}" for b, v in bands.items())]
+    x0 = q.get("x0_rel_error_by_band", {})
+    if x0:
+        lines.append("  x0 rel error by t band " + ", ".join(f"{b} {v:.1%}" for b, v in x0.items()))
+    if "psnr_vs_fp32_db" in q:
+        im = q.get("images", {})
+        lines.append(f"  images vs fp32 (same noise and snippets, {im.get('n', '?')} images, {im.get('ddim_steps', '?')} "
+                     f"steps, guidance {im.get('guidance', '?')}): PSNR {q['psnr_vs_fp32_db']:.1f} dB (median image "
+                     f"{q.get('psnr_median_image_db', float('nan')):.1f} dB), mean |Δ| "
+                     f"{q.get('mean_abs_diff_255', float('nan')):.1f}/255")
+    for name, d in q.get("fd_delta", {}).items():
+        lines.append(f"  {name}: fp32 {d['fp32']:.2f} → int8 {d['int8']:.2f} ({d['rel']:+.1%})")
+    return lines
 
 
 def describe(manifest: Manifest, bundle_dir: str | Path = "") -> str:
@@ -57,16 +80,14 @@ def describe(manifest: Manifest, bundle_dir: str | Path = "") -> str:
         parts = []
         if "parity_fp32" in q:
             parts.append(f"fp32 vs torch max abs {q['parity_fp32'].get('max_abs', float('nan')):.2g}")
-        if "int8" in q:
-            i8 = q["int8"]
-            parts.append(f"int8 vs fp32 rel error {i8.get('rel_error', float('nan')):.2%} ({i8.get('method')}, "
-                         f"preset {i8.get('preset')})")
         if "lut_mean_cosine" in q:
             parts.append(f"LUT mean cosine {q['lut_mean_cosine']:.4f}")
         for k, v in q.items():
             if k.startswith("fd_lite0"):
                 parts.append(f"{k} {v:.3f}" if isinstance(v, (int, float)) else f"{k} {v}")
         lines.append("quality       " + "; ".join(parts))
+        if "int8" in q:
+            lines += ["  " + line for line in int8_lines(q["int8"])]
     p = m.memory_profile
     if p is None:
         lines.append("memory        not profiled (export with the profile to let the planner budget exactly)")
@@ -85,7 +106,12 @@ def describe(manifest: Manifest, bundle_dir: str | Path = "") -> str:
     return "\n".join(lines)
 
 
-def bundle_info(bundle_dir: str | Path) -> str:
-    """Validate (schema, paths, sizes, sha256) and describe; raises BundleError on a bundle the device would refuse."""
+def bundle_info(bundle_dir: str | Path | None = None) -> str:
+    """Validate (schema, paths, sizes, sha256) and describe; raises BundleError on a bundle the device would refuse.
+    None: the default bundle shipped in the package (what `edgediff sample` uses without a BUNDLE_DIR)."""
+    if bundle_dir is None:
+        from edgediff.runtime.sampler import resolve_bundle
+
+        bundle_dir = resolve_bundle(None)
     manifest = open_bundle(bundle_dir)
     return describe(manifest, bundle_dir)

@@ -13,15 +13,52 @@ from typing import Optional
 
 import typer
 
-from edgediff.errors import EdgediffError
+from edgediff.errors import EdgediffError, Interrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Patch diffusion for small devices.")
-_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from edgediff import __version__
+
+        typer.echo(f"edgediff {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
-    _state["debug"] = debug
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Declared so that typer accepts --debug; `main` reads it from argv, since errors are raised before this runs."""
+
+
+TRAINING_MODULES = ("torch", "safetensors", "onnx", "scipy", "tqdm")  # what train/export/eval/audit import
+
+
+def _require_training_extras(command: str) -> None:
+    """The device install has no torch: say so in one line instead of a traceback from deep inside an import."""
+    import importlib.util
+
+    missing = [m for m in TRAINING_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise EdgediffError(f"'edgediff {command}' needs the training extras ({', '.join(missing)} not installed): "
+                            "pip install 'edgediff[train]'")
+
+
+def _on_interrupt(message: str):
+    """Run the command body; Ctrl-C becomes `Interrupted(message)` unless the body already said what it kept."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise Interrupted(message) from None
+
+    return guard()
 
 
 @app.command()
@@ -56,6 +93,7 @@ def train(
     ema_decay: float = typer.Option(0.999, help="EMA decay of the weights that get exported."),
 ) -> None:
     """Train a patch denoiser (torch; CUDA when present; several GPUs through torchrun)."""
+    _require_training_extras("train")
     from edgediff.train import TrainConfig, train as run_train
 
     try:
@@ -73,29 +111,43 @@ def train(
         snippet_element_dropout=snippet_element_dropout, align=align, align_until=align_until,
         model={"dim": dim, "mults": mult_tuple, "depth": depth},
     )
-    result = run_train(cfg, resume=resume)
-    if result.get("steps") is not None:
-        typer.echo(
-            f"trained {result['steps']} steps ({result['params']:,} parameters, {result['steps_per_s']:.2f} steps/s); "
-            f"checkpoint in {out}/checkpoints"
-            + (f", samples in {result['last_preview']}" if result.get("last_preview") else "")
-        )
+    try:
+        result = run_train(cfg, resume=resume, log=typer.echo)
+    except KeyboardInterrupt:
+        from edgediff.train import interrupted_message
+
+        raise Interrupted(interrupted_message(out)) from None
+    from edgediff.progress import rate_text
+
+    if result["trained"] == 0:
+        typer.echo(f"{out} is already at step {result['steps']} (= --steps): nothing to train; raise --steps to "
+                   "continue")
+        return
+    typer.echo(
+        f"trained to step {result['steps']} ({result['trained']} steps this time, {result['params']:,} parameters, "
+        f"{rate_text(result['steps_per_s'])}); checkpoint in {out}/checkpoints"
+        + (f", samples in {result['last_preview']}" if result.get("last_preview") else "")
+    )
 
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="A run directory written by 'edgediff train'."),
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'edgediff train', or a bundle (rebuilt from its fp32 ONNX: add --int8 / --ort)."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced atomically if it is a bundle)."),
     int8: bool = typer.Option(False, "--int8", help="Also ship a static QDQ int8 denoiser (calibrated on the data)."),
     lut_bytes: int = typer.Option(8, "--lut-bytes", help="Bytes per memory-bank entry in the PQ lookup table."),
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Measure the memory profile (fresh processes)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Record this memory-bank guidance scale as the bundle's sampling default."),
+    ort: bool = typer.Option(False, "--ort", help="Ship the denoisers in ORT format (.ort): less resident memory after loading but a higher peak while loading (README: Export); what onnxruntime's mobile packages load."),
+    int8_recipe: str = typer.Option("diffusion", "--int8-recipe", help="How to make the int8 denoiser: diffusion (static int8 convs, skip concats split, first/last conv fp32, percentile ranges), static (every op, min/max) or weight-only."),
 ) -> None:
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
+    _require_training_extras("export")
     from edgediff_export import export_run
 
-    result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
-                        log=typer.echo)
+    with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
+        result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
+                            int8_recipe=int8_recipe, ort_format=ort, log=typer.echo)
     files = ", ".join(f"{f.path} ({f.bytes / 2**20:.2f} MiB)" for f in result.manifest.files.values())
     typer.echo(f"exported {run_dir} → {result.out}: {files}; inspect with 'edgediff info {result.out}'")
 
@@ -105,12 +157,12 @@ def sample(
     bundle_dir: Optional[Path] = typer.Argument(None, help="A bundle folder; left out: the default bundle shipped inside edgediff."),
     n: int = typer.Option(16, "--n", help="Number of images."),
     steps: int = typer.Option(25, help="DDIM steps."),
-    seed: int = typer.Option(0, min=0, help="Seed: the same seed gives the same images whatever the plan."),
+    seed: str = typer.Option("0", help="Seed (an integer >= 0, or 'random': a fresh one, printed): the same seed gives the same images whatever the plan."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Peak RSS of the whole process, e.g. 96MiB, 96MB, 100000000 (default: half the available memory)."),
     snippet: Optional[int] = typer.Option(None, "--snippet", help="Condition every image on memory-bank entry INDEX."),
     interpolate: Optional[str] = typer.Option(None, "--interpolate", help="I,J,ALPHA: slerp between bank entries I and J."),
-    out: Path = typer.Option(Path("samples.png"), "--out", help="Grid PNG to write."),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Also write each image as its own PNG here."),
+    out: Path = typer.Option(Path("samples.png"), "--out", help="Grid image to write: .png, .jpg/.jpeg or .webp (format from the extension; the folder must exist)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Also write each image as its own PNG here, named seed<SEED>_<INDEX>.png (only this folder may be new)."),
     precision: str = typer.Option("auto", help="auto (fp32 when it fits, else int8), fp32 or int8."),
     threads: Optional[int] = typer.Option(None, min=1, help="onnxruntime threads (default: the cores this process may use)."),
     cells_per_call: Optional[int] = typer.Option(None, "--cells-per-call", help="Pin the cells per denoiser call instead of planning it."),
@@ -120,33 +172,43 @@ def sample(
     from edgediff.runtime.sampler import sample_bundle
     from edgediff.units import parse_size
 
+    from edgediff.progress import Progress
+
     budget = parse_size(memory_budget) if memory_budget is not None else None
-    bar: dict = {}
-
-    def on_step(done: int, total: int) -> None:
-        if not sys.stderr.isatty():  # logs and pipes get the summary lines, not a bar's label
-            return
-        if "bar" not in bar:
-            bar["bar"] = typer.progressbar(length=total, label="sampling", file=sys.stderr)
-            bar["bar"].__enter__()
-        bar["bar"].update(1)
-
+    seed_value = _parse_seed(seed)
+    if seed.strip().lower() == "random":
+        typer.echo(f"seed {seed_value} (--seed random; pass --seed {seed_value} to repeat these images)")
+    bar = Progress("sampling", n * steps)
     try:
-        result = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, memory_budget=budget, snippet=snippet,
-                               interpolate=interpolate, precision=precision, threads=threads,
-                               cells_per_call=cells_per_call, out=out, out_dir=out_dir, log=typer.echo,
-                               on_step=on_step, guidance=guidance)
+        with _on_interrupt("interrupted while sampling: no image written"):
+            result = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed_value, memory_budget=budget,
+                                   snippet=snippet, interpolate=interpolate, precision=precision, threads=threads,
+                                   cells_per_call=cells_per_call, out=out, out_dir=out_dir, log=typer.echo,
+                                   on_step=bar.step_callback(), guidance=guidance)
     finally:
-        if "bar" in bar:
-            bar["bar"].__exit__(None, None, None)
-    typer.echo(result.plan.describe())
+        bar.close()
     budget_note = f" (budget {budget / 2**20:.1f} MiB)" if budget is not None else ""
     typer.echo(f"peak RSS {result.peak_mb:.1f} MiB{budget_note}, wall time {result.wall_s:.2f} s")
     typer.echo(f"wrote {out}" + (f" and {n} images in {out_dir}" if out_dir is not None else ""))
 
 
+def _parse_seed(text: str) -> int:
+    """An integer >= 0, or 'random': a fresh seed from the OS (printed, so the images can be made again)."""
+    if text.strip().lower() == "random":
+        import secrets
+
+        return secrets.randbelow(2**31)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise EdgediffError(f"--seed {text} must be an integer >= 0 or 'random'")
+    return value
+
+
 @app.command()
-def info(bundle_dir: Path = typer.Argument(..., help="A bundle folder written by 'edgediff export'.")) -> None:
+def info(bundle_dir: Optional[Path] = typer.Argument(None, help="A bundle folder written by 'edgediff export'; left out: the default bundle shipped inside edgediff.")) -> None:
     """Check a bundle (schema, paths, sizes, sha256) and print its manifest readably."""
     from edgediff.bundle_info import bundle_info
 
@@ -156,7 +218,8 @@ def info(bundle_dir: Path = typer.Argument(..., help="A bundle folder written by
 @app.command("eval")
 def eval_(
     run_dir: Path = typer.Argument(..., help="A RUN_DIR from 'edgediff train' (torch) or a BUNDLE_DIR (device runtime)."),
-    data: str = typer.Option("emoji", help="The real images to compare with: 'emoji' or a folder."),
+    data: Optional[str] = typer.Option(None, help="The real images to compare with: 'emoji' or a folder (default: the data the run or bundle records it was trained on)."),
+    other_data: bool = typer.Option(False, "--other-data", help="Allow a --data other than the recorded training data."),
     n: int = typer.Option(1000, "--n", help="Number of generated images (FD-Lite0 is biased upward for small n)."),
     steps: int = typer.Option(25, help="DDIM steps of the torch sampler."),
     seed: int = typer.Option(0, min=0, help="Seed of the initial noise and of the random bank entries."),
@@ -169,19 +232,21 @@ def eval_(
 ) -> None:
     """Quality of a run or bundle: FD and KID against real images in Lite0 space (the bank's) and in an independent
     network's, and the seam ratio (1.0 = invisible)."""
+    _require_training_extras("eval")
     from edgediff.encoders_independent import LABEL
     from edgediff.metrics import eval_command
 
-    result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
-                          interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance)
+    with _on_interrupt("interrupted: no scores or files written"):
+        result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
+                              interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance,
+                              other_data=other_data, log=typer.echo)
     typer.echo(
         f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  |  "
         f"FD-{LABEL} {result['fd_independent']:.2f}  KID {result['kid_independent']:.4f} ± "
         f"{result['kid_independent_std']:.4f} (independent)  "
-        f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  "
         f"seam ratio {result['seam_border']:.3f} at cell borders, {result['seam_midcell']:.3f} mid-cell (real images: "
         f"{result['seam_border_real']:.3f}, {result['seam_midcell_real']:.3f})  "
-        f"[{result['n_generated']} generated vs {result['n_real']} real, {steps} DDIM steps, "
+        f"[{result['n_generated']} generated vs {result['n_real']} real of {result['data']}, {steps} DDIM steps, "
         f"guidance {result['guidance']:g}]"
     )
     for path in (save, json_out):
@@ -192,7 +257,9 @@ def eval_(
 @app.command()
 def audit(
     target: Optional[Path] = typer.Argument(None, help="A RUN_DIR (torch EMA model) or BUNDLE_DIR (device runtime) to sample from."),
-    data: str = typer.Option("emoji", help="The training images: 'emoji' or the folder the model was trained on."),
+    data: Optional[str] = typer.Option(None, help="The training images: 'emoji' or a folder (default: the data the run or bundle records; required with --samples)."),
+    other_data: bool = typer.Option(False, "--other-data", help="Allow a --data other than the recorded training data."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier audit in the output folder."),
     n: int = typer.Option(1000, "--n", help="Number of samples to generate (with --samples: at most this many are read)."),
     samples: Optional[Path] = typer.Option(None, "--samples", help="Audit this folder of generated images instead of generating."),
     steps: int = typer.Option(25, help="DDIM steps when generating."),
@@ -204,10 +271,13 @@ def audit(
     features: bool = typer.Option(True, "--features/--no-features", help="Also measure in FD-Lite0 feature space (needs the encoder)."),
 ) -> None:
     """Memorisation audit: nearest/second-nearest ratio (pixels and FD-Lite0), worst cases, energy and basin weight."""
+    _require_training_extras("audit")
     from edgediff.audit import audit as run_audit, format_summary
 
-    result = run_audit(target, data=data, n=n, steps=steps, seed=seed, samples=samples, out=out, sigma=sigma,
-                       flips=flips, worst=worst, features=features, log=typer.echo)
+    with _on_interrupt("interrupted: no audit written"):
+        result = run_audit(target, data=data, n=n, steps=steps, seed=seed, samples=samples, out=out, sigma=sigma,
+                           flips=flips, worst=worst, features=features, other_data=other_data, overwrite=overwrite,
+                           log=typer.echo)
     typer.echo(format_summary(result))
 
 
@@ -215,14 +285,17 @@ def main() -> None:
     """Console entry point: run the app, turning user errors into one line and a non-zero exit."""
     debug = "--debug" in sys.argv
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+    except Interrupted as e:  # Ctrl-C inside a command: it says what it kept
+        typer.echo(str(e), err=True)
+        sys.exit(130)
     except EdgediffError as e:
         if debug:
             raise
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo("interrupted before any work began: nothing written", err=True)
         sys.exit(130)
     except Exception as e:  # usage errors: typer >= 0.29 vendors click, so `click.*` types no longer match them
         if type(e).__name__ == "NoArgsIsHelpError" and hasattr(e, "show"):
@@ -240,6 +313,10 @@ def main() -> None:
         if isinstance(e, typer.Abort):
             sys.exit(1)
         raise
+    if code == 130:  # typer turns a KeyboardInterrupt outside any command body (start-up, parsing) into 130
+        typer.echo("interrupted before any work began: nothing written", err=True)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -148,14 +148,13 @@ def encode(images_u8: np.ndarray, batch: int = BATCH, progress: bool = False, en
         )
     run_batch, dim, label = _backend(encoder)
     out = np.empty((len(images_u8), dim), dtype=np.float32)
-    starts = range(0, len(images_u8), batch)
-    if progress and len(images_u8) > batch:
-        from tqdm import tqdm
+    from edgediff.progress import Progress
 
-        starts = tqdm(starts, desc=f"encode ({label})", unit="batch", dynamic_ncols=True)
-    for s in starts:
-        chunk = images_u8[s : s + batch]
-        out[s : s + len(chunk)] = run_batch(chunk)
+    with Progress(f"encode ({label})", len(images_u8), unit="images", enabled=progress and len(images_u8) > batch) as bar:
+        for s in range(0, len(images_u8), batch):
+            chunk = images_u8[s : s + batch]
+            out[s : s + len(chunk)] = run_batch(chunk)
+            bar.update(s + len(chunk))
     return out
 
 

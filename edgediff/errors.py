@@ -7,3 +7,11 @@ and keeps its traceback. Messages say what is wrong *and* what to do about it.
 
 class EdgediffError(Exception):
     """A problem the user can fix: bad input, a missing file, a budget that is too small."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C, turned into the one line that says what was kept (the CLI prints it and exits 130).
+
+    Deliberately not a KeyboardInterrupt: typer would swallow that into a return value, and not an EdgediffError:
+    an interrupt is not the user's mistake and must not exit 2.
+    """

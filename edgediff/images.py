@@ -1,4 +1,9 @@
-"""Writing images: a square-ish grid PNG, always atomically (temp file, then rename), never a partial file."""
+"""Writing images: a square-ish grid, always atomically (temp file, then rename), never a partial file.
+
+Files get the permissions the user's umask asks for (a temp file is created 0600; it is widened before the
+rename). Paths the user names are checked before any work (`check_output_file`, `check_output_dir`): the format
+comes from the extension, and no folder is ever created implicitly except an --out-dir itself.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +30,32 @@ def make_grid(images_u8: np.ndarray, nrow: int | None = None, pad: int = 2) -> n
     return sheet
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temp file in the same folder; a clear error if the disk says no."""
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask can only be read by setting)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, make_parents: bool = True) -> Path:
+    """Write `data` to `path` through a temp file in the same folder; a clear error if the disk says no.
+    `make_parents=False` for paths the user named: a missing folder is their typo, not ours to create."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if make_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -46,8 +70,55 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def save_png(image_u8: np.ndarray, path: str | Path, scale: int = 1) -> Path:
-    """Save one HWC uint8 image as PNG atomically, optionally upscaled (nearest) so small samples are visible."""
+def image_format(path: str | Path, flag: str = "--out") -> str:
+    """PIL format name from the file extension; an unknown extension is the user's error, named with the fix."""
+    fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise EdgediffError(f"{flag} {path}: unknown image extension {Path(path).suffix or '(none)'!r}; use .png, "
+                            ".jpg/.jpeg or .webp")
+    return fmt
+
+
+def _writable_dir(folder: Path, flag: str, named: str | Path) -> None:
+    """A real probe (create and remove a temp file), not os.access: root passes every access check, and /proc or a
+    read-only mount only say no when asked to write."""
+    if not folder.is_dir():
+        raise EdgediffError(f"cannot write {flag} {named}: the folder {folder} does not exist; create it first or "
+                            "choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".edgediff-probe.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise EdgediffError(f"cannot write {flag} {named}: {e.strerror or e} in {folder}; choose a writable "
+                            "location") from None
+
+
+def check_output_file(path: str | Path, flag: str = "--out") -> Path:
+    """Refuse, before any work, an output image that could not be written: unknown format, a directory, a
+    missing or unwritable folder. (The file itself is replaced by a rename, so its own mode does not matter.)"""
+    path = Path(path)
+    image_format(path, flag)
+    if path.is_dir():
+        raise EdgediffError(f"cannot write {flag} {path}: it is a directory; name an image file, e.g. "
+                            f"{path / 'samples.png'}")
+    _writable_dir(path.parent, flag, path)
+    return path
+
+
+def check_output_dir(folder: str | Path, flag: str = "--out-dir") -> Path:
+    """Refuse, before any work, an output folder that could not be written; only the folder itself may be new."""
+    folder = Path(folder)
+    if folder.exists():
+        if not folder.is_dir():
+            raise EdgediffError(f"cannot write {flag} {folder}: it is a file; name a folder")
+        _writable_dir(folder, flag, folder)
+    else:
+        _writable_dir(folder.parent, flag, folder)
+    return folder
+
+
+def _encode(image_u8: np.ndarray, fmt: str, scale: int) -> bytes:
     import io
 
     from PIL import Image
@@ -56,5 +127,17 @@ def save_png(image_u8: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return atomic_write_bytes(path, buf.getvalue())
+    options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
+    img.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def save_image(image_u8: np.ndarray, path: str | Path, scale: int = 1) -> Path:
+    """Save one HWC uint8 image at a user-named path, in the format its extension names, atomically; the folder
+    must exist (check_output_file said so before the work began)."""
+    return atomic_write_bytes(path, _encode(image_u8, image_format(path), scale), make_parents=False)
+
+
+def save_png(image_u8: np.ndarray, path: str | Path, scale: int = 1) -> Path:
+    """Save one HWC uint8 image as PNG atomically, optionally upscaled (nearest) so small samples are visible."""
+    return atomic_write_bytes(path, _encode(image_u8, "PNG", scale))

@@ -20,10 +20,19 @@ import numpy as np
 
 from edgediff.errors import EdgediffError
 from edgediff.snippets import project
-from edgediff.train import Snippets
 
 BANK_FILE = "memory_bank.safetensors"
 DEFAULT_PCA_DIM = 64
+
+
+@dataclass
+class Snippets:
+    """Per-image memory snippets (and those of the flipped images); None fields mean 'no memory bank'."""
+
+    own: np.ndarray | None = None  # [N, S]
+    flipped: np.ndarray | None = None  # [N, S]
+    dim: int = 64
+    info: dict = field(default_factory=dict)
 
 
 @dataclass

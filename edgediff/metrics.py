@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -202,17 +203,16 @@ def generate_from_run(
     model, config, _ = load_ema_model(Path(run_dir))
     if snippets is None:
         snippets = run_snippets(run_dir, n, seed=seed)
-    out = []
-    starts = range(0, n, batch)
-    if progress and n > batch:
-        from tqdm import tqdm
+    from edgediff.progress import Progress
 
-        starts = tqdm(starts, desc="sample", unit="batch", dynamic_ncols=True)
-    for k, s in enumerate(starts):
-        m = min(batch, n - s)
-        sn = None if snippets is None else snippets[s : s + m]
-        out.append(to_uint8(sample_torch(model, config, n=m, steps=steps, seed=seed + 1000 * k, snippets=sn,
-                                         guidance=guidance)))
+    out = []
+    with Progress("sampling", n * steps, unit="image-steps", enabled=progress) as bar:
+        for k, s in enumerate(range(0, n, batch)):
+            m = min(batch, n - s)
+            sn = None if snippets is None else snippets[s : s + m]
+            out.append(to_uint8(sample_torch(model, config, n=m, steps=steps, seed=seed + 1000 * k, snippets=sn,
+                                             guidance=guidance,
+                                             on_step=lambda i, s=s, m=m: bar.update(s * steps + (i + 1) * m))))
     return np.concatenate(out), config
 
 
@@ -231,29 +231,36 @@ def evaluate_run(
 
 
 def eval_command(
-    run_dir: str | Path, data: str = "emoji", n: int = 1000, steps: int = 25, seed: int = 0,
+    run_dir: str | Path, data: str | None = None, n: int = 1000, steps: int = 25, seed: int = 0,
     snippet: int | None = None, interpolate: str | None = None, like: str | Path | None = None,
     save: str | Path | None = None, json_out: str | Path | None = None, guidance: float | None = None,
+    other_data: bool = False, log: Callable[[str], None] = lambda s: None,
 ) -> dict:
-    """What `edgediff eval` does: pick the snippets (random bank entries unless told), sample, score, write files."""
+    """What `edgediff eval` does: pick the snippets (random bank entries unless told), sample, score, write files.
+    `data` None: the data the run or bundle records it was trained on (see edgediff.data.resolve_data)."""
     import json
 
     from edgediff.checkpoint import load_ema_model
-    from edgediff.data import load_dataset
-    from edgediff.images import atomic_write_bytes, make_grid, save_png
+    from edgediff.data import load_dataset, resolve_data
+    from edgediff.images import atomic_write_bytes, check_output_file, make_grid, save_image
     from edgediff.memory import run_snippets
     from edgediff.sampling import resolve_guidance
 
     run_dir = Path(run_dir)
-    if (run_dir / "manifest.json").exists() and not (run_dir / "checkpoints").exists():
-        return _eval_bundle(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
-                            interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance)
     if not run_dir.is_dir():
         raise EdgediffError(f"{run_dir}: no such run directory; pass the --out folder of 'edgediff train'")
+    data = resolve_data(run_dir, data, other_data)
+    if (run_dir / "manifest.json").exists() and not (run_dir / "checkpoints").exists():
+        return _eval_bundle(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
+                            interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance,
+                            log=log)
     if n < 2:
         raise EdgediffError(f"--n {n} must be at least 2 for FD-Lite0 and KID")
     _, config, _ = load_ema_model(run_dir)
     dataset = load_dataset(data, config.image_size)  # fail on a bad --data before sampling for minutes
+    if save is not None:
+        check_output_file(save, "--save")
+    log(f"scoring against {data} ({len(dataset)} images)")
     sn = run_snippets(run_dir, n, seed=seed, snippet=snippet, interpolate=interpolate, like=like,
                       image_size=config.image_size)
     g = resolve_guidance(guidance, has_bank=sn is not None)
@@ -264,7 +271,7 @@ def eval_command(
     result.update(run_dir=str(run_dir), data=data, sampler_steps=int(steps), seed=int(seed),
                   snippet_choice=choice[0], snippet_arg=choice[1], memory=sn is not None, guidance=g)
     if save is not None:
-        save_png(make_grid(images[:64]), save, scale=2)
+        save_image(make_grid(images[:64]), save, scale=2)
     if json_out is not None:
         atomic_write_bytes(json_out, json.dumps(result, indent=1).encode())
     return result
@@ -272,14 +279,15 @@ def eval_command(
 
 def _eval_bundle(
     bundle_dir: Path, data: str, n: int, steps: int, seed: int, snippet: int | None, interpolate: str | None,
-    like, save, json_out, guidance: float | None = None,
+    like, save, json_out, guidance: float | None = None, log: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """`edgediff eval BUNDLE_DIR`: sample with the device runtime (what users actually ship) and score it."""
     import json
 
     from edgediff.bundle import read_manifest
     from edgediff.data import load_dataset
-    from edgediff.images import atomic_write_bytes, make_grid, save_png
+    from edgediff.images import atomic_write_bytes, check_output_file, make_grid, save_image
+    from edgediff.progress import Progress
     from edgediff.runtime.sampler import sample_bundle
 
     if like is not None:
@@ -288,15 +296,19 @@ def _eval_bundle(
         raise EdgediffError(f"--n {n} must be at least 2 for FD-Lite0 and KID")
     manifest = read_manifest(bundle_dir)
     dataset = load_dataset(data, manifest.image_size)
-    run = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate,
-                        guidance=guidance)
+    if save is not None:
+        check_output_file(save, "--save")
+    log(f"scoring against {data} ({len(dataset)} images)")
+    with Progress("sampling", n * steps) as bar:
+        run = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate,
+                            guidance=guidance, log=log, on_step=bar.step_callback())
     images = run.images
     result = evaluate(images, dataset, manifest.grid)
     result.update(bundle_dir=str(bundle_dir), data=data, sampler_steps=int(steps), seed=int(seed),
                   snippet_choice="snippet" if snippet is not None else "interpolate" if interpolate else "random",
                   memory=manifest.lut is not None, guidance=run.plan.guidance)
     if save is not None:
-        save_png(make_grid(images[:64]), save, scale=2)
+        save_image(make_grid(images[:64]), save, scale=2)
     if json_out is not None:
         atomic_write_bytes(json_out, json.dumps(result, indent=1).encode())
     return result

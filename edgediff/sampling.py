@@ -16,7 +16,7 @@ half as many cells, each twice; with one row per call the two halves become two 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
@@ -83,9 +83,20 @@ def guided(eps_fn: EpsFn, scale: float, rows_per_call: int) -> EpsFn:
     return eps
 
 
+def rows_per_cell(guidance: float) -> int:
+    """Denoiser rows one cell costs per step: a guided cell is run twice (with its snippet and with the null one).
+    The one home of that rule: the loop, the planner and the torch sampler all ask here."""
+    return 1 if guidance == 1.0 else 2
+
+
 def cells_per_chunk(rows_per_call: int, guidance: float) -> int:
     """Cells handled per chunk of the loop: a guided cell takes two rows."""
-    return rows_per_call if guidance == 1.0 else max(1, rows_per_call // 2)
+    return max(1, rows_per_call // rows_per_cell(guidance))
+
+
+def calls_per_chunk(rows_per_call: int, guidance: float) -> int:
+    """Denoiser calls per chunk: two when a guided cell's two rows do not fit in one call (see `guided`)."""
+    return 2 if rows_per_call < rows_per_cell(guidance) else 1
 
 
 def sample_loop(
@@ -141,15 +152,3 @@ def sample_loop(
         if on_step is not None:
             on_step(k)
     return x
-
-
-def iter_chunks(seq: Iterable, size: int):
-    """Yield lists of at most `size` items (used to batch images for metrics and export calibration)."""
-    buf = []
-    for item in seq:
-        buf.append(item)
-        if len(buf) == size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf

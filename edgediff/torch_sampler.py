@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from edgediff.models.config import ModelConfig
-from edgediff.sampling import sample_loop
+from edgediff.sampling import rows_per_cell, sample_loop
 
 
 def torch_eps_fn(model: torch.nn.Module, device: torch.device | str = "cpu"):
@@ -36,9 +36,11 @@ def sample_torch(
     cells_per_call: int | None = None,
     device: torch.device | str = "cpu",
     guidance: float = 1.0,
+    on_step=None,
 ) -> np.ndarray:
     """Images [n, C, H, W] in [-1, 1]; `snippets` None means the null (all-zero) condition; `guidance` w != 1
-    applies memory-bank guidance (edgediff.sampling.guided), meaningless without snippets."""
+    applies memory-bank guidance (edgediff.sampling.guided), meaningless without snippets. `on_step(k)` is called
+    after DDIM step k (progress)."""
     if snippets is None:
         snippets = np.zeros((n, config.snippet_dim), dtype=np.float32)
     return sample_loop(
@@ -50,7 +52,8 @@ def sample_torch(
         steps=steps,
         seed=seed,
         snippets=snippets,
-        cells_per_call=cells_per_call or n * config.num_cells * (1 if guidance == 1.0 else 2),
+        cells_per_call=cells_per_call or n * config.num_cells * rows_per_cell(guidance),
         guidance=guidance,
         halo=config.halo,
+        on_step=on_step,
     )

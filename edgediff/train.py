@@ -11,21 +11,24 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from edgediff.checkpoint import latest_checkpoint, restore, save_checkpoint
-from edgediff.data import Dataset, load_dataset, to_uint8
+from edgediff.data import Dataset, data_spec, load_dataset, to_uint8
 from edgediff.errors import EdgediffError
 from edgediff.images import atomic_write_bytes, make_grid, save_png
-from edgediff.models import ModelConfig, build_model
+from edgediff.models import ModelConfig, build_model, count_params
 from edgediff.interface import CellGeometry
+from edgediff.memory import Snippets
 from edgediff.models.layers import (alphas_cumprod_torch, halo_patches_torch, pad_global_torch, pool_global_torch,
                                      split_torch)
+from edgediff.progress import Progress
 
 
 @dataclass
@@ -105,7 +108,7 @@ class TrainConfig:
             (self.grid >= 1, f"--grid {self.grid} must be >= 1"),
             (self.grid >= 1 and self.image_size % self.grid == 0,
              f"--grid {self.grid} does not divide --image-size {self.image_size}: pick a divisor"),
-            (self.grid < 1 or 0 <= self.halo <= self.image_size // self.grid,
+            (self.grid < 1 or self.image_size < 1 or 0 <= self.halo <= self.image_size // self.grid,
              f"--halo {self.halo} must be between 0 and the cell side {self.image_size // max(1, self.grid)}"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr {self.lr} must be a finite number > 0"),
             (self.seed >= 0, f"--seed {self.seed} must be >= 0"),
@@ -186,16 +189,6 @@ class Distributed:
             dist.destroy_process_group()
 
 
-@dataclass
-class Snippets:
-    """Per-image memory snippets (and those of the flipped images); None fields mean 'no memory bank'."""
-
-    own: np.ndarray | None = None  # [N, S]
-    flipped: np.ndarray | None = None  # [N, S]
-    dim: int = 64
-    info: dict = field(default_factory=dict)
-
-
 def load_snippets(cfg: TrainConfig, dataset: Dataset) -> Snippets:
     """The memory bank for this dataset (built or reused from cache), or the null snippet with --no-memory."""
     if not cfg.memory:
@@ -262,33 +255,87 @@ def _write_run_json(out: Path, cfg: TrainConfig, mcfg: ModelConfig, dataset: Dat
     atomic_write_bytes(path, json.dumps(body, indent=1).encode())
 
 
-def save_preview(model, mcfg: ModelConfig, snippets: Snippets, path: Path, seed: int, device) -> Path:
-    """A 4×4 grid of samples (25 DDIM steps) from the EMA model: the quick look at how training goes."""
+PREVIEW_FRACTION = 0.05  # of the training time since the last preview
+PREVIEW_FREE_S = 3.0  # a preview estimated below this is always drawn: too short to matter
+PREVIEW_SIZES = ((16, 25), (16, 15), (9, 15), (16, 10), (9, 10), (4, 10))  # (images, DDIM steps), best first
+
+
+def preview_size(step_s: float, batch_size: int, steps_since: int, cells: int) -> tuple[int, int] | None:
+    """(images, DDIM steps) of the largest preview that costs at most PREVIEW_FRACTION of the training since the
+    last one (or PREVIEW_FREE_S), else None. Cost model, from this run's own measured step time: a training step
+    is forward + backward (≈ 3 forwards) of `batch_size` cells; a preview is images × steps × cells forwards."""
+    per_cell_s = step_s / (3.0 * batch_size)
+    allowed = max(PREVIEW_FRACTION * step_s * steps_since, PREVIEW_FREE_S)
+    for n, steps in PREVIEW_SIZES:
+        if n * steps * cells * per_cell_s <= allowed:
+            return n, steps
+    return None
+
+
+def save_preview(model, mcfg: ModelConfig, snippets: Snippets, path: Path, seed: int, device, n: int = 16,
+                 steps: int = 25) -> Path:
+    """A grid of `n` samples (`steps` DDIM steps) from the EMA model: the quick look at how training goes."""
     from edgediff.torch_sampler import sample_torch
 
     sn = None
     if snippets.own is not None:
-        pick = np.random.default_rng(seed).integers(0, len(snippets.own), 16)
+        pick = np.random.default_rng(seed).integers(0, len(snippets.own), n)
         sn = snippets.own[pick]
-    imgs = sample_torch(model, mcfg, n=16, steps=25, seed=seed, snippets=sn, device=device)
+    imgs = sample_torch(model, mcfg, n=n, steps=steps, seed=seed, snippets=sn, device=device)
     return save_png(make_grid(to_uint8(imgs)), path, scale=2)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Run (or resume) training; returns {'losses': [...], 'steps_per_s': float, 'run_dir': str, ...}."""
-    cfg.validate()
-    device = pick_device(cfg.device)
-    dist = Distributed(device)
-    device = dist.device
-    if cfg.batch_size % dist.world:
-        raise EdgediffError(f"--batch-size {cfg.batch_size} must be divisible by the {dist.world} processes")
-    per_rank = cfg.batch_size // dist.world
-    out = Path(cfg.out)
+def interrupted_message(out: Path) -> str:
+    """The line Ctrl-C prints: the checkpoint a later --resume continues from (nothing half-written survives)."""
+    try:
+        found = latest_checkpoint(Path(out)) if (Path(out) / "checkpoints").exists() else None
+    except EdgediffError:
+        found = None
+    if found is None:
+        return f"interrupted before the first checkpoint: nothing kept in {out}"
+    return f"interrupted: kept {found[0]} (step {found[1]['step']}); continue with --resume"
 
+
+def check_resume(cfg: TrainConfig, out: Path, resume: bool) -> tuple[Path, dict] | None:
+    """The checkpoint to continue from. Refuses, before any data or bank is loaded: a resume of a folder with no
+    run, a run without --resume, and a resume whose data, image size, memory settings or step count do not fit
+    the run (it would otherwise rebuild the bank, rewrite run.json and train on something else)."""
     found = latest_checkpoint(out) if out.exists() else None
-    if found is not None and not resume:
-        raise EdgediffError(f"{out} already holds a run; add --resume to continue it or pick a new --out")
+    if not resume:
+        if found is not None:
+            raise EdgediffError(f"{out} already holds a run; add --resume to continue it or pick a new --out")
+        return None
+    if not (out / "run.json").is_file():
+        raise EdgediffError(f"--resume: {out} holds no run (no run.json); drop --resume to start a new run there "
+                            "or pass the --out of an existing run")
+    try:
+        old = json.loads((out / "run.json").read_text())["train"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EdgediffError(f"--resume: {out}/run.json is unreadable ({e}); start a new run with a new --out") from e
+    new = asdict(cfg)
+    for key, flag in (("data", "--data"), ("image_size", "--image-size"), ("memory", "--no-memory"),
+                      ("features", "--features")):
+        was, now = old.get(key), new[key]
+        if key == "data" and isinstance(was, str):
+            was = data_spec(was)
+        if key in old and was != now:
+            raise EdgediffError(f"--resume: this run was trained with {key} {was!r}, not {now!r}; resume with the "
+                                f"run's own {flag} setting or start a new run with a new --out")
+    done = int(found[1]["step"]) if found is not None else 0
+    if cfg.steps < done:
+        raise EdgediffError(f"--steps {cfg.steps} is fewer than the {done} steps this run has done; --steps is the "
+                            f"new total: pass more than {done}")
+    return found
+
+
+def _load_run(cfg: TrainConfig, out: Path, dist: Distributed, log: Callable[[str], None]):
+    """Dataset, memory bank and model config of the run; run.json and the bank written by rank 0."""
     dataset = load_dataset(cfg.data, cfg.image_size)
+    if dataset.skipped and dist.main:
+        log(f"skipped {dataset.skipped} unreadable image file(s) in {cfg.data}; training on {len(dataset)} images")
+    if cfg.memory and dist.main:
+        log(f"memory bank of {len(dataset)} images and their mirrors (Lite0 features are computed on the first run "
+            "with this data, then cached)")
     snippets = load_snippets(cfg, dataset)
     mcfg = cfg.model_config(snippets.dim)
     try:
@@ -302,6 +349,70 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             from edgediff.memory import save_run_bank
 
             save_run_bank(out, snippets)  # export and eval read the bank from the run, never the encoder
+    return dataset, snippets, mcfg
+
+
+def _preview(ema, mcfg: ModelConfig, snippets: Snippets, cfg: TrainConfig, step: int, since: tuple[int, float],
+             device, log: Callable[[str], None]) -> Path | None:
+    """Draw the preview of `step`, sized by `preview_size` from the time trained since the last one; None when
+    even the smallest would cost too much (said once in the log)."""
+    steps_since = max(1, step - since[0])
+    size = preview_size((time.perf_counter() - since[1]) / steps_since, cfg.batch_size, steps_since, mcfg.num_cells)
+    if size is None:
+        log(f"preview at step {step} skipped: even {PREVIEW_SIZES[-1][0]} images × {PREVIEW_SIZES[-1][1]} steps would "
+            f"cost more than {PREVIEW_FRACTION:.0%} of the training since the last one (sample an export instead)")
+        return None
+    path = Path(cfg.out) / "samples" / f"step_{step:06d}.png"
+    log(f"preview at step {step}: {size[0]} images × {size[1]} DDIM steps → {path}")
+    return save_preview(ema, mcfg, snippets, path, cfg.seed, device, n=size[0], steps=size[1])
+
+
+def _optimise(step: int, cfg: TrainConfig, dist: Distributed, ddp_model, model, ema, opt, batch_args: tuple,
+              autocast, out: Path, aligner=None, extra: dict | None = None) -> float:
+    """One optimisation step (batch `step`, AdamW, gradient clipping, EMA update; plus the representation-alignment
+    term while `aligner` is on); returns the mean denoising loss."""
+    data, own, flipped, acp, per_rank, snippet_dim = batch_args
+    inputs, target, *choice = make_batch(step, cfg, dist.rank, data, own, flipped, acp, per_rank, snippet_dim,
+                                         with_choice=aligner is not None)
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    with autocast:
+        pred = ddp_model(*inputs)
+    loss = F.mse_loss(pred.float(), target)
+    objective = loss
+    if aligner is not None and (not cfg.align_until or step < cfg.align_until):
+        objective = loss + cfg.align * aligner.loss(choice[0])
+    if not torch.isfinite(loss):
+        last = latest_checkpoint(out)
+        where = f"the last good checkpoint is step {last[1]['step']}" if last else "no checkpoint was written yet"
+        raise EdgediffError(f"loss became {loss.item()} at step {step}; {where}: lower --lr and --resume")
+    opt.zero_grad(set_to_none=True)
+    objective.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    for m in (extra or {}).values():
+        torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
+    opt.step()
+    decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - decay)
+    return dist.mean(loss.item())
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = lambda s: None) -> dict:
+    """Run (or resume) training; returns {'losses': [...], 'steps_per_s': float, 'run_dir': str, ...}."""
+    cfg.validate()
+    cfg = replace(cfg, data=data_spec(cfg.data))  # folders as absolute paths: eval, audit and export find them
+    device = pick_device(cfg.device)
+    dist = Distributed(device)
+    device = dist.device
+    if cfg.batch_size % dist.world:
+        raise EdgediffError(f"--batch-size {cfg.batch_size} must be divisible by the {dist.world} processes")
+    per_rank = cfg.batch_size // dist.world
+    out = Path(cfg.out)
+    found = check_resume(cfg, out, resume)
+    dataset, snippets, mcfg = _load_run(cfg, out, dist, log)
 
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
@@ -309,8 +420,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         from edgediff.warmstart import load_init_weights
 
         copied = load_init_weights(model, cfg.init_from, mcfg)
-        if dist.main and progress:
-            print(f"initialised {copied} tensors from {cfg.init_from}", flush=True)
+        if dist.main:
+            log(f"initialised {copied} tensors from {cfg.init_from}")
     model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     aligner, extra = None, {}
@@ -327,6 +438,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         tensor_path, meta = found
         step = restore(tensor_path, meta, model, ema, opt, extra)
         losses = list(meta.get("losses", []))
+    if resume and dist.main:
+        log(f"resumed from step {step}" + (f" ({found[0]})" if found else " (no checkpoint had been written)"))
     ddp_model = dist.wrap(model)
 
     data = torch.from_numpy(dataset.as_float()).to(device)
@@ -334,62 +447,41 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     flipped = torch.from_numpy(snippets.flipped).to(device) if snippets.flipped is not None else None
     acp = alphas_cumprod_torch(device=device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    batch_args = (data, own, flipped, acp, per_rank, mcfg.snippet_dim)
     meta_base = {"train": asdict(cfg), "model": mcfg.to_dict(), "memory": snippets.info}
 
-    bar = None
-    if progress and dist.main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=None)  # None: no bar when stderr is not a terminal (logs, pipes, CI)
+    if dist.main and step < cfg.steps:
+        log(f"training steps {step + 1}-{cfg.steps} on {device} ({count_params(model):,} "
+            f"parameters, batch {cfg.batch_size}, checkpoint every {cfg.checkpoint_every})")
+    shown = Progress("step", cfg.steps, start=step, tenths=False, enabled=progress and dist.main)
     t0, start_step = time.perf_counter(), step
-    while step < cfg.steps:
-        inputs, target, *choice = make_batch(step, cfg, dist.rank, data, own, flipped, acp, per_rank,
-                                             mcfg.snippet_dim, with_choice=aligner is not None)
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        with autocast:
-            pred = ddp_model(*inputs)
-        loss = F.mse_loss(pred.float(), target)
-        objective = loss
-        if aligner is not None and (not cfg.align_until or step < cfg.align_until):
-            objective = loss + cfg.align * aligner.loss(choice[0])
-        if not torch.isfinite(loss):
-            last = latest_checkpoint(out)
-            where = f"the last good checkpoint is step {last[1]['step']}" if last else "no checkpoint was written yet"
-            raise EdgediffError(f"loss became {loss.item()} at step {step}; {where}: lower --lr and --resume")
-        opt.zero_grad(set_to_none=True)
-        objective.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        for m in extra.values():
-            torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
-        opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
-        step += 1
-        loss_value = dist.mean(loss.item())
-        losses.append(loss_value)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}")
-        if dist.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            save_checkpoint(out, step, model, ema, opt, dict(meta_base, losses=losses), extra)
-        if dist.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
-            save_preview(ema, mcfg, snippets, out / "samples" / f"step_{step:06d}.png", cfg.seed, device)
-        if step % cfg.checkpoint_every == 0:
-            dist.barrier()  # other ranks wait while rank 0 writes, so a kill never sees them run ahead
+    since, last_preview = (step, t0), None
+    try:
+        while step < cfg.steps:
+            loss_value = _optimise(step, cfg, dist, ddp_model, model, ema, opt, batch_args, autocast, out,
+                                   aligner, extra)
+            step += 1
+            losses.append(loss_value)
+            checkpoint = dist.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps)
+            if checkpoint:
+                save_checkpoint(out, step, model, ema, opt, dict(meta_base, losses=losses), extra)
+            shown.update(step, note=f"  loss {loss_value:.4f}", line=checkpoint)
+            if dist.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
+                last_preview = _preview(ema, mcfg, snippets, cfg, step, since, device, log) or last_preview
+                since = (step, time.perf_counter())
+            if step % cfg.checkpoint_every == 0:
+                dist.barrier()  # other ranks wait while rank 0 writes, so a kill never sees them run ahead
+    finally:
+        shown.close()
     elapsed = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
     dist.close()
     done = step - start_step
     return {
         "run_dir": str(out),
         "steps": step,
+        "trained": done,
         "losses": losses,
         "steps_per_s": done / elapsed if elapsed > 0 and done else math.nan,
-        "params": sum(p.numel() for p in model.parameters()),
-        "last_preview": str(out / "samples" / f"step_{step:06d}.png") if cfg.sample_every else None,
+        "params": count_params(model),
+        "last_preview": str(last_preview) if last_preview else None,
     }

@@ -26,5 +26,4 @@ def parse_size(text: str, flag: str = "--memory-budget") -> int:
     return int(value)
 
 
-def mib(n_bytes: float) -> float:
-    return n_bytes / 2**20
+MIB = float(1 << 20)  # the one MiB constant: memory is reported in MiB everywhere

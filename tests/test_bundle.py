@@ -155,3 +155,29 @@ def test_info_prints_the_manifest_and_cli_refuses_a_bad_bundle_in_one_line(tmp_p
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: bundle schema version 99")
     assert "Traceback" not in out.stderr
+
+
+INT8_QUALITY = {"recipe": "diffusion", "method": "onnxruntime quantize_static", "preset": "avx2",
+                "rel_error": 0.2, "rel_error_by_band": {"0-49": 0.3, "100-399": 0.04},
+                "x0_rel_error_by_band": {"0-49": 0.007, "100-399": 0.015}, "psnr_vs_fp32_db": 28.4,
+                "psnr_median_image_db": 33.0, "mean_abs_diff_255": 4.6,
+                "images": {"n": 32, "ddim_steps": 25, "guidance": 3.0},
+                "fd_delta": {"fd_lite0": {"fp32": 100.0, "int8": 102.0, "rel": 0.02}}}
+
+
+def test_quality_int8_is_validated_printed_and_optional(tmp_path):
+    b = make_bundle(tmp_path)
+    assert "int8" not in open_bundle(b).quality  # an older bundle without the section still opens
+    _edit(b, lambda r: r["quality"].update(int8=INT8_QUALITY))
+    text = bundle_info(b)
+    assert "ε rel error by t band 0-49 30.0%, 100-399 4.0%" in text
+    assert "PSNR 28.4 dB (median image 33.0 dB)" in text and "fd_lite0: fp32 100.00 → int8 102.00 (+2.0%)" in text
+    _edit(b, lambda r: r["quality"]["int8"].update(rel_error_by_band={"0-49": "big"}))
+    with pytest.raises(BundleError, match="rel_error_by_band") as e:
+        read_manifest(b)
+    _one_line(e)
+    _edit(b, lambda r: r["quality"]["int8"].update(rel_error_by_band={}, fd_delta={"fd_lite0": {"fp32": 1.0}}))
+    with pytest.raises(BundleError, match="fd_delta"):
+        read_manifest(b)
+    _edit(b, lambda r: r["quality"].update(int8={"rel_error": 0.3, "method": "onnxruntime quantize_static"}))
+    assert "ε rel error vs fp32 30.00% (pooled over t)" in bundle_info(b)  # a bundle from before the bands

@@ -188,3 +188,13 @@ def test_like_a_training_image_recovers_its_bank_entry(tmp_path, cache):
     assert z.shape == (2, 8)
     assert np.abs(z[0] - bank[5]).max() < 1e-3
     assert int(np.argmax(bank @ z[0])) == 5
+
+
+def test_reading_a_bank_needs_neither_torch_nor_the_training_loop():
+    """memory.py used to import Snippets from train.py (a cycle that pulled torch into numpy-only bank reads)."""
+    import subprocess
+    import sys
+
+    code = "import sys, edgediff.memory; print('torch' in sys.modules, 'edgediff.train' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

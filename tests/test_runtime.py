@@ -63,7 +63,7 @@ def test_cli_samples_with_torch_unimportable(tiny, tmp_path):
     from PIL import Image
 
     assert Image.open(out).size[0] > 2 * 16
-    assert sorted(p.name for p in (tmp_path / "each").iterdir()) == [f"{i:04d}.png" for i in range(4)]
+    assert sorted(p.name for p in (tmp_path / "each").iterdir()) == [f"seed0_{i:04d}.png" for i in range(4)]
     peak = float(r.stdout.split("peak RSS ")[1].split(" MiB")[0])
     assert peak <= 400
 

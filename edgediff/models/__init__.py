@@ -18,4 +18,9 @@ def build_model(config: ModelConfig):
     raise ValueError(f"unknown backbone {config.backbone!r}: use unet, dis or dit")
 
 
-__all__ = ["ModelConfig", "build_model"]
+def count_params(module) -> int:
+    """Parameters of a torch module: the figure every manifest, log and benchmark row reports."""
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+__all__ = ["ModelConfig", "build_model", "count_params"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from edgediff.errors import EdgediffError
 from edgediff.models.config import ModelConfig

@@ -24,19 +24,24 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from edgediff.bundle import Manifest, MemoryProfile, VariantProfile
+from edgediff.bundle import ROLE, Manifest, MemoryProfile, VariantProfile, variant_key
 from edgediff.errors import EdgediffError
 from edgediff.interface import row_floats
+from edgediff.sampling import calls_per_chunk, cells_per_chunk, rows_per_cell
 from edgediff.runtime.session import MODES, SessionSettings, default_threads
+from edgediff.units import MIB
 
-MIB = float(1 << 20)
 MARGIN_MB = 2.0  # allocator slack: small on purpose, a refused budget must be truly too small
 MARGIN_FRAC = 0.02
 EXTRAPOLATION_SLACK = 1.10
 AUTO_SPEED_SLACK = 0.10  # with no budget given: the leanest plan within 10% of the fastest estimate
 ARENA_SLACK_MB = 4.0  # the arena's region granularity: never cap below activations + this
 PRECISIONS = ("auto", "fp32", "int8")
-ROLE = {"fp32": "denoiser_fp32", "int8": "denoiser_int8"}
+
+
+# The budget a refusal suggests must work when the user reruns with it, and a fresh process's RSS differs from this
+# one's by a few hundred KiB (seen: 58.4 vs 58.5 MiB between two runs): suggest the floor plus this, rounded up.
+RERUN_SLACK_MB = 0.5
 
 
 class BudgetError(EdgediffError):
@@ -173,17 +178,10 @@ def estimate_mb(m: Manifest, vp: VariantProfile, now_mb: float, n: int, images_p
     return total, {k: round(v, 2) for k, v in parts.items()}
 
 
-def _profile_key(variant: str, mode: str) -> str:
-    return variant if mode == "lean" else f"{variant}@{mode}"
-
-
 def calls_per_step(total_cells: int, rows_per_call: int, guidance: float) -> int:
-    """Denoiser calls per DDIM step; a guided cell is two rows (edgediff.sampling.guided)."""
-    if guidance == 1.0:
-        return math.ceil(total_cells / rows_per_call)
-    if rows_per_call == 1:
-        return 2 * total_cells
-    return math.ceil(total_cells / (rows_per_call // 2))
+    """Denoiser calls per DDIM step, chunked exactly as edgediff.sampling.sample_loop chunks them."""
+    chunks = math.ceil(total_cells / cells_per_chunk(rows_per_call, guidance))
+    return chunks * calls_per_chunk(rows_per_call, guidance)
 
 
 def _cell_options(total_cells: int) -> list[int]:
@@ -250,12 +248,12 @@ def plan_sampling(
     candidates = []
     for vi, variant in enumerate(variants):
         for mode_name in ([mode] if mode else MODES):
-            key = _profile_key(variant, mode_name)
+            key = variant_key(variant, mode_name)
             if key not in profile.variants:
                 continue
             vp = profile.variants[key]
             for g in ([images_per_pass] if images_per_pass else sorted({1, n} | {k for k in (2, 4, 8, 16) if k < n})):
-                rows_max = g * cells_total_per_image * (1 if guidance == 1.0 else 2)
+                rows_max = g * cells_total_per_image * rows_per_cell(guidance)
                 for c in ([cells_per_call] if cells_per_call else _cell_options(rows_max)):
                     if c > rows_max and cells_per_call is None:
                         continue
@@ -273,7 +271,7 @@ def plan_sampling(
     floor_cand = min(lean, key=lambda cand: cand[5])
     floor_mb = math.ceil(floor * 10) / 10
     if budget_mb is not None and budget_mb < floor:
-        need = math.ceil(floor)
+        need = math.ceil(floor + RERUN_SLACK_MB)
         raise BudgetError(
             f"--memory-budget {budget_mb:.1f} MiB is too small for this bundle and --n {n}: the leanest plan "
             f"({floor_cand[0]}, {floor_cand[4]} cell per call, {floor_cand[3]} image per pass) peaks at about "

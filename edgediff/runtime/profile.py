@@ -30,24 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
-from edgediff.bundle import MANIFEST_NAME, Manifest, MemoryProfile, VariantProfile, read_manifest, resolve
+from edgediff.bundle import (FILES, MANIFEST_NAME, ROLE, Manifest, MemoryProfile, VariantProfile, read_manifest, resolve,
+                             variant_key)
 from edgediff.errors import EdgediffError
 from edgediff.interface import CellGeometry
 from edgediff.interface import example_feeds as example_feeds_for
 from edgediff.runtime import rss
 from edgediff.runtime.session import MODES, SessionSettings, create_session
 
-DEFAULT_FILES = {"fp32": "denoiser.onnx", "int8": "denoiser.int8.onnx"}
-ROLE = {"fp32": "denoiser_fp32", "int8": "denoiser_int8"}
+DEFAULT_FILES = {variant: FILES[role] for variant, role in ROLE.items()}  # a staging folder has no manifest yet
 DEFAULT_CELLS = (1, 2, 4)
 SMALL_CELL_CELLS = (1, 2, 4, 8, 16)  # cells of <= 32 px: batching pays, so measure it where it does
 SMALL_CELL_SIDE = 32
 DEFAULT_CALLS = 3
-
-
-def variant_key(variant: str, mode: str) -> str:
-    """How a (precision, mode) pair is named in `memory_profile.variants`: the lean mode carries no suffix."""
-    return variant if mode == "lean" else f"{variant}@{mode}"
 
 
 def model_files(bundle_dir: str | Path, manifest: Manifest | None = None) -> dict[str, Path]:

@@ -15,8 +15,8 @@ import ctypes.util
 import resource
 import sys
 from pathlib import Path
+from edgediff.units import MIB
 
-MIB = float(1 << 20)
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter number (malloc.h)

@@ -23,10 +23,11 @@ import onnxruntime as ort  # imported before planning: its RSS is part of "the p
 from edgediff import images as imgio  # pillow comes in here, also before planning
 from edgediff.bundle import Manifest, check_model_interface, open_bundle, read_manifest, resolve
 from edgediff.data import to_uint8
-from edgediff.errors import EdgediffError
+from edgediff.errors import EdgediffError, Interrupted
 from edgediff.lut import decode
 from edgediff.runtime import rss
-from edgediff.runtime.planner import ROLE, Plan, available_mb, plan_sampling
+from edgediff.bundle import ROLE
+from edgediff.runtime.planner import Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
 from edgediff.sampling import resolve_guidance, sample_loop
 from edgediff import snippets as snip
@@ -159,6 +160,10 @@ def sample_bundle(
         raise EdgediffError(f"--n {n} must be between 1 and {MAX_N}")
     if steps < 1:
         raise EdgediffError(f"--steps {steps} must be at least 1")
+    if out is not None:  # before any work: a bad path must not cost the whole sampling run first
+        imgio.check_output_file(out, "--out")
+    if out_dir is not None:
+        imgio.check_output_dir(out_dir, "--out-dir")
     bundle = resolve_bundle(bundle_dir)
     manifest = read_manifest(bundle)
     if manifest.prediction != "epsilon":
@@ -181,6 +186,8 @@ def sample_bundle(
                          guidance=guidance, auto=auto)
     if auto:
         plan.budget_mb = None  # what the user asked for; the cap still protects against an OOM kill
+    log(plan.describe())  # before the work: what it will do (the progress bar then gives the time left)
+    log(f"sampling {n} image(s) × {steps} DDIM steps, seed {seed}")
     roles = (ROLE[plan.variant],) + (("lut_codes", "lut_codebooks") if manifest.lut is not None else ())
     open_bundle(bundle, roles=roles)  # sha256 of exactly what will be parsed, before parsing it
     conds = choose_snippets(bundle, manifest, n, seed, snippet, interpolate)
@@ -207,17 +214,34 @@ def sample_bundle(
             if floats is not None:
                 floats[start + i] = x[i]
         del x
-    paths = write_images(result, out, out_dir)
+    paths = write_images(result, out, out_dir, seed=seed)
     return SampleResult(images=result, plan=plan, peak_mb=round(rss.peak_mb(), 1),
                         wall_s=round(time.perf_counter() - t_start, 2), paths=paths, floats=floats)
 
 
-def write_images(images_u8: np.ndarray, out: str | Path | None, out_dir: str | Path | None) -> list[Path]:
-    """The grid PNG at `out` and, with `out_dir`, every image as its own PNG; all written atomically."""
-    paths = []
-    if out is not None:
-        paths.append(imgio.save_png(imgio.make_grid(images_u8), out))
-    if out_dir is not None:
-        for i, im in enumerate(images_u8):
-            paths.append(imgio.save_png(im, Path(out_dir) / f"{i:04d}.png"))
+def image_name(seed: int, index: int) -> str:
+    """The file of image `index` of a run with `seed`: enough to regenerate exactly that image."""
+    return f"seed{seed}_{index:04d}.png"
+
+
+def write_images(images_u8: np.ndarray, out: str | Path | None, out_dir: str | Path | None,
+                 seed: int = 0) -> list[Path]:
+    """The grid at `out` (format from its extension) and, with `out_dir`, every image as its own PNG named by
+    `image_name`; each file atomic. Only `out_dir` itself may be created; Ctrl-C says how far it got."""
+    paths: list[Path] = []
+    total = (out is not None) + (len(images_u8) if out_dir is not None else 0)
+    try:
+        if out is not None:
+            paths.append(imgio.save_image(imgio.make_grid(images_u8), out))
+        if out_dir is not None:
+            try:
+                Path(out_dir).mkdir(exist_ok=True)
+            except OSError as e:
+                raise EdgediffError(f"cannot write --out-dir {out_dir}: {e.strerror or e}; choose a writable "
+                                    "folder") from None
+            for i, im in enumerate(images_u8):
+                paths.append(imgio.save_image(im, Path(out_dir) / image_name(seed, i)))
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while writing images: {len(paths)} of {total} files written, each complete"
+                          ) from None
     return paths

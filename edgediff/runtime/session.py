@@ -42,6 +42,9 @@ class SessionSettings:
     mmap_threshold: int | None = 65536  # bytes; None leaves glibc's dynamic default alone
     threads: int = 1
     cap_mb: float | None = None  # max_mem of the capped arena; None = capped arena without a limit (profiling)
+    # extra onnxruntime session config entries, (key, value) pairs: lets benchmarks/lean_loading.py measure levers
+    # such as session.disable_prepacking through exactly this code path before any is adopted
+    config: tuple = ()
 
     def __post_init__(self) -> None:
         if self.opt_level not in OPT_LEVELS:
@@ -50,6 +53,7 @@ class SessionSettings:
             raise ValueError(f"arena must be one of {ARENAS}, got {self.arena!r}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        object.__setattr__(self, "config", tuple((str(k), str(v)) for k, v in self.config))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,6 +103,8 @@ def session_options(settings: SessionSettings) -> ort.SessionOptions:
     so.log_severity_level = 4  # our own one-line errors replace ORT's log spew (a cap hit is reported by us)
     if settings.arena == "capped":
         so.add_session_config_entry("session.use_env_allocators", "1")
+    for key, value in settings.config:
+        so.add_session_config_entry(key, value)
     return so
 
 

@@ -1,0 +1,210 @@
+"""How much int8 changes what a user sees: ε error per timestep band, the x₀ error it causes, and the images.
+
+Why not one pooled ε error: near t = 0 the noise is almost invisible in x_t, so ε is nearly unobservable and its
+error is large, yet it barely moves the image (the DDIM update weighs ε by √(1−ᾱ_t), which vanishes there).
+A pooled norm over all t is dominated by those rows. So this module reports, on real inputs like calibration's:
+- `rel_error_by_band`: ‖ε_int8 − ε_fp32‖ / ‖ε_fp32‖ within each timestep band;
+- `x0_rel_error_by_band`: the same for the predicted x₀ = (x_t − √(1−ᾱ)·ε)/√ᾱ, clipped as the DDIM step
+  clips it: the error the update carries (x_t cancels: √(1−ᾱ)/√ᾱ·Δε, relative to the x₀ estimate). At t near
+  999 x₀ is itself unobservable (√ᾱ → 0), so that band's x₀ figure is large and says little;
+- `psnr_vs_fp32_db` / `mean_abs_diff_255`: the same noise and snippets sampled through both models (DDIM, the
+  bundle's guidance): what a user would see change. PSNR is over the pooled squared error, so the few images
+  whose trajectory diverges dominate it; `psnr_median_image_db` is the typical image;
+- `fd_delta`: for each quality metric (name → function of uint8 images), its value on the fp32 and the int8 images
+  and the relative change. Metrics are passed in, so a second metric (another encoder) is one more dict entry.
+
+Input names and shapes come from the ONNX file itself, so a denoiser with other inputs (e.g. a halo patch with a
+mask channel) is measured unchanged: x_t of a cell is the first C channels of the first 4-d input, centre-cropped
+to the output's side.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgediff.models.config import ModelConfig
+from edgediff.sampling import sample_loop
+from edgediff.schedule import Schedule
+from edgediff_export.inputs import RunData, denoiser_inputs
+
+# [lo, hi] timestep bands: t ≤ 50 is where ε is unobservable; t ≥ 100 is where the goal asks ε error ≤ 5%
+BANDS = ((0, 49), (50, 99), (100, 399), (400, 699), (700, 999))
+TIMESTEPS_PER_BAND = 4
+Metric = Callable[[np.ndarray], float]  # uint8 images [N, H, W, 3] → a distance to the real data (lower = better)
+
+
+def band_name(band: tuple[int, int]) -> str:
+    return f"{band[0]}-{band[1]}"
+
+
+def band_timesteps(bands=BANDS, per_band: int = TIMESTEPS_PER_BAND) -> np.ndarray:
+    """`per_band` evenly spaced timesteps inside each band, descending overall."""
+    ts = [np.linspace(lo, hi, per_band).round().astype(np.int64) for lo, hi in bands]
+    return np.unique(np.concatenate(ts))[::-1].copy()
+
+
+def session(path: Path):
+    """A plain CPU session (one thread) for measuring: the numbers, not the speed, matter here."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def run_rows(sess, inputs: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    """The first output of `sess` over every row of `inputs` (fed by the session's own input names)."""
+    names = [i.name for i in sess.get_inputs()]
+    n = len(inputs[names[0]])
+    return np.concatenate([sess.run(None, {k: inputs[k][s : s + batch] for k in names})[0]
+                           for s in range(0, n, batch)])
+
+
+def cell_xt(inputs: dict[str, np.ndarray], sess, out_shape: tuple[int, ...]) -> np.ndarray:
+    """x_t of each row's cell: the first C channels of the first 4-d input, centre-cropped to the output side."""
+    spatial = next(i.name for i in sess.get_inputs() if len(i.shape) == 4)
+    x = inputs[spatial]
+    c, side = out_shape[1], out_shape[-1]
+    h = (x.shape[-1] - side) // 2
+    return x[:, :c, h : h + side, h : h + side]
+
+
+def rel(diff: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(diff) / max(float(np.linalg.norm(ref)), 1e-12))
+
+
+def band_errors(eps_ref: np.ndarray, eps_q: np.ndarray, x_t: np.ndarray, t: np.ndarray,
+                schedule: Schedule = Schedule(), bands=BANDS) -> dict:
+    """ε and x₀ relative errors per band (see module docstring), plus the pooled ε error (`rel_error`)."""
+    acp = schedule.alphas_cumprod()
+    a = acp[t].reshape(-1, *([1] * (eps_ref.ndim - 1)))
+
+    def x0(eps):
+        return np.clip((x_t - np.sqrt(1.0 - a) * eps) / np.sqrt(a), -1.0, 1.0)
+
+    x0_ref, x0_q = x0(eps_ref), x0(eps_q)
+    by_eps, by_x0, rows = {}, {}, {}
+    for band in bands:
+        m = (t >= band[0]) & (t <= band[1])
+        if not m.any():
+            continue
+        key = band_name(band)
+        by_eps[key] = rel(eps_q[m] - eps_ref[m], eps_ref[m])
+        by_x0[key] = rel(x0_q[m] - x0_ref[m], x0_ref[m])
+        rows[key] = int(m.sum())
+    return {"rel_error_by_band": by_eps, "x0_rel_error_by_band": by_x0, "rows_by_band": rows,
+            "rel_error": rel(eps_q - eps_ref, eps_ref), "max_abs": float(np.abs(eps_q - eps_ref).max())}
+
+
+def eps_report(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, images_per_t: int = 8,
+               seed: int = 0, schedule: Schedule = Schedule()) -> dict:
+    """Per-band ε and x₀ errors of `int8` against `fp32` on real inputs (every cell, a fifth null snippets)."""
+    ts = band_timesteps()
+    inputs = denoiser_inputs(data, config, ts, images_per_t=images_per_t, seed=seed + 11, null_fraction=0.2,
+                             schedule=schedule)
+    ref_s, q_s = session(fp32), session(int8)
+    eps_ref, eps_q = run_rows(ref_s, inputs), run_rows(q_s, inputs)
+    t = next(v for v in inputs.values() if v.dtype == np.int64)
+    out = band_errors(eps_ref, eps_q, cell_xt(inputs, ref_s, eps_ref.shape), t, schedule)
+    out["rows_checked"] = int(len(eps_ref))
+    return out
+
+
+def eps_fn_of(sess):
+    """The sampler's positional denoiser over a session, fed by the session's own input names (in file order)."""
+    names = [i.name for i in sess.get_inputs()]
+
+    def eps_fn(*args):
+        return sess.run(None, dict(zip(names, args)))[0]
+
+    return eps_fn
+
+
+def sample_pair(fp32: Path, int8: Path, config: ModelConfig, snippets: np.ndarray, *, steps: int = 25,
+                guidance: float = 1.0, seed: int = 0, cells_per_call: int = 16,
+                schedule: Schedule = Schedule()) -> tuple[np.ndarray, np.ndarray]:
+    """The same noise and snippets through both denoisers → two float image sets [n, C, H, W] in [-1, 1]."""
+    kw = dict(n=len(snippets), image_size=config.image_size, channels=config.channels, grid=config.grid, steps=steps,
+              seed=seed, snippets=snippets, cells_per_call=cells_per_call, schedule=schedule, guidance=guidance,
+              halo=config.halo)
+    return sample_loop(eps_fn_of(session(fp32)), **kw), sample_loop(eps_fn_of(session(int8)), **kw)
+
+
+def psnr(a_u8: np.ndarray, b_u8: np.ndarray) -> float:
+    """PSNR in dB between two uint8 image sets; capped at 99 dB for identical images (JSON has no infinity)."""
+    mse = float(np.mean((a_u8.astype(np.float64) - b_u8.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else min(99.0, 10.0 * math.log10(255.0**2 / mse))
+
+
+def image_report(ref_u8: np.ndarray, q_u8: np.ndarray, metrics: dict[str, Metric]) -> dict:
+    """PSNR and mean |Δ| of the int8 images against the fp32 ones, and each metric's change (fd_delta)."""
+    fd = {}
+    for name, metric in metrics.items():
+        a, b = float(metric(ref_u8)), float(metric(q_u8))
+        fd[name] = {"fp32": a, "int8": b, "rel": (b - a) / a if a > 0 else 0.0}
+    per_image = sorted(psnr(a, b) for a, b in zip(ref_u8, q_u8))
+    return {"psnr_vs_fp32_db": psnr(ref_u8, q_u8), "psnr_median_image_db": per_image[len(per_image) // 2],
+            "mean_abs_diff_255": float(np.mean(np.abs(ref_u8.astype(np.int16) - q_u8.astype(np.int16)))),
+            "fd_delta": fd}
+
+
+def measure_int8(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, metrics: dict[str, Metric],
+                 images: int = 32, steps: int = 25, guidance: float = 1.0, seed: int = 0,
+                 schedule: Schedule = Schedule()) -> dict:
+    """Everything above for one int8 file: what the manifest records as `quality.int8` (besides how it was made)."""
+    from edgediff.data import to_uint8
+
+    out = eps_report(fp32, int8, data, config, seed=seed, schedule=schedule)
+    rng = np.random.default_rng(seed + 23)
+    if data.bank is not None:
+        snippets = data.bank[rng.integers(0, len(data.bank), images)].astype(np.float32)
+    else:
+        snippets = np.zeros((images, config.snippet_dim), dtype=np.float32)
+        guidance = 1.0
+    ref, q = sample_pair(fp32, int8, config, snippets, steps=steps, guidance=guidance, seed=seed + 29,
+                         schedule=schedule)
+    out.update(image_report(to_uint8(ref), to_uint8(q), metrics))
+    out["images"] = {"n": int(images), "ddim_steps": int(steps), "guidance": float(guidance), "seed": int(seed + 29)}
+    return out
+
+
+def fd_lite0_metric(real_features: np.ndarray) -> Metric:
+    """FD-Lite0 of generated images against fixed real features (the dataset's, cached by the encoder)."""
+    from edgediff.encoders import encode
+    from edgediff.metrics import fd_lite0
+
+    return lambda images_u8: fd_lite0(encode(images_u8), real_features)
+
+
+def default_metrics(dataset) -> dict[str, Metric]:
+    """The quality metrics `fd_delta` reports, keyed by the name recorded in the manifest."""
+    from edgediff.encoders import dataset_features
+
+    return {"fd_lite0": fd_lite0_metric(dataset_features(dataset, progress=False))}
+
+
+def bundle_run_data(bundle_dir: Path, data: str = "emoji", max_images: int = 512,
+                    seed: int = 0) -> tuple[RunData, ModelConfig]:
+    """Calibration/measurement data for a bundle without its training run: the dataset's images, each paired with
+    its memory-bank entry decoded from the bundle's LUT (the bank is row-aligned with the dataset when it has as
+    many entries; otherwise entries are drawn at random)."""
+    from edgediff.bundle import read_manifest, resolve
+    from edgediff.data import load_dataset
+    from edgediff.lut import decode
+
+    m = read_manifest(bundle_dir)
+    config = ModelConfig.from_dict(m.model_config)
+    ds = load_dataset(data, m.image_size)
+    bank = None
+    if m.lut is not None:
+        bank = decode(np.load(resolve(bundle_dir, m.files["lut_codes"]), allow_pickle=False),
+                      np.load(resolve(bundle_dir, m.files["lut_codebooks"]), allow_pickle=False))
+    idx = np.sort(np.random.default_rng(seed).choice(len(ds), min(max_images, len(ds)), replace=False))
+    if bank is not None and len(bank) == len(ds):
+        bank = bank[idx]
+    return RunData(images=ds.as_float(idx), bank=bank), config

@@ -1,0 +1,74 @@
+"""`edgediff export BUNDLE_DIR --out OUT [--int8] [--ort]`: rebuild a bundle from its own fp32 ONNX, without its run.
+
+Why: a bundle whose training run is gone (the shipped default's is not in the repository) can still gain an int8
+denoiser or the ORT format. Calibration and measurement use the dataset the manifest names, each image paired with
+its memory-bank entry decoded from the bundle's LUT (int8_quality.bundle_run_data). The fp32 file, the LUT, the
+geometry and the training record are carried over unchanged; the int8 file, `quality.int8`, the ORT conversion and
+the memory profile are made afresh, exactly as `export_run` makes them, and the result goes through the same
+`write_bundle` (checked, atomic).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import edgediff
+from edgediff.bundle import file_entry, open_bundle, resolve, staging_dir, write_bundle
+from edgediff.errors import EdgediffError
+from edgediff.sampling import resolve_guidance
+from edgediff_export import bundle_writer
+from edgediff_export.bundle_writer import FILES, ExportResult, build_int8, check_out, to_ort_format
+from edgediff_export.inputs import denoiser_inputs
+from edgediff_export.int8_quality import bundle_run_data
+from edgediff_export.onnx_export import PARITY_TIMESTEPS
+
+
+def is_bundle(path: Path) -> bool:
+    return (path / "manifest.json").is_file() and not (path / "checkpoints").exists()
+
+
+def rebundle(bundle_dir: str | Path, out: str | Path, *, int8: bool, ort_format: bool, int8_recipe: str,
+             profile: bool = True, guidance: float | None = None, int8_measure: bool = True, seed: int = 0,
+             log: Callable[[str], None] = lambda s: None) -> ExportResult:
+    """Rebuild `bundle_dir` at `out` (may be the same folder) with an int8 denoiser and/or in ORT format."""
+    bundle_dir, out = Path(bundle_dir), Path(out)
+    m = open_bundle(bundle_dir)
+    if not m.files["denoiser_fp32"].path.endswith(".onnx"):
+        raise EdgediffError(f"{bundle_dir} holds no fp32 .onnx to rebuild from (it is already in ORT format); "
+                            "export from the training run instead")
+    if out.resolve() != bundle_dir.resolve():
+        check_out(out, bundle_dir)
+    sampling = dict(m.sampling)
+    if guidance is not None:
+        sampling["guidance"] = resolve_guidance(guidance, has_bank=m.lut is not None)
+    data, config = bundle_run_data(bundle_dir, data=m.training.get("data") or "emoji", seed=seed)
+    stage = staging_dir(out)
+    try:
+        # an int8 file already there is carried over (with its quality.int8) unless --int8 asks for a new one
+        files = {role: e.path for role, e in m.files.items() if not (int8 and role == "denoiser_int8")}
+        for role, rel in files.items():
+            shutil.copy(resolve(bundle_dir, m.files[role]), stage / rel)
+        quality = {k: v for k, v in m.quality.items() if k != "ort_format" and not (int8 and k == "int8")}
+        if int8:
+            meta = {"train": {"data": m.training.get("data") or "emoji"}}
+            quality["int8"] = build_int8(stage / files["denoiser_fp32"], stage / FILES["denoiser_int8"], data, config,
+                                         meta, recipe=int8_recipe, guidance=sampling.get("guidance", 1.0),
+                                         seed=seed, log=log, measure=int8_measure)
+            files["denoiser_int8"] = FILES["denoiser_int8"]
+        if ort_format:
+            check = denoiser_inputs(data, config, PARITY_TIMESTEPS, images_per_t=4, seed=seed + 1, null_fraction=0.25)
+            quality["ort_format"] = to_ort_format(stage, files, check, log)
+        manifest = replace(m, files={role: file_entry(stage, rel) for role, rel in files.items()}, quality=quality,
+                           sampling=sampling, memory_profile=None, edgediff_version=edgediff.__version__,
+                           created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        if profile:
+            manifest.memory_profile = bundle_writer.measure_profile_hook(stage, manifest)
+        write_bundle(out, manifest, stage)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return ExportResult(out=out, manifest=manifest, messages=[f"bundle written to {out}"])

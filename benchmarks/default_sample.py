@@ -41,7 +41,7 @@ def planner_floor(precision: str) -> float:
     """The smallest budget the planner accepts for this command at `precision` (its refusal names it)."""
     cmd = [sys.executable, "-m", "edgediff.cli", "sample", *BUNDLE, "--n", "16", "--steps", "25",
            "--precision", precision,
-           "--memory-budget", "1MiB", "--out", "/dev/null"]
+           "--memory-budget", "1MiB", "--out", str(Path(tempfile.gettempdir()) / "edgediff_floor_probe.png")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     found = re.search(r"pass --memory-budget ([0-9.]+)MiB", proc.stderr)
     if proc.returncode == 0 or not found:

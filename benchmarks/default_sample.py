@@ -31,7 +31,7 @@ def run(extra: list[str], out: Path) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(proc.stderr)
-    peak = re.search(r"peak RSS ([0-9.]+) MiB, wall time ([0-9.]+) s", proc.stdout)
+    peak = re.search(r"peak RSS ([0-9.]+) MiB(?: \(budget [^)]*\))?, wall time ([0-9.]+) s", proc.stdout)
     plan = next((line for line in proc.stdout.splitlines() if line.startswith("plan:")), "")
     return {"args": extra, "peak_mb": float(peak.group(1)), "sampling_wall_s": float(peak.group(2)),
             "process_wall_s": round(wall, 2), "plan": plan}
@@ -41,7 +41,7 @@ def planner_floor(precision: str) -> float:
     """The smallest budget the planner accepts for this command at `precision` (its refusal names it)."""
     cmd = [sys.executable, "-m", "edgediff.cli", "sample", *BUNDLE, "--n", "16", "--steps", "25",
            "--precision", precision,
-           "--memory-budget", "1MiB", "--out", "/dev/null"]
+           "--memory-budget", "1MiB", "--out", str(Path(tempfile.gettempdir()) / "edgediff_floor_probe.png")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     found = re.search(r"pass --memory-budget ([0-9.]+)MiB", proc.stderr)
     if proc.returncode == 0 or not found:

@@ -74,7 +74,7 @@ class Reference:
         c = self.config
         return sample_loop(iq.eps_fn_of(sess), n=len(self.snippets), image_size=c.image_size, channels=c.channels,
                            grid=c.grid, steps=25, seed=29, snippets=self.snippets, cells_per_call=16,
-                           guidance=self.guidance)
+                           guidance=self.guidance, halo=c.halo)
 
     def compare(self, int8: Path) -> dict:
         sess = iq.session(int8)
@@ -187,6 +187,9 @@ def main() -> None:
 
     from edgediff.bundle import read_manifest
 
+    if not (DEFAULT_BUNDLE / "denoiser.onnx").is_file():
+        raise SystemExit("the default bundle holds no fp32 denoiser.onnx (exported with --ort?): the levers need the "
+                         "ONNX graph; re-export it without --ort")
     manifest = read_manifest(DEFAULT_BUNDLE)
     guidance = manifest.sampling.get("guidance", 1.0)
     data, config = iq.bundle_run_data(DEFAULT_BUNDLE)

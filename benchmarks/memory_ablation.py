@@ -51,19 +51,18 @@ MEMORY_ARMS = ("bank", "bank_gmem", "bank_align")
 METRICS = {"lite0": ("fd_lite0", "kid"), "independent": ("fd_independent", "kid_independent")}
 
 
-def speedup(steps: list[int], fd_arm: list[float], fd_plain: list[float]) -> tuple[float | None, int | None]:
-    """(S ÷ the first checkpoint at which the arm's FD ≤ plain's FD at S, that checkpoint), where S is the last
-    checkpoint both have measured (plain's final one once the run is complete).
+def speedup(steps: list[int], fd_arm: list[float], plain_steps: list[int], fd_plain: list[float]
+            ) -> tuple[float | None, int | None]:
+    """(plain's last measured step ÷ the first checkpoint at which the arm's FD ≤ plain's FD there, that checkpoint):
+    how many times fewer steps the arm needs to reach plain's final FD.
 
     Only measured checkpoints count (no interpolation), so the figure is conservative by up to one interval;
-    None when the arm never gets there."""
-    n = min(len(fd_arm), len(fd_plain))
-    if n == 0:
+    None when the arm has not got there (yet)."""
+    if not plain_steps:
         return None, None
-    target = fd_plain[n - 1]
-    for s, fd in zip(steps[:n], fd_arm[:n]):
-        if fd <= target:
-            return steps[n - 1] / s, s
+    for s, fd in zip(steps, fd_arm):
+        if fd <= fd_plain[-1]:
+            return plain_steps[-1] / s, s
     return None, None
 
 
@@ -96,7 +95,7 @@ def build_result(scores: dict, checkpoints: list[int], settings: dict, independe
     for row in arms[1:]:
         for m in METRICS:
             row[f"speedup_{m}"], row[f"reached_plain_final_{m}_at"] = speedup(
-                row["steps_done"], row[f"fd_{m}"], plain[f"fd_{m}"])
+                row["steps_done"], row[f"fd_{m}"], plain["steps_done"], plain[f"fd_{m}"])
     arms[0].update(speedup_lite0=1.0 if plain["steps_done"] else None,
                    speedup_independent=1.0 if plain["steps_done"] else None)
     common = [s for s in checkpoints if all(s in scores[a] for a in ARMS)]
@@ -223,19 +222,19 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def markdown_table(result: dict) -> str:
-    """The README table: each arm's last measured checkpoint, its FDs there, and its speed-ups."""
-    def fmt(x, spec):
-        return "–" if x is None else format(x, spec)
+    """The README table: FD-Lite0 / FD-independent of every arm at each checkpoint all arms have reached, then
+    each arm's speed-ups to plain's final FD."""
+    def fmt(x):
+        return "–" if x is None else f"{x:.2f}×"
 
-    lines = ["| arm | steps done | FD-Lite0 | FD-independent | KID Lite0 / independent | speed-up Lite0 | "
-             "speed-up independent |", "|---|---|---|---|---|---|---|"]
+    steps = result["steps"]
+    head = "| arm | " + " | ".join(f"FD-Lite0 / FD-indep. at {s:,}" for s in steps) + \
+        " | speed-up Lite0 | speed-up independent |"
+    lines = [head, "|---|" + "---|" * (len(steps) + 2)]
     for r in result["arms"]:
-        if not r["steps_done"]:
-            lines.append(f"| {r['name']} | 0 | – | – | – | – | – |")
-            continue
-        lines.append(f"| {r['name']} | {r['steps_done'][-1]} | {r['fd_lite0'][-1]:.1f} | {r['fd_independent'][-1]:.1f}"
-                     f" | {r['kid_lite0'][-1]:.3f} / {r['kid_independent'][-1]:.3f} | "
-                     f"{fmt(r.get('speedup_lite0'), '.2f')}× | {fmt(r.get('speedup_independent'), '.2f')}× |")
+        cells = [f"{r['fd_lite0'][i]:.1f} / {r['fd_independent'][i]:.1f}" for i in range(len(steps))]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) +
+                     f" | {fmt(r.get('speedup_lite0'))} | {fmt(r.get('speedup_independent'))} |")
     return "\n".join(lines)
 
 

@@ -149,7 +149,7 @@ def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n:
     cells = manifest.grid * manifest.grid
     x = sample_loop(eps_fn, n=n, image_size=manifest.image_size, channels=manifest.channels, grid=manifest.grid,
                     steps=steps, seed=seed, snippets=snippets, cells_per_call=min(n * cells, 256),
-                    schedule=schedule, guidance=guidance)
+                    schedule=schedule, guidance=guidance, halo=manifest.halo)
     return to_uint8(x)
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, save_figure, write_json
 
-FULL = dict(steps=1000, dim=32, mults="1,2,2", batch_size=32, lr=5e-4, ema_decay=0.995, n_samples=64,
+FULL = dict(steps=1000, dim=32, mults="1,2,2", batch_size=32, lr=5e-4, ema_decay=0.995, n_samples=256,
             sampler_steps=20, cases=[(32, [(1, 0), (2, 0), (2, 2), (2, 4)]), (64, [(4, 0), (4, 4)])])
 QUICK = dict(steps=30, dim=16, mults="1,2", batch_size=16, lr=5e-4, ema_decay=0.9, n_samples=16, sampler_steps=5,
              cases=[(32, [(1, 0), (2, 0), (2, 4)])])

@@ -150,7 +150,7 @@ def export(
     lut_bytes: int = typer.Option(8, "--lut-bytes", help="Bytes per memory-bank entry in the PQ lookup table."),
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Measure the memory profile (fresh processes)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Record this memory-bank guidance scale as the bundle's sampling default."),
-    ort: bool = typer.Option(False, "--ort", help="Ship the denoisers in ORT format (.ort): less memory while and after loading; what onnxruntime's mobile packages load."),
+    ort: bool = typer.Option(False, "--ort", help="Ship the denoisers in ORT format (.ort): less resident memory after loading but a higher peak while loading (README: Export); what onnxruntime's mobile packages load."),
     int8_recipe: str = typer.Option("diffusion", "--int8-recipe", help="How to make the int8 denoiser: diffusion (static int8 convs, skip concats split, first/last conv fp32, percentile ranges), static (every op, min/max) or weight-only."),
 ) -> None:
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""

@@ -38,7 +38,7 @@ def tiny_model(**kw) -> dict:
     return {"dim": 8, "mults": [1, 2], "depth": 2, "snippet_dim": 8, **kw}
 
 
-def train_tiny_run(root, memory: bool):
+def train_tiny_run(root, memory: bool, halo: int = 0):
     """A real (tiny) trained run on disk: the export tests and the int8 tests share one (session fixtures below)."""
     from edgediff.train import TrainConfig, train
 
@@ -47,7 +47,7 @@ def train_tiny_run(root, memory: bool):
     np.save(root / "feats.npy", feats)
     cfg = TrainConfig(data=str(images), out=str(root / "run"), image_size=16, grid=2, steps=40, batch_size=8,
                       memory=memory, features=str(root / "feats.npy") if memory else None, sample_every=0,
-                      checkpoint_every=40, lr=2e-3, model=tiny_model())
+                      checkpoint_every=40, lr=2e-3, model=tiny_model(), halo=halo)
     train(cfg, progress=False)
     return root / "run"
 

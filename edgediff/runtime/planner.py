@@ -39,6 +39,11 @@ ARENA_SLACK_MB = 4.0  # the arena's region granularity: never cap below activati
 PRECISIONS = ("auto", "fp32", "int8")
 
 
+# The budget a refusal suggests must work when the user reruns with it, and a fresh process's RSS differs from this
+# one's by a few hundred KiB (seen: 58.4 vs 58.5 MiB between two runs): suggest the floor plus this, rounded up.
+RERUN_SLACK_MB = 0.5
+
+
 class BudgetError(EdgediffError):
     """The budget cannot be met by any plan; the message names the smallest budget that would work."""
 
@@ -293,7 +298,7 @@ def _floor_mb(candidates: list[Candidate], budget_mb: float | None, n: int, now_
     floor_cand = min(lean, key=lambda cand: cand.estimate_mb)
     floor = floor_cand.estimate_mb
     if budget_mb is not None and budget_mb < floor:
-        need = math.ceil(floor)
+        need = math.ceil(floor + RERUN_SLACK_MB)
         raise BudgetError(
             f"--memory-budget {budget_mb:.1f} MiB is too small for this bundle and --n {n}: the leanest plan "
             f"({floor_cand.variant}, {floor_cand.cells_per_call} cell per call, {floor_cand.images_per_pass} image "

@@ -102,6 +102,7 @@ def calls_per_chunk(rows_per_call: int, guidance: float) -> int:
 def sample_loop(
     eps_fn: EpsFn,
     *,
+    halo: int,
     n: int,
     image_size: int,
     channels: int,
@@ -114,10 +115,10 @@ def sample_loop(
     x_T: np.ndarray | None = None,
     on_step: Callable[[int], None] | None = None,
     guidance: float = 1.0,
-    halo: int = 0,
 ) -> np.ndarray:
     """Generate `n` images [n, C, H, W] in [-1, 1], at most `cells_per_call` rows per denoiser call; each cell is
-    fed with `halo` pixels of its neighbours (edgediff.interface)."""
+    fed with `halo` pixels of its neighbours (edgediff.interface). `halo` has no default on purpose: a caller that
+    forgot it would feed a halo model cell-sized inputs (four callers once did), so each must say what it runs."""
     if cells_per_call < 1:
         raise ValueError(f"cells per call must be >= 1, got {cells_per_call}")
     guidance = check_guidance(guidance)

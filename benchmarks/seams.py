@@ -47,6 +47,7 @@ def row_name(grid: int, halo: int) -> str:
 
 def train_and_export(work: Path, size: int, grid: int, halo: int, s: dict) -> Path:
     """`edgediff train` (resumed if a shorter run exists) then `edgediff export`; returns the bundle folder."""
+    from edgediff.bundle import MANIFEST_NAME, read_manifest
     from edgediff.checkpoint import latest_checkpoint
 
     run, bundle = work / f"run_{size}_g{grid}_h{halo}", work / f"bundle_{size}_g{grid}_h{halo}"
@@ -59,8 +60,7 @@ def train_and_export(work: Path, size: int, grid: int, halo: int, s: dict) -> Pa
                "--mults", s["mults"], "--no-memory", "--sample-every", "0",
                "--checkpoint-every", str(max(10, s["steps"] // 4)), "--out", str(run)] + (["--resume"] if found else [])
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
-    stale = not (bundle / "manifest.json").is_file() or \
-        json.loads((bundle / "manifest.json").read_text())["training"]["step"] != s["steps"]
+    stale = not (bundle / MANIFEST_NAME).is_file() or read_manifest(bundle).training["step"] != s["steps"]
     if stale:
         subprocess.run(["edgediff", "export", str(run), "--out", str(bundle)],
                        check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)

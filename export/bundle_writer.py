@@ -230,7 +230,7 @@ def to_ort_format(stage: Path, files: dict[str, str], check_inputs: dict[str, np
     import onnxruntime as ort
 
     from edgediff.runtime.session import OPT_LEVELS
-    from edgediff_export.int8_quality import run_rows, session
+    from edgediff_export.onnx_export import run_rows, session
 
     worst = 0.0
     for role in [r for r in ("denoiser_fp32", "denoiser_int8") if r in files]:

@@ -30,6 +30,7 @@ from edgediff.models.config import ModelConfig
 from edgediff.sampling import sample_loop
 from edgediff.schedule import Schedule
 from edgediff_export.inputs import RunData, denoiser_inputs
+from edgediff_export.onnx_export import run_rows, session  # noqa: F401  (re-exported: tests and benchmarks use them here)
 
 # [lo, hi] timestep bands: t ≤ 50 is where ε is unobservable; t ≥ 100 is where the goal asks ε error ≤ 5%
 BANDS = ((0, 49), (50, 99), (100, 399), (400, 699), (700, 999))
@@ -45,24 +46,6 @@ def band_timesteps(bands=BANDS, per_band: int = TIMESTEPS_PER_BAND) -> np.ndarra
     """`per_band` evenly spaced timesteps inside each band, descending overall."""
     ts = [np.linspace(lo, hi, per_band).round().astype(np.int64) for lo, hi in bands]
     return np.unique(np.concatenate(ts))[::-1].copy()
-
-
-def session(path: Path):
-    """A plain CPU session (one thread) for measuring: the numbers, not the speed, matter here."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def run_rows(sess, inputs: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
-    """The first output of `sess` over every row of `inputs` (fed by the session's own input names)."""
-    names = [i.name for i in sess.get_inputs()]
-    n = len(inputs[names[0]])
-    return np.concatenate([sess.run(None, {k: inputs[k][s : s + batch] for k in names})[0]
-                           for s in range(0, n, batch)])
 
 
 def cell_xt(inputs: dict[str, np.ndarray], sess, out_shape: tuple[int, ...]) -> np.ndarray:

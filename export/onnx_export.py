@@ -84,16 +84,27 @@ def torch_outputs(model: torch.nn.Module, inputs: dict[str, np.ndarray], batch: 
     return np.concatenate(outs)
 
 
-def ort_outputs(path: Path, inputs: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+def session(path: Path):
+    """A plain CPU session (one thread) for checking a model file: the numbers, not the speed, matter here (the
+    device's sessions are built by edgediff.runtime.session from a plan)."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    outs = []
-    for s in range(0, len(inputs["patch"]), batch):
-        outs.append(sess.run(list(OUTPUT_NAMES), {n: inputs[n][s : s + batch] for n in INPUT_NAMES})[0])
-    return np.concatenate(outs)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def run_rows(sess, inputs: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    """The first output of `sess` over every row of `inputs` (fed by the session's own input names)."""
+    names = [i.name for i in sess.get_inputs()]
+    n = len(inputs[names[0]])
+    return np.concatenate([sess.run(None, {k: inputs[k][s : s + batch] for k in names})[0]
+                           for s in range(0, n, batch)])
+
+
+def ort_outputs(path: Path, inputs: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    return run_rows(session(path), inputs, batch)
 
 
 def check_parity(model: torch.nn.Module, path: Path, inputs: dict[str, np.ndarray],

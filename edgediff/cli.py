@@ -15,6 +15,7 @@ import typer
 
 from edgediff.errors import EdgediffError, Interrupted
 from edgediff.models.config import ModelConfig  # torch-free: the widths' defaults live there
+from edgediff.units import MIB
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Patch diffusion for small devices.")
 
@@ -160,7 +161,7 @@ def export(
     with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
         result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
                             int8_recipe=int8_recipe, ort_format=ort, log=typer.echo)
-    files = ", ".join(f"{f.path} ({f.bytes / 2**20:.2f} MiB)" for f in result.manifest.files.values())
+    files = ", ".join(f"{f.path} ({f.bytes / MIB:.2f} MiB)" for f in result.manifest.files.values())
     typer.echo(f"exported {run_dir} → {result.out}: {files}; inspect with 'edgediff info {result.out}'")
 
 
@@ -199,7 +200,7 @@ def sample(
                                    on_step=bar.step_callback(), guidance=guidance)
     finally:
         bar.close()
-    budget_note = f" (budget {budget / 2**20:.1f} MiB)" if budget is not None else ""
+    budget_note = f" (budget {budget / MIB:.1f} MiB)" if budget is not None else ""
     typer.echo(f"peak RSS {result.peak_mb:.1f} MiB{budget_note}, wall time {result.wall_s:.2f} s")
     typer.echo(f"wrote {out}" + (f" and {n} images in {out_dir}" if out_dir is not None else ""))
 

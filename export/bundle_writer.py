@@ -26,6 +26,7 @@ from edgediff.lut import mean_cosine, train_pq
 from edgediff.models import count_params
 from edgediff.sampling import resolve_guidance
 from edgediff.schedule import Schedule
+from edgediff.units import MIB
 from edgediff_export.inputs import denoiser_inputs, load_run_bank, load_run_data
 from edgediff_export.onnx_export import PARITY_TIMESTEPS, check_parity, export_onnx
 
@@ -249,7 +250,7 @@ def to_ort_format(stage: Path, files: dict[str, str], check_inputs: dict[str, np
         worst = max(worst, err)
         src.unlink()
         files[role] = dst.name
-        log(f"ORT format: {dst.name} ({dst.stat().st_size / 2**20:.2f} MiB), max |Δ| vs ONNX {err:.2g}")
+        log(f"ORT format: {dst.name} ({dst.stat().st_size / MIB:.2f} MiB), max |Δ| vs ONNX {err:.2g}")
     return {"saved_at": ORT_SAVE_LEVEL, "max_abs_vs_onnx": worst}
 
 

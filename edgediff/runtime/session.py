@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from edgediff.errors import EdgediffError
 from edgediff.runtime.rss import set_mmap_threshold
+from edgediff.units import MIB
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -81,7 +82,7 @@ def _register_capped_arena(cap_mb: float | None) -> None:
     """(Re-)register the process-wide CPU arena; sessions created afterwards use this one (checked: a later
     registration replaces the earlier one for new sessions, existing sessions keep theirs)."""
     info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-    cap = 0 if cap_mb is None else max(4096, int(cap_mb * (1 << 20)))  # 0 = no limit
+    cap = 0 if cap_mb is None else max(4096, int(cap_mb * MIB))  # 0 = no limit
     chunk = 1 << 20 if cap == 0 else min(1 << 20, cap)  # the first region is taken whatever max_mem says
     cfg = {
         "max_mem": cap,

@@ -152,7 +152,8 @@ def _run_step(arm: str, target: int, work: Path, preset: dict, seed: int, datase
     from edgediff.train import train
 
     t0 = time.perf_counter()
-    out = train(_train_config(arm, target, work, preset, seed), resume=True, progress=False)
+    resume = (work / arm / "run.json").exists()  # the first checkpoint starts the run, later ones continue it
+    out = train(_train_config(arm, target, work, preset, seed), resume=resume, progress=False)
     train_s = time.perf_counter() - t0
     _, meta = latest_checkpoint(work / arm)
     images, config = generate_from_run(work / arm, preset["n_samples"], steps=preset["sampler_steps"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgediff.bundle import Manifest, MemoryProfile, open_bundle
+from edgediff.int8_gate import verdict
 from edgediff.units import MIB
 
 
@@ -21,7 +22,9 @@ def int8_lines(q: dict) -> list[str]:
     """What int8 changes, as `export` and `info` print it: ε error per timestep band, the x₀ error it causes, and the
     images (PSNR against fp32 from the same noise and snippets, each quality metric's change). Older bundles
     carry only a pooled ε error: that is printed instead."""
-    how = f"int8 ({q.get('recipe', 'static')}, {q.get('method')}, preset {q.get('preset', '-')})"
+    kept = len(q.get("fp32_conv_names") or [])
+    how = (f"int8 ({q.get('recipe', 'static')}, {q.get('method')}, preset {q.get('preset', '-')}"
+           + (f", {kept} most sensitive convs fp32" if kept else "") + ")")
     bands = q.get("rel_error_by_band")
     if not bands:
         return [f"{how}: ε rel error vs fp32 {q.get('rel_error', float('nan')):.2%} (pooled over t)"]
@@ -37,7 +40,7 @@ def int8_lines(q: dict) -> list[str]:
                      f"{q.get('mean_abs_diff_255', float('nan')):.1f}/255")
     for name, d in q.get("fd_delta", {}).items():
         lines.append(f"  {name}: fp32 {d['fp32']:.2f} → int8 {d['int8']:.2f} ({d['rel']:+.1%})")
-    return lines
+    return lines + ["  " + verdict(q)]
 
 
 def _model_lines(m: Manifest, bundle_dir: str | Path) -> list[str]:

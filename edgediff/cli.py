@@ -176,7 +176,7 @@ def sample(
     interpolate: Optional[str] = typer.Option(None, "--interpolate", help="I,J,ALPHA: slerp between bank entries I and J."),
     out: Path = typer.Option(Path("samples.png"), "--out", help="Grid image to write: .png, .jpg/.jpeg or .webp (format from the extension; the folder must exist)."),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Also write each image as its own PNG here, named seed<SEED>_<INDEX>.png (only this folder may be new)."),
-    precision: str = typer.Option("auto", help="auto (fp32 when it fits, else int8), fp32 or int8."),
+    precision: str = typer.Option("auto", help="auto (int8 when the bundle's int8 passed its quality gate and fits, else fp32 when it fits, else int8), fp32 or int8."),
     threads: Optional[int] = typer.Option(None, min=1, help="onnxruntime threads (default: the cores this process may use)."),
     cells_per_call: Optional[int] = typer.Option(None, "--cells-per-call", help="Pin the cells per denoiser call instead of planning it."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (1 = none; default: the bundle's recommendation)."),

@@ -137,7 +137,7 @@ def image_report(ref_u8: np.ndarray, q_u8: np.ndarray, metrics: dict[str, Metric
 
 
 def measure_int8(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, metrics: dict[str, Metric],
-                 images: int = 32, steps: int = 25, guidance: float = 1.0, seed: int = 0,
+                 images: int = 64, steps: int = 25, guidance: float = 1.0, seed: int = 0,
                  schedule: Schedule = Schedule()) -> dict:
     """Everything above for one int8 file: what the manifest records as `quality.int8` (besides how it was made)."""
     from edgediff.data import to_uint8
@@ -156,19 +156,22 @@ def measure_int8(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, 
     return out
 
 
-def fd_lite0_metric(real_features: np.ndarray) -> Metric:
-    """FD-Lite0 of generated images against fixed real features (the dataset's, cached by the encoder)."""
+def fd_metric(real_features: np.ndarray, encoder: str = "lite0") -> Metric:
+    """FD of generated images against fixed real features (the dataset's, cached by the encoder) in the space of
+    `encoder` ("lite0": the bank's own space; "independent": a network the bank does not use)."""
     from edgediff.encoders import encode
     from edgediff.metrics import fd_lite0
 
-    return lambda images_u8: fd_lite0(encode(images_u8), real_features)
+    return lambda images_u8: fd_lite0(encode(images_u8, encoder=encoder), real_features)
 
 
 def default_metrics(dataset) -> dict[str, Metric]:
-    """The quality metrics `fd_delta` reports, keyed by the name recorded in the manifest."""
+    """The quality metrics `fd_delta` reports, keyed by the name recorded in the manifest: FD in the bank's
+    feature space and in the independent one (a change the bank's metric cannot see still shows)."""
     from edgediff.encoders import dataset_features
 
-    return {"fd_lite0": fd_lite0_metric(dataset_features(dataset, progress=False))}
+    return {name: fd_metric(dataset_features(dataset, encoder=enc, progress=False), enc)
+            for name, enc in (("fd_lite0", "lite0"), ("fd_independent", "independent"))}
 
 
 def bundle_run_data(bundle_dir: Path, data: str = "emoji", max_images: int = 512,

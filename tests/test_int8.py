@@ -92,3 +92,39 @@ def test_band_errors_separate_the_unobservable_end_from_the_rest():
     assert "50-99" not in r["rel_error_by_band"]  # no rows there: no figure, rather than a made-up zero
     a = np.zeros((2, 4, 4, 3), np.uint8)
     assert psnr(a, a) == 99.0 and psnr(a, a + 1) == pytest.approx(20 * np.log10(255), abs=1e-6)
+
+
+def test_restoring_every_quantised_conv_gives_back_the_fp32_function(fp32, real_inputs, bundle, tmp_path):
+    """The sensitivity pass's one edit (export/sensitivity.restore_conv) must make a conv read fp32 inputs: the very
+    fp32 weights and the activation before its Q/DQ pair (the Q/DQ on a conv's *output* belongs to its consumers and
+    stays). With every conv restored, the model is closer to fp32; the ranking covers every quantised conv,
+    most sensitive first."""
+    from edgediff_export.int8_quality import bundle_run_data
+    from edgediff_export.quantize import Recipe, _preprocess, _quantize_ort, calibration_inputs
+    from edgediff_export.sensitivity import quantised_convs, rank_convs, restore_conv
+    from edgediff.bundle import read_manifest
+
+    data, config = bundle_run_data(bundle, data=read_manifest(bundle).training["data"], max_images=16)
+    pre = _preprocess(fp32, tmp_path / "pre.onnx")
+    q8 = tmp_path / "q8.onnx"
+    prepared = _quantize_ort(pre, q8, calibration_inputs(data, config), "avx512_vnni", Recipe(conv_only=True))
+    qmodel, prep = onnx.load(str(q8)), onnx.load(str(prepared))
+    names = quantised_convs(qmodel)
+    assert len(names) == sum(1 for n in prep.graph.node if n.op_type == "Conv")
+    restored = qmodel
+    for name in names:
+        restored = restore_conv(restored, prep, name)
+    assert quantised_convs(restored) == []
+    fp32_weights = {i.name: i for i in prep.graph.initializer}
+    restored_inits = {i.name: i for i in restored.graph.initializer}
+    for node in (n for n in restored.graph.node if n.name in names):
+        weight = restored_inits[node.input[1]]
+        assert weight.raw_data == fp32_weights[node.input[1].removesuffix("__fp32")].raw_data
+    want = run_rows(session(fp32), real_inputs)
+    err_restored = rel(_run(restored, tmp_path, real_inputs) - want, want)
+    err_int8 = rel(_run(qmodel, tmp_path, real_inputs) - want, want)
+    assert err_restored < 0.8 * err_int8
+    ranked = rank_convs(fp32, q8, prepared, data, config, work=tmp_path, images_per_t=1)
+    assert sorted(n for n, _ in ranked) == sorted(names)
+    errors = [e for _, e in ranked]
+    assert errors == sorted(errors) and errors[-1] > errors[0]

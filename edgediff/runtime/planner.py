@@ -13,8 +13,9 @@ as the kernel counts it (VmHWM). The estimate of a plan is
 
 and two earlier phases are checked too: the bank decode (before the model loads) and the load itself, whose
 transient peak (profile.settings["load_peak_mb"]) exceeds the resident figure when ORT reorders weights. The planner takes the fastest plan
-(by the profile's measured ms per call) whose estimate fits; fp32 is preferred over int8 whenever it fits
-(it matches the torch sampler), int8 only when nothing else does or when asked. A budget below the smallest
+(by the profile's measured ms per call) whose estimate fits, of the preferred variant whenever one of its plans
+fits: int8 when the bundle's measured int8 quality passes the ship gate (edgediff/int8_gate.py: smaller and
+faster, shown to change little), else fp32 (it matches the torch sampler) with int8 only when nothing else fits. A budget below the smallest
 plan is refused with the budget that would work, before any model is loaded. The leftover headroom becomes the
 cap of onnxruntime's arena, so an activation estimate that turns out wrong is a clear error, not an OOM kill.
 """
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from edgediff.bundle import ROLE, Manifest, MemoryProfile, VariantProfile, variant_key
 from edgediff.errors import EdgediffError
+from edgediff.int8_gate import int8_ships
 from edgediff.interface import row_floats
 from edgediff.sampling import calls_per_chunk, cells_per_chunk, rows_per_cell
 from edgediff.runtime.session import MODES, SessionSettings, default_threads
@@ -210,7 +212,7 @@ class Candidate:
     """One plan the planner could pick: its choices, its estimated peak (and parts) and its estimated step time."""
 
     variant: str
-    rank: int  # the variant's place in the preference order (fp32 before int8): the lowest rank that fits wins
+    rank: int  # the variant's place in the preference order (_usable_variants): the lowest rank that fits wins
     mode: str
     images_per_pass: int
     cells_per_call: int
@@ -231,9 +233,11 @@ def _check_options(n: int, precision: str, mode: str | None) -> None:
 
 
 def _usable_variants(manifest: Manifest, profile: MemoryProfile, precision: str) -> list[str]:
-    """The denoiser variants to choose from, in preference order. A precision the bundle cannot serve is refused
+    """The denoiser variants to choose from, in preference order: int8 first when the bundle's measured int8 quality
+    passes the ship gate (edgediff/int8_gate.py), else fp32 first. A precision the bundle cannot serve is refused
     here, naming the precisions that would work, rather than surfacing later as a missing file."""
-    variants = [v for v in ("fp32", "int8") if ROLE[v] in manifest.files and v in profile.variants]
+    order = ("int8", "fp32") if int8_ships(manifest.quality.get("int8")) else ("fp32", "int8")
+    variants = [v for v in order if ROLE[v] in manifest.files and v in profile.variants]
     if precision != "auto":
         if ROLE[precision] not in manifest.files:
             raise EdgediffError(f"--precision {precision}: this bundle has no {precision} denoiser; "
@@ -310,8 +314,8 @@ def _floor_mb(candidates: list[Candidate], budget_mb: float | None, n: int, now_
 
 
 def _choose(candidates: list[Candidate], budget_mb: float | None, auto: bool) -> Candidate:
-    """The fastest fitting plan of the most preferred variant that fits (fp32 whenever some fp32 plan fits: it
-    matches the torch sampler). With `auto`, the leanest plan within AUTO_SPEED_SLACK of that speed instead."""
+    """The fastest fitting plan of the most preferred variant that fits (see _usable_variants). With `auto`, the
+    leanest plan within AUTO_SPEED_SLACK of that speed instead."""
     fits = [cand for cand in candidates if budget_mb is None or cand.estimate_mb <= budget_mb]
     best_rank = min(cand.rank for cand in fits)
     fits = [cand for cand in fits if cand.rank == best_rank]

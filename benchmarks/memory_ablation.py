@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, save_figure, write_json
-from edgediff.images import atomic_write_bytes
+from edgediff.files import atomic_write_bytes
 
 FULL = dict(checkpoints=[250, 500, 750, 1000, 1500, 2000, 3000, 4000], n_samples=200, sampler_steps=8, dim=32,
             batch_size=32, lr=5e-4, ema_decay=0.995, checkpoint_every=250)

@@ -299,7 +299,8 @@ def audit(
     """Generate (or read) samples, measure them against the training set, write the sheet and the JSON.
     `data` None: the data the run or bundle records (required for --samples); an earlier audit in `out` is only
     replaced with `overwrite`."""
-    from edgediff.images import atomic_write_bytes, make_grid, save_png
+    from edgediff.files import atomic_write_bytes
+    from edgediff.images import make_grid, save_png
     from edgediff.memorization import MEMORIZED_RATIO
 
     _check_options(n, steps, worst, sigma)

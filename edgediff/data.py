@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgediff.errors import EdgediffError
+from edgediff.images import to_float
 from edgediff.interface import MAX_DATA_IMAGE_SIZE, MIN_DATA_IMAGE_SIZE
 
 EMOJI_FONT_PATHS = (
@@ -47,17 +48,6 @@ class Dataset:
     def as_float(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
         """NCHW float32 in [-1, 1]: the model's working range."""
         return to_float(self.images[idx])
-
-
-def to_float(images_u8: np.ndarray) -> np.ndarray:
-    """[N, H, W, 3] uint8 → [N, 3, H, W] float32 in [-1, 1]."""
-    return images_u8.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """[N, 3, H, W] float in [-1, 1] → [N, H, W, 3] uint8 (rounded, clipped)."""
-    x = np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255)
-    return x.astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def check_image_size(image_size: int) -> None:

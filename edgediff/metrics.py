@@ -192,7 +192,7 @@ def generate_from_run(
     """uint8 samples [n, H, W, 3] from a run's EMA model (torch sampler), snippets drawn at random from its bank
     unless given; returns (images, ModelConfig). Batches of `batch` images keep memory flat for large n."""
     from edgediff.checkpoint import load_ema_model
-    from edgediff.data import to_uint8
+    from edgediff.images import to_uint8
     from edgediff.memory import run_snippets
     from edgediff.torch_sampler import sample_torch
 
@@ -242,7 +242,8 @@ def eval_command(
 
     from edgediff.checkpoint import load_ema_model
     from edgediff.data import load_dataset, resolve_data
-    from edgediff.images import atomic_write_bytes, check_output_file, make_grid, save_image
+    from edgediff.files import atomic_write_bytes
+    from edgediff.images import check_output_file, make_grid, save_image
     from edgediff.memory import run_snippets
     from edgediff.sampling import resolve_guidance
 
@@ -286,7 +287,8 @@ def _eval_bundle(
 
     from edgediff.bundle import read_manifest
     from edgediff.data import load_dataset
-    from edgediff.images import atomic_write_bytes, check_output_file, make_grid, save_image
+    from edgediff.files import atomic_write_bytes
+    from edgediff.images import check_output_file, make_grid, save_image
     from edgediff.progress import Progress
     from edgediff.runtime.sampler import sample_bundle
 

@@ -22,7 +22,6 @@ import onnxruntime as ort  # imported before planning: its RSS is part of "the p
 
 from edgediff import images as imgio  # pillow comes in here, also before planning
 from edgediff.bundle import Manifest, MemoryProfile, check_model_interface, open_bundle, read_manifest, resolve
-from edgediff.data import to_uint8
 from edgediff.errors import EdgediffError, Interrupted
 from edgediff.lut import decode
 from edgediff.runtime import rss
@@ -225,7 +224,7 @@ def _sample_passes(req: SampleRequest, manifest: Manifest, schedule: Schedule, p
                         on_step=step_cb, guidance=guidance, halo=manifest.halo)
         del x_T
         for i in range(stop - start):  # one image at a time keeps the float temporaries small
-            result[start + i] = to_uint8(x[i : i + 1])[0]
+            result[start + i] = imgio.to_uint8(x[i : i + 1])[0]
             if floats is not None:
                 floats[start + i] = x[i]
         del x

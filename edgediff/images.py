@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgediff.errors import EdgediffError
+from edgediff.errors import EdgediffError, Interrupted
 from edgediff.files import atomic_write_bytes
 
 
@@ -118,3 +118,30 @@ def save_png(image_u8: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     """Save one HWC uint8 image as PNG atomically, optionally upscaled (nearest) so small samples are visible."""
     return atomic_write_bytes(path, _encode(image_u8, "PNG", scale))
 
+
+def image_name(seed: int, index: int) -> str:
+    """The file of image `index` of a run with `seed`: enough to regenerate exactly that image."""
+    return f"seed{seed}_{index:04d}.png"
+
+
+def write_images(images_u8: np.ndarray, out: str | Path | None, out_dir: str | Path | None,
+                 seed: int = 0) -> list[Path]:
+    """The grid at `out` (format from its extension) and, with `out_dir`, every image as its own PNG named by
+    `image_name`; each file atomic. Only `out_dir` itself may be created; Ctrl-C says how far it got."""
+    paths: list[Path] = []
+    total = (out is not None) + (len(images_u8) if out_dir is not None else 0)
+    try:
+        if out is not None:
+            paths.append(save_image(make_grid(images_u8), out))
+        if out_dir is not None:
+            try:
+                Path(out_dir).mkdir(exist_ok=True)
+            except OSError as e:
+                raise EdgediffError(f"cannot write --out-dir {out_dir}: {e.strerror or e}; choose a writable "
+                                    "folder") from None
+            for i, im in enumerate(images_u8):
+                paths.append(save_image(im, Path(out_dir) / image_name(seed, i)))
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while writing images: {len(paths)} of {total} files written, each complete"
+                          ) from None
+    return paths

@@ -148,7 +148,8 @@ def _train_config(arm: str, steps: int, work: Path, preset: dict, seed: int):
 def _run_step(arm: str, target: int, work: Path, preset: dict, seed: int, dataset, real: dict) -> dict:
     """Train `arm` to `target` (resuming) and score it; the score file is written atomically."""
     from edgediff.checkpoint import latest_checkpoint
-    from edgediff.metrics import evaluate, generate_from_run
+    from edgediff.evaluate import generate_from_run
+    from edgediff.metrics import evaluate
     from edgediff.train import train
 
     t0 = time.perf_counter()

@@ -272,7 +272,7 @@ def eval_(
     network's, and the seam ratio (1.0 = invisible)."""
     _require_training_extras("eval")
     from edgediff.encoders_independent import LABEL
-    from edgediff.metrics import eval_command
+    from edgediff.evaluate import eval_command
 
     with _on_interrupt("interrupted: no scores or files written"):
         result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,

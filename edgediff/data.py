@@ -64,47 +64,6 @@ def data_spec(spec: str) -> str:
     return spec if spec == "emoji" else str(Path(spec).expanduser().resolve())
 
 
-def recorded_data(target: str | Path) -> str | None:
-    """The data a run (run.json) or a bundle (manifest `training.data`) records it was trained on, or None."""
-    import json
-
-    target = Path(target)
-    try:
-        if (target / "manifest.json").is_file():
-            from edgediff.bundle import read_manifest
-
-            data = read_manifest(target).training.get("data")
-        else:
-            data = json.loads((target / "run.json").read_text())["train"]["data"]
-    except (OSError, ValueError, KeyError, TypeError, EdgediffError):
-        return None
-    return data_spec(data) if isinstance(data, str) and data else None
-
-
-def _available(spec: str) -> bool:
-    return spec == "emoji" or Path(spec).is_dir()
-
-
-def resolve_data(target: str | Path, data: str | None, other_data: bool = False) -> str:
-    """The real images to score `target` against: by default the data it was trained on. An explicit --data that
-    differs from it is refused unless `other_data` (scoring against the wrong set gives plausible, wrong numbers);
-    when the recorded folder is not on this machine, --data is taken as given."""
-    recorded = recorded_data(target)
-    if data is None:
-        if recorded is None:
-            raise EdgediffError(f"{target} does not record the data it was trained on; pass --data emoji or "
-                                "--data FOLDER")
-        if not _available(recorded):
-            raise EdgediffError(f"{target} was trained on {recorded}, which is not here; pass --data FOLDER with "
-                                "the same images")
-        return recorded
-    chosen = data_spec(data)
-    if recorded is not None and chosen != recorded and _available(recorded) and not other_data:
-        raise EdgediffError(f"--data {data} is not the data {target} was trained on ({recorded}); drop --data to "
-                            "use that, or add --other-data to score against it anyway")
-    return chosen
-
-
 def load_dataset(spec: str, image_size: int) -> Dataset:
     """`spec` is 'emoji' or a folder path; returns the cached uint8 array at `image_size`."""
     check_image_size(image_size)

@@ -142,7 +142,8 @@ def run_one(job: dict) -> dict:
 def reference_rows(subsets: dict[int, np.ndarray], s: dict) -> list[dict]:
     """Closed-form optimal denoiser over each subset (+ mirrors), at grid 1 and at the model's grid."""
     from edgediff.images import to_float, to_uint8
-    from edgediff.memorization import sample_optimal, with_flips
+    from benchmarks.optimal_denoiser import sample_optimal
+    from edgediff.memorization import with_flips
 
     rows = []
     for size, imgs in subsets.items():

@@ -64,7 +64,7 @@ def session(path: Path, mode: str = "lean"):
 
 def sample(sess, manifest, snippets: np.ndarray, steps: int, seed: int, batch_images: int = 16) -> np.ndarray:
     """uint8 images; each chunk of `batch_images` has its own seed, identical across variants."""
-    from edgediff.data import to_uint8
+    from edgediff.images import to_uint8
     from edgediff.runtime.sampler import onnx_eps_fn
     from edgediff.sampling import sample_loop
 

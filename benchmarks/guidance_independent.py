@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.common import machine_info, write_json
-from edgediff.metrics import eval_command, quality_fields
+from edgediff.evaluate import eval_command
+from edgediff.metrics import quality_fields
 from edgediff.runtime.sampler import DEFAULT_BUNDLE
 
 

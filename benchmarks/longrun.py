@@ -45,12 +45,13 @@ def growth(rss: list[float]) -> dict:
 
 
 def run_calls(bundle: Path, images: int, steps: int, out: Path) -> dict:
+    from edgediff.images import write_images
     from edgediff.runtime.sampler import sample_bundle
 
     rss, peak, wall = [], [], []
     for i in range(images):
         t0 = time.perf_counter()
-        sample_bundle(bundle, n=1, steps=steps, seed=i, out=out)
+        write_images(sample_bundle(bundle, n=1, steps=steps, seed=i).images, out, None)
         wall.append(time.perf_counter() - t0)
         rss.append(round(proc_rss.current_mb(), 2))
         peak.append(round(proc_rss.peak_mb(), 2))
@@ -59,6 +60,7 @@ def run_calls(bundle: Path, images: int, steps: int, out: Path) -> dict:
 
 
 def run_batch(bundle: Path, images: int, steps: int, out: Path) -> dict:
+    from edgediff.images import write_images
     from edgediff.runtime.sampler import sample_bundle
 
     rss, peak = [], []
@@ -69,7 +71,8 @@ def run_batch(bundle: Path, images: int, steps: int, out: Path) -> dict:
             peak.append(round(proc_rss.peak_mb(), 2))
 
     t0 = time.perf_counter()
-    result = sample_bundle(bundle, n=images, steps=steps, seed=0, out=out, images_per_pass=1, on_step=on_step)
+    result = sample_bundle(bundle, n=images, steps=steps, seed=0, images_per_pass=1, on_step=on_step)
+    write_images(result.images, out, None)
     wall = time.perf_counter() - t0
     assert len(rss) == images, (len(rss), images)
     # the result holds every finished image (uint8), by design: that much growth per image is the output itself

@@ -102,7 +102,8 @@ def run_one(job: dict) -> dict:
 
     torch.set_num_threads(1)
     from edgediff.checkpoint import load_ema_model
-    from edgediff.data import load_dataset, to_uint8
+    from edgediff.data import load_dataset
+    from edgediff.images import to_uint8
     from edgediff.torch_sampler import sample_torch
     from edgediff.train import TrainConfig, train
 
@@ -140,8 +141,9 @@ def run_one(job: dict) -> dict:
 
 def reference_rows(subsets: dict[int, np.ndarray], s: dict) -> list[dict]:
     """Closed-form optimal denoiser over each subset (+ mirrors), at grid 1 and at the model's grid."""
-    from edgediff.data import to_float, to_uint8
-    from edgediff.memorization import sample_optimal, with_flips
+    from edgediff.images import to_float, to_uint8
+    from benchmarks.optimal_denoiser import sample_optimal
+    from edgediff.memorization import with_flips
 
     rows = []
     for size, imgs in subsets.items():

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, save_figure, write_json
-from edgediff.images import atomic_write_bytes
+from edgediff.files import atomic_write_bytes
 
 FULL = dict(checkpoints=[250, 500, 750, 1000, 1500, 2000, 3000, 4000], n_samples=200, sampler_steps=8, dim=32,
             batch_size=32, lr=5e-4, ema_decay=0.995, checkpoint_every=250)
@@ -148,7 +148,8 @@ def _train_config(arm: str, steps: int, work: Path, preset: dict, seed: int):
 def _run_step(arm: str, target: int, work: Path, preset: dict, seed: int, dataset, real: dict) -> dict:
     """Train `arm` to `target` (resuming) and score it; the score file is written atomically."""
     from edgediff.checkpoint import latest_checkpoint
-    from edgediff.metrics import evaluate, generate_from_run
+    from edgediff.evaluate import generate_from_run
+    from edgediff.metrics import evaluate
     from edgediff.train import train
 
     t0 = time.perf_counter()

@@ -4,11 +4,12 @@ Every configuration runs in its own fresh Python process (a process that already
 heap and arena with it), and memory is the kernel's own accounting: VmRSS and VmHWM from /proc/self/status.
 
 edgediff rows: the real `edgediff sample BUNDLE --n 1 --steps 20 --precision P --memory-budget B` command line,
-run in-process by the probe (edgediff.cli.main), for resolutions 64, 128, 256, 512, grids 1 (the full-image
-baseline, same code path), 2, 4, 8 and fp32 / int8. B is the planner's own floor for that bundle (+1 MiB), asked
-for first in a separate process: so each row is "the smallest budget edgediff accepts", and the planner then picks
-its lean plan. The probe only observes: it wraps the sampler's `create_session` and `sample_loop` to read RSS right
-after loading and to time the steps. Bundles are exported by the project's exporter from an untrained model of
+run in-process by the probe (edgediff.cli.sample_to_files, what the command runs once its options are parsed), for
+resolutions 64, 128, 256, 512, grids 1 (the full-image baseline, same code path), 2, 4, 8 and fp32 / int8. B is the
+planner's own floor for that bundle (+1 MiB), asked for first in a separate process: so each row is "the smallest
+budget edgediff accepts", and the planner then picks its lean plan. The probe only observes: it reads the figures
+the runtime reports of itself (SampleResult.phases: RSS right after loading, load time, each step's time, the
+sampling phase's own peak). Bundles are exported by the project's exporter from an untrained model of
 the benchmark widths (memory and speed do not depend on training); the int8 calibration set is cut to a few rows,
 because the values it calibrates do not change the graph, only its scales.
 
@@ -130,73 +131,44 @@ def probe_floor(bundle: str, precision: str, steps: int, threads: int) -> dict:
 
 
 def probe_edgediff(bundle: str, precision: str, steps: int, budget_mb: float | None, threads: int) -> dict:
-    """Run the real `edgediff sample` CLI in this process, observing RSS after load and the time of each step."""
-    import edgediff.cli as cli
-    import edgediff.runtime.sampler as smp
-
-    base = rss.current_mb()  # interpreter + numpy + onnxruntime + pillow + typer + edgediff: the CLI's baseline
-    obs: dict = {"step_times": []}
-    orig_create, orig_loop = smp.create_session, smp.sample_loop
-
-    def create_session(path, settings):
-        obs["before_load_mb"] = rss.current_mb()
-        t0 = time.perf_counter()
-        s = orig_create(path, settings)
-        obs["load_s"] = time.perf_counter() - t0
-        obs["after_load_mb"] = rss.current_mb()
-        obs["load_peak_mb"] = rss.peak_mb()
-        obs["reset"] = rss.reset_peak()  # from here VmHWM measures the sampling phase alone
-        obs["settings"] = settings.to_dict()
-        return s
-
-    def sample_loop(eps_fn, **kw):
-        inner = kw.get("on_step")
-        last = [time.perf_counter()]
-
-        def on_step(k):
-            now = time.perf_counter()
-            obs["step_times"].append(now - last[0])
-            last[0] = now
-            if inner is not None:
-                inner(k)
-
-        kw["on_step"] = on_step
-        x = orig_loop(eps_fn, **kw)
-        obs["loop_peak_mb"] = rss.peak_mb()
-        return x
-
-    smp.create_session, smp.sample_loop = create_session, sample_loop
-    out = Path(tempfile.mkdtemp(prefix="edgediff-bench-")) / "sample.png"
-    argv = ["edgediff", "sample", bundle, "--n", "1", "--steps", str(steps), "--seed", "0", "--precision", precision,
-            "--threads", str(threads), "--out", str(out)]
-    if budget_mb is not None:
-        argv += ["--memory-budget", f"{budget_mb:.1f}MiB"]
-    sys.argv = argv
+    """Run what `edgediff sample` runs (edgediff.cli.sample_to_files: check the output, plan, sample with the
+    progress bar, write the PNG) in this process, and read the phase figures the runtime reports of itself
+    (SampleResult.phases, with the peak reset after loading so that the sampling phase's peak is its own)."""
     import contextlib
     import io
 
+    import edgediff.cli as cli
+    from edgediff.errors import EdgediffError
+    from edgediff.runtime.sampler import Phases, SampleRequest
+    from edgediff.units import parse_size
+
+    base = rss.current_mb()  # interpreter + numpy + onnxruntime + pillow + typer + edgediff: the CLI's baseline
+    out = Path(tempfile.mkdtemp(prefix="edgediff-bench-")) / "sample.png"
+    budget = None if budget_mb is None else parse_size(f"{budget_mb:.1f}MiB")  # as --memory-budget spells it
+    request = SampleRequest(n=1, steps=steps, seed=0, precision=precision, threads=threads, memory_budget=budget,
+                            phase_peaks=True)
     text = io.StringIO()
-    code = 0
+    code, result = 0, None
     with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
         try:
-            cli.main()
-        except SystemExit as e:
-            code = int(e.code or 0)
-    end_peak = rss.peak_mb()
-    peak = max(obs.get("load_peak_mb", 0.0), end_peak)
-    times = obs["step_times"]
+            result = cli.sample_to_files(Path(bundle), request, out, None, log=print)
+        except EdgediffError as e:  # what the command line would print, with its exit code
+            print(f"error: {e}")
+            code = 2
+    ph = result.phases if result is not None else Phases()
+    peak = max(ph.load_peak_mb, rss.peak_mb()) if result is not None else rss.peak_mb()
+    times = ph.step_s
     plan_line = next((ln for ln in text.getvalue().splitlines() if ln.startswith("plan:")), None)
     return {
-        "exit_code": code, "baseline_mb": round(base, 1),
-        "before_load_mb": round(obs.get("before_load_mb", math.nan), 1),
-        "after_load_mb": round(obs.get("after_load_mb", math.nan), 1), "peak_mb": round(peak, 1),
-        "load_peak_mb": round(obs.get("load_peak_mb", math.nan), 1),
-        "activation_mb": round(obs.get("loop_peak_mb", math.nan) - obs.get("after_load_mb", math.nan), 1),
+        "exit_code": code, "baseline_mb": round(base, 1), "before_load_mb": round(ph.before_load_mb, 1),
+        "after_load_mb": round(ph.after_load_mb, 1), "peak_mb": round(peak, 1),
+        "load_peak_mb": round(ph.load_peak_mb, 1),
+        "activation_mb": round(ph.sampling_peak_mb - ph.after_load_mb, 1),
         "s_per_step": round(sum(times) / len(times), 4) if times else None,
         "s_per_step_min": round(min(times), 4) if times else None, "total_s": round(sum(times), 2),
-        "load_s": round(obs.get("load_s", math.nan), 3), "session_settings": obs.get("settings"),
-        "plan": plan_line, "peak_reset_worked": obs.get("reset"), "cli_output": text.getvalue()[-600:],
-        "wrote_png": out.is_file(),
+        "load_s": round(ph.load_s, 3), "session_settings": result.plan.settings.to_dict() if result else None,
+        "plan": plan_line, "peak_reset_worked": ph.peak_reset if result else None,
+        "cli_output": text.getvalue()[-600:], "wrote_png": out.is_file(),
     }
 
 

@@ -137,7 +137,7 @@ def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n:
                 threads: int, guidance: float = 1.0) -> np.ndarray:
     """n uint8 images [n, H, W, 3] from the bundle's `precision` denoiser, the runtime's lean session settings."""
     from edgediff.bundle import resolve
-    from edgediff.data import to_uint8
+    from edgediff.images import to_uint8
     from edgediff.bundle import ROLE
     from edgediff.runtime.sampler import onnx_eps_fn
     from edgediff.runtime.session import MODES, create_session
@@ -262,7 +262,8 @@ def score_run(rname: str, s: dict, workdir: Path, threads: int) -> list[dict]:
     from edgediff.bundle import read_manifest
     from edgediff.data import load_dataset
     from edgediff.encoders import dataset_features
-    from edgediff.images import atomic_write_bytes, make_grid, save_png
+    from edgediff.files import atomic_write_bytes
+    from edgediff.images import make_grid, save_png
     from edgediff.metrics import evaluate, quality_fields
 
     torch.set_num_threads(threads)

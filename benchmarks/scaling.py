@@ -188,7 +188,8 @@ def quality_part(args, workdir: Path, save=None) -> dict:
     import torch
 
     from edgediff.checkpoint import latest_checkpoint, load_ema_model
-    from edgediff.data import load_dataset, to_uint8
+    from edgediff.data import load_dataset
+    from edgediff.images import to_uint8
     from edgediff.metrics import evaluate, quality_fields
     from edgediff.torch_sampler import sample_torch
     from edgediff.models import count_params

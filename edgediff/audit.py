@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from edgediff.errors import EdgediffError
+from edgediff.evaluate import (
+    RUN, SAMPLES, SOURCES, Source, generate_from_bundle, generate_from_run, resolve_data, resolve_source,
+)
 
 if TYPE_CHECKING:
     from edgediff.memorization import Scan
@@ -34,35 +37,22 @@ WORST_PNG = "worst.png"
 SAMPLES_PNG = "samples.png"
 
 
-@dataclass
-class Source:
-    kind: str  # "run", "bundle" or "samples"
-    path: Path
-
-
-def resolve_source(target: Path | None, samples: Path | None) -> Source:
-    """What to audit: a folder of samples (--samples), a bundle (has manifest.json) or a run (has checkpoints/)."""
+def audit_source(target: Path | None, samples: Path | None) -> Source:
+    """What to audit: a folder of samples (--samples), else a run or a bundle, told apart by the resolver `eval`
+    uses too (edgediff.evaluate.resolve_source)."""
     if samples is not None:
         if not Path(samples).is_dir():
             raise EdgediffError(f"--samples {samples}: no such folder; pass a folder of generated PNG/JPEG images")
-        return Source("samples", Path(samples))
+        return Source(SAMPLES, Path(samples))
     if target is None:
         raise EdgediffError("pass a RUN_DIR or BUNDLE_DIR to audit, or --samples FOLDER of generated images")
-    target = Path(target)
-    if (target / "manifest.json").is_file():
-        return Source("bundle", target)
-    if (target / "checkpoints").is_dir() or (target / "run.json").is_file():
-        return Source("run", target)
-    if not target.exists():
-        raise EdgediffError(f"{target}: no such folder; pass a RUN_DIR from 'edgediff train' or a BUNDLE_DIR")
-    raise EdgediffError(f"{target} is neither a run (no checkpoints/) nor a bundle (no manifest.json); "
-                        "pass a RUN_DIR, a BUNDLE_DIR, or --samples FOLDER")
+    return resolve_source(target, alternatives=f"{SOURCES}, or --samples FOLDER of generated images")
 
 
 def default_out(source: Source) -> Path:
     """RUN_DIR/audit for a run; a sibling '<name>_audit' folder otherwise (never inside a checksummed bundle,
     never inside the samples folder, whose next audit would read the sheet as a sample)."""
-    if source.kind == "run":
+    if source.kind == RUN:
         return source.path / "audit"
     return source.path.parent / f"{source.path.name}_audit"
 
@@ -80,17 +70,9 @@ def check_out(out: Path, overwrite: bool) -> Path:
 
 
 def _image_size(source: Source) -> int:
-    if source.kind == "run":
-        from edgediff.checkpoint import latest_checkpoint
-
-        found = latest_checkpoint(source.path)
-        if found is None:
-            raise EdgediffError(f"{source.path} has no checkpoint yet; train first with 'edgediff train'")
-        return int(found[1]["model"]["image_size"])
-    if source.kind == "bundle":
-        from edgediff.bundle import read_manifest
-
-        return int(read_manifest(source.path).image_size)
+    """The size the model generates, or for a folder of samples the smaller side of its first readable image."""
+    if source.kind != SAMPLES:
+        return source.image_size()
     from PIL import Image, UnidentifiedImageError
 
     from edgediff.data import IMAGE_SUFFIXES
@@ -107,7 +89,7 @@ def _image_size(source: Source) -> int:
 
 def generate(source: Source, n: int, steps: int, seed: int, image_size: int, log: Callable[[str], None]) -> np.ndarray:
     """uint8 samples [n, H, W, 3] from a run (torch), a bundle (device runtime) or a folder."""
-    if source.kind == "samples":
+    if source.kind == SAMPLES:
         from edgediff.data import load_folder
 
         images = load_folder(source.path, image_size).images
@@ -115,16 +97,10 @@ def generate(source: Source, n: int, steps: int, seed: int, image_size: int, log
             images = images[:n]
         return images
     log(f"sampling {n} images ({steps} DDIM steps) from the {source.kind} {source.path}")
-    if source.kind == "run":
-        from edgediff.metrics import generate_from_run
-
+    if source.kind == RUN:
         images, _ = generate_from_run(source.path, n, steps=steps, seed=seed, progress=True)
         return images
-    from edgediff.progress import Progress
-    from edgediff.runtime.sampler import sample_bundle
-
-    with Progress("sampling", n * steps) as bar:
-        return sample_bundle(source.path, n=n, steps=steps, seed=seed, log=log, on_step=bar.step_callback()).images
+    return generate_from_bundle(source.path, n, steps, seed, log=log).images
 
 
 def _summary(x: np.ndarray) -> dict:
@@ -186,11 +162,11 @@ def _check_options(n: int, steps: int, worst: int, sigma: float | None) -> None:
 def _training_set(source: Source, data: str | None, other_data: bool):
     """The training data to compare with (its name, the image size, the loaded set), read before sampling so that
     a bad --data fails before minutes of generation; the nearest/second-nearest test needs two images."""
-    from edgediff.data import load_dataset, resolve_data
+    from edgediff.data import load_dataset
 
-    if source.kind == "samples" and data is None:
+    if source.kind == SAMPLES and data is None:
         raise EdgediffError("--samples needs --data: the training images to compare the samples with")
-    data = data if source.kind == "samples" else resolve_data(source.path, data, other_data)
+    data = data if source.kind == SAMPLES else resolve_data(source, data, other_data)
     size = _image_size(source)
     train_ds = load_dataset(data, size)
     if len(train_ds) < 2:
@@ -299,11 +275,12 @@ def audit(
     """Generate (or read) samples, measure them against the training set, write the sheet and the JSON.
     `data` None: the data the run or bundle records (required for --samples); an earlier audit in `out` is only
     replaced with `overwrite`."""
-    from edgediff.images import atomic_write_bytes, make_grid, save_png
+    from edgediff.files import atomic_write_bytes
+    from edgediff.images import make_grid, save_png
     from edgediff.memorization import MEMORIZED_RATIO
 
     _check_options(n, steps, worst, sigma)
-    source = resolve_source(target, samples)
+    source = audit_source(target, samples)
     data, size, train_ds = _training_set(source, data, other_data)
     out = check_out(Path(out) if out is not None else default_out(source), overwrite)
     gen = generate(source, n, steps, seed, size, log)
@@ -323,7 +300,7 @@ def audit(
     summary = {
         "source": {"kind": source.kind, "path": str(source.path)},
         "data": data, "n_samples": int(len(gen)), "n_train": int(len(train)), "image_size": int(size),
-        "sampler_steps": int(steps) if source.kind != "samples" else None, "seed": int(seed),
+        "sampler_steps": int(steps) if source.kind != SAMPLES else None, "seed": int(seed),
         "flips_grouped": bool(flips), "threshold": MEMORIZED_RATIO,
         "pixel": _pixel_summary(m, len(train)),
         "feature_skipped": skipped,

@@ -14,7 +14,6 @@ missing file, a size or sha256 mismatch) with a one-line error *before* any mode
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -26,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgediff.errors import EdgediffError
+from edgediff.files import sha256_file
 from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, CellGeometry, input_specs, output_specs
 
 SCHEMA_VERSION = 1
@@ -426,14 +426,6 @@ def check_model_interface(manifest: Manifest, inputs, outputs) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # reading
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_manifest(bundle_dir: str | Path) -> Manifest:

@@ -14,7 +14,6 @@ load unchecked. Nothing here unpickles: safetensors holds only tensors and JSON 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from edgediff.errors import EdgediffError
-from edgediff.images import atomic_write_bytes
+from edgediff.files import atomic_write_bytes, sha256_bytes
 
 KEEP_LAST = 2
 
@@ -81,18 +80,14 @@ def save_checkpoint(
     except EdgediffError:
         known = {}
     entries = {k: known[k] for k in kept if isinstance(known.get(k), dict) and k != name}
-    entries[name] = {"step": step, "sha256": {f"{name}.safetensors": _sha256(tensor_bytes),
-                                              f"{name}.json": _sha256(json_bytes)}}
+    entries[name] = {"step": step, "sha256": {f"{name}.safetensors": sha256_bytes(tensor_bytes),
+                                              f"{name}.json": sha256_bytes(json_bytes)}}
     pointer = {"name": name, "step": step, "checkpoints": entries}
     atomic_write_bytes(ckdir / "latest.json", json.dumps(pointer, indent=1).encode())
     for old in names[:-KEEP_LAST]:
         (ckdir / f"{old}.json").unlink(missing_ok=True)
         (ckdir / f"{old}.safetensors").unlink(missing_ok=True)
     return ckdir / f"{name}.safetensors"
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _read_pointer(ckdir: Path) -> dict:
@@ -119,7 +114,7 @@ def _damage(ckdir: Path, name: str, entry: dict | None) -> str | None:
         if not path.is_file():
             return f"{path} is missing"
         want = hashes.get(path.name)
-        if want is not None and _sha256(path.read_bytes()) != want:
+        if want is not None and sha256_bytes(path.read_bytes()) != want:
             return f"{path} is damaged (its sha256 differs from the one recorded in latest.json)"
     return None
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 
 from edgediff.errors import EdgediffError, Interrupted
 from edgediff.models.config import ModelConfig  # torch-free: the widths' defaults live there
 from edgediff.units import MIB
+
+if TYPE_CHECKING:
+    from edgediff.runtime.sampler import SampleRequest, SampleResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Patch diffusion for small devices.")
 
@@ -182,27 +185,49 @@ def sample(
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (1 = none; default: the bundle's recommendation)."),
 ) -> None:
     """Sample images on device (numpy + onnxruntime only), planned to stay under --memory-budget."""
-    from edgediff.runtime.sampler import sample_bundle
+    import time
+
+    from edgediff.runtime import rss
+    from edgediff.runtime.sampler import SampleRequest
     from edgediff.units import parse_size
 
-    from edgediff.progress import Progress
-
+    t0 = time.perf_counter()
     budget = parse_size(memory_budget) if memory_budget is not None else None
     seed_value = _parse_seed(seed)
     if seed.strip().lower() == "random":
         typer.echo(f"seed {seed_value} (--seed random; pass --seed {seed_value} to repeat these images)")
-    bar = Progress("sampling", n * steps)
+    request = SampleRequest(n=n, steps=steps, seed=seed_value, memory_budget=budget, snippet=snippet,
+                            interpolate=interpolate, precision=precision, threads=threads,
+                            cells_per_call=cells_per_call, guidance=guidance)
+    result = sample_to_files(bundle_dir, request, out, out_dir, log=typer.echo)
+    peak = max(result.peak_mb, rss.peak_mb())  # writing the files is part of the run the budget is about
+    budget_note = f" (budget {budget / MIB:.1f} MiB)" if budget is not None else ""
+    typer.echo(f"peak RSS {peak:.1f} MiB{budget_note}, wall time {time.perf_counter() - t0:.2f} s")
+    typer.echo(f"wrote {out}" + (f" and {n} images in {out_dir}" if out_dir is not None else ""))
+
+
+def sample_to_files(bundle_dir: Optional[Path], request: SampleRequest, out: Optional[Path],
+                    out_dir: Optional[Path], log: Callable[[str], None] = typer.echo) -> SampleResult:
+    """What `edgediff sample` does once its options are parsed: refuse outputs that could not be written before
+    any work, sample with a progress bar (edgediff.runtime.sampler.BundleSampler, which writes nothing), then write
+    the grid and the single images. Returns the SampleResult; benchmarks call this to measure the command's run."""
+    from edgediff import images as imgio
+    from edgediff.progress import Progress
+    from edgediff.runtime.sampler import BundleSampler
+
+    sampler = BundleSampler(bundle_dir, request, log=log)
+    if out is not None:
+        imgio.check_output_file(out, "--out")
+    if out_dir is not None:
+        imgio.check_output_dir(out_dir, "--out-dir")
+    bar = Progress("sampling", request.n * request.steps)
     try:
         with _on_interrupt("interrupted while sampling: no image written"):
-            result = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed_value, memory_budget=budget,
-                                   snippet=snippet, interpolate=interpolate, precision=precision, threads=threads,
-                                   cells_per_call=cells_per_call, out=out, out_dir=out_dir, log=typer.echo,
-                                   on_step=bar.step_callback(), guidance=guidance)
+            result = sampler.run(on_step=bar.step_callback())
     finally:
         bar.close()
-    budget_note = f" (budget {budget / MIB:.1f} MiB)" if budget is not None else ""
-    typer.echo(f"peak RSS {result.peak_mb:.1f} MiB{budget_note}, wall time {result.wall_s:.2f} s")
-    typer.echo(f"wrote {out}" + (f" and {n} images in {out_dir}" if out_dir is not None else ""))
+    imgio.write_images(result.images, out, out_dir, seed=request.seed)
+    return result
 
 
 def _parse_seed(text: str) -> int:
@@ -247,7 +272,7 @@ def eval_(
     network's, and the seam ratio (1.0 = invisible)."""
     _require_training_extras("eval")
     from edgediff.encoders_independent import LABEL
-    from edgediff.metrics import eval_command
+    from edgediff.evaluate import eval_command
 
     with _on_interrupt("interrupted: no scores or files written"):
         result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgediff.errors import EdgediffError
+from edgediff.images import to_float
 from edgediff.interface import MAX_DATA_IMAGE_SIZE, MIN_DATA_IMAGE_SIZE
 
 EMOJI_FONT_PATHS = (
@@ -49,17 +50,6 @@ class Dataset:
         return to_float(self.images[idx])
 
 
-def to_float(images_u8: np.ndarray) -> np.ndarray:
-    """[N, H, W, 3] uint8 → [N, 3, H, W] float32 in [-1, 1]."""
-    return images_u8.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """[N, 3, H, W] float in [-1, 1] → [N, H, W, 3] uint8 (rounded, clipped)."""
-    x = np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255)
-    return x.astype(np.uint8).transpose(0, 2, 3, 1)
-
-
 def check_image_size(image_size: int) -> None:
     """The loader's range (edgediff.interface.MIN/MAX_DATA_IMAGE_SIZE), narrower than what a model may declare."""
     if not MIN_DATA_IMAGE_SIZE <= image_size <= MAX_DATA_IMAGE_SIZE:
@@ -72,47 +62,6 @@ def data_spec(spec: str) -> str:
     """'emoji', or a folder as an absolute path: the form a run records, so that eval, audit, export and --resume
     find (and compare) the same images whatever directory they are started from."""
     return spec if spec == "emoji" else str(Path(spec).expanduser().resolve())
-
-
-def recorded_data(target: str | Path) -> str | None:
-    """The data a run (run.json) or a bundle (manifest `training.data`) records it was trained on, or None."""
-    import json
-
-    target = Path(target)
-    try:
-        if (target / "manifest.json").is_file():
-            from edgediff.bundle import read_manifest
-
-            data = read_manifest(target).training.get("data")
-        else:
-            data = json.loads((target / "run.json").read_text())["train"]["data"]
-    except (OSError, ValueError, KeyError, TypeError, EdgediffError):
-        return None
-    return data_spec(data) if isinstance(data, str) and data else None
-
-
-def _available(spec: str) -> bool:
-    return spec == "emoji" or Path(spec).is_dir()
-
-
-def resolve_data(target: str | Path, data: str | None, other_data: bool = False) -> str:
-    """The real images to score `target` against: by default the data it was trained on. An explicit --data that
-    differs from it is refused unless `other_data` (scoring against the wrong set gives plausible, wrong numbers);
-    when the recorded folder is not on this machine, --data is taken as given."""
-    recorded = recorded_data(target)
-    if data is None:
-        if recorded is None:
-            raise EdgediffError(f"{target} does not record the data it was trained on; pass --data emoji or "
-                                "--data FOLDER")
-        if not _available(recorded):
-            raise EdgediffError(f"{target} was trained on {recorded}, which is not here; pass --data FOLDER with "
-                                "the same images")
-        return recorded
-    chosen = data_spec(data)
-    if recorded is not None and chosen != recorded and _available(recorded) and not other_data:
-        raise EdgediffError(f"--data {data} is not the data {target} was trained on ({recorded}); drop --data to "
-                            "use that, or add --other-data to score against it anyway")
-    return chosen
 
 
 def load_dataset(spec: str, image_size: int) -> Dataset:

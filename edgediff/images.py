@@ -1,7 +1,8 @@
-"""Writing images: a square-ish grid, always atomically (temp file, then rename), never a partial file.
+"""Images as uint8 arrays and files: the conversions between uint8 pixels and the models' [-1, 1] floats, a
+square-ish grid, and writing, always atomically (edgediff.files), never a partial file.
 
-Files get the permissions the user's umask asks for (a temp file is created 0600; it is widened before the
-rename). Paths the user names are checked before any work (`check_output_file`, `check_output_dir`): the format
+Numpy and pillow only: the device sampler converts and writes through here without importing the training side.
+Paths the user names are checked before any work (`check_output_file`, `check_output_dir`): the format
 comes from the extension, and no folder is ever created implicitly except an --out-dir itself.
 """
 
@@ -14,7 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from edgediff.errors import EdgediffError
+from edgediff.errors import EdgediffError, Interrupted
+from edgediff.files import atomic_write_bytes
+
+
+def to_float(images_u8: np.ndarray) -> np.ndarray:
+    """[N, H, W, 3] uint8 → [N, 3, H, W] float32 in [-1, 1]: the models' pixel range (`to_uint8` is its inverse)."""
+    return images_u8.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[N, 3, H, W] float in [-1, 1] → [N, H, W, 3] uint8 (rounded, clipped)."""
+    x = np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255)
+    return x.astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def make_grid(images_u8: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -31,43 +44,6 @@ def make_grid(images_u8: np.ndarray, nrow: int | None = None, pad: int = 2) -> n
 
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where /proc allows (os.umask can only be read by setting)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | Path, data: bytes, make_parents: bool = True) -> Path:
-    """Write `data` to `path` through a temp file in the same folder; a clear error if the disk says no.
-    `make_parents=False` for paths the user named: a missing folder is their typo, not ours to create."""
-    path = Path(path)
-    try:
-        if make_parents:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o666 & ~_umask())
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    except OSError as e:
-        raise EdgediffError(f"cannot write {path}: {e.strerror or e}; choose a writable location with free space") from e
-    return path
 
 
 def image_format(path: str | Path, flag: str = "--out") -> str:
@@ -141,3 +117,31 @@ def save_image(image_u8: np.ndarray, path: str | Path, scale: int = 1) -> Path:
 def save_png(image_u8: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     """Save one HWC uint8 image as PNG atomically, optionally upscaled (nearest) so small samples are visible."""
     return atomic_write_bytes(path, _encode(image_u8, "PNG", scale))
+
+
+def image_name(seed: int, index: int) -> str:
+    """The file of image `index` of a run with `seed`: enough to regenerate exactly that image."""
+    return f"seed{seed}_{index:04d}.png"
+
+
+def write_images(images_u8: np.ndarray, out: str | Path | None, out_dir: str | Path | None,
+                 seed: int = 0) -> list[Path]:
+    """The grid at `out` (format from its extension) and, with `out_dir`, every image as its own PNG named by
+    `image_name`; each file atomic. Only `out_dir` itself may be created; Ctrl-C says how far it got."""
+    paths: list[Path] = []
+    total = (out is not None) + (len(images_u8) if out_dir is not None else 0)
+    try:
+        if out is not None:
+            paths.append(save_image(make_grid(images_u8), out))
+        if out_dir is not None:
+            try:
+                Path(out_dir).mkdir(exist_ok=True)
+            except OSError as e:
+                raise EdgediffError(f"cannot write --out-dir {out_dir}: {e.strerror or e}; choose a writable "
+                                    "folder") from None
+            for i, im in enumerate(images_u8):
+                paths.append(save_image(im, Path(out_dir) / image_name(seed, i)))
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while writing images: {len(paths)} of {total} files written, each complete"
+                          ) from None
+    return paths

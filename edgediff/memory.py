@@ -150,7 +150,7 @@ def save_run_bank(run_dir: str | Path, bank: Snippets) -> Path | None:
         return None
     from safetensors.numpy import save
 
-    from edgediff.images import atomic_write_bytes
+    from edgediff.files import atomic_write_bytes
 
     tensors = {"snippets": np.ascontiguousarray(bank.own, dtype=np.float32),
                "snippets_flipped": np.ascontiguousarray(bank.flipped, dtype=np.float32)}

@@ -9,14 +9,12 @@ generation leaves visible borders: at each cell-border line, the mean |pixel ste
 lines beside it (1.0 = invisible), with mid-cell lines and real images as controls.
 
 `evaluate` takes generated uint8 images from anywhere (torch sampler, device runtime, a folder), so every
-producer is measured the same way.
+producer is measured the same way. Metrics only: the `eval` command (sources, sampling, files) is edgediff.evaluate.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -183,132 +181,3 @@ def quality_fields(scores: dict, digits: int = 6) -> dict:
     out = {k: round(float(scores[k]), digits) for k in QUALITY_KEYS}
     out["metric_independent"] = scores["metric_independent"]
     return out
-
-
-def generate_from_run(
-    run_dir: str | Path, n: int, steps: int = 25, seed: int = 0, snippets: np.ndarray | None = None,
-    batch: int = 250, progress: bool = False, guidance: float = 1.0,
-) -> tuple[np.ndarray, object]:
-    """uint8 samples [n, H, W, 3] from a run's EMA model (torch sampler), snippets drawn at random from its bank
-    unless given; returns (images, ModelConfig). Batches of `batch` images keep memory flat for large n."""
-    from edgediff.checkpoint import load_ema_model
-    from edgediff.data import to_uint8
-    from edgediff.memory import run_snippets
-    from edgediff.torch_sampler import sample_torch
-
-    if n < 2:
-        raise EdgediffError(f"--n {n} must be at least 2 for FD-Lite0 and KID")
-    if steps < 1:
-        raise EdgediffError(f"--steps {steps} must be >= 1")
-    model, config, _ = load_ema_model(Path(run_dir))
-    if snippets is None:
-        snippets = run_snippets(run_dir, n, seed=seed)
-    from edgediff.progress import Progress
-
-    out = []
-    with Progress("sampling", n * steps, unit="image-steps", enabled=progress) as bar:
-        for k, s in enumerate(range(0, n, batch)):
-            m = min(batch, n - s)
-            sn = None if snippets is None else snippets[s : s + m]
-            out.append(to_uint8(sample_torch(model, config, n=m, steps=steps, seed=seed + 1000 * k, snippets=sn,
-                                             guidance=guidance,
-                                             on_step=lambda i, s=s, m=m: bar.update(s * steps + (i + 1) * m))))
-    return np.concatenate(out), config
-
-
-def evaluate_run(
-    run_dir: str | Path, data: str, n: int = 1000, steps: int = 25, seed: int = 0, snippets: np.ndarray | None = None,
-    progress: bool = True,
-) -> dict:
-    """`edgediff eval RUN_DIR`: sample n images from the run's EMA model and score them against `data`."""
-    from edgediff.data import load_dataset
-
-    images, config = generate_from_run(run_dir, n, steps=steps, seed=seed, snippets=snippets, progress=progress)
-    dataset = load_dataset(data, config.image_size)
-    result = evaluate(images, dataset, config.grid)
-    result.update(run_dir=str(run_dir), sampler_steps=int(steps), seed=int(seed), data=data)
-    return result
-
-
-def eval_command(
-    run_dir: str | Path, data: str | None = None, n: int = 1000, steps: int = 25, seed: int = 0,
-    snippet: int | None = None, interpolate: str | None = None, like: str | Path | None = None,
-    save: str | Path | None = None, json_out: str | Path | None = None, guidance: float | None = None,
-    other_data: bool = False, log: Callable[[str], None] = lambda s: None,
-) -> dict:
-    """What `edgediff eval` does: pick the snippets (random bank entries unless told), sample, score, write files.
-    `data` None: the data the run or bundle records it was trained on (see edgediff.data.resolve_data)."""
-    import json
-
-    from edgediff.checkpoint import load_ema_model
-    from edgediff.data import load_dataset, resolve_data
-    from edgediff.images import atomic_write_bytes, check_output_file, make_grid, save_image
-    from edgediff.memory import run_snippets
-    from edgediff.sampling import resolve_guidance
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise EdgediffError(f"{run_dir}: no such run directory; pass the --out folder of 'edgediff train'")
-    data = resolve_data(run_dir, data, other_data)
-    if (run_dir / "manifest.json").exists() and not (run_dir / "checkpoints").exists():
-        return _eval_bundle(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
-                            interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance,
-                            log=log)
-    if n < 2:
-        raise EdgediffError(f"--n {n} must be at least 2 for FD-Lite0 and KID")
-    _, config, _ = load_ema_model(run_dir)
-    dataset = load_dataset(data, config.image_size)  # fail on a bad --data before sampling for minutes
-    if save is not None:
-        check_output_file(save, "--save")
-    log(f"scoring against {data} ({len(dataset)} images)")
-    sn = run_snippets(run_dir, n, seed=seed, snippet=snippet, interpolate=interpolate, like=like,
-                      image_size=config.image_size)
-    g = resolve_guidance(guidance, has_bank=sn is not None)
-    images, config = generate_from_run(run_dir, n, steps=steps, seed=seed, snippets=sn, progress=True, guidance=g)
-    result = evaluate(images, dataset, config.grid)
-    choice = ("snippet", snippet) if snippet is not None else ("interpolate", interpolate) if interpolate else (
-        ("like", str(like)) if like is not None else ("random", None))
-    result.update(run_dir=str(run_dir), data=data, sampler_steps=int(steps), seed=int(seed),
-                  snippet_choice=choice[0], snippet_arg=choice[1], memory=sn is not None, guidance=g)
-    if save is not None:
-        save_image(make_grid(images[:64]), save, scale=2)
-    if json_out is not None:
-        atomic_write_bytes(json_out, json.dumps(result, indent=1).encode())
-    return result
-
-
-def _eval_bundle(
-    bundle_dir: Path, data: str, n: int, steps: int, seed: int, snippet: int | None, interpolate: str | None,
-    like, save, json_out, guidance: float | None = None, log: Callable[[str], None] = lambda s: None,
-) -> dict:
-    """`edgediff eval BUNDLE_DIR`: sample with the device runtime (what users actually ship) and score it."""
-    import json
-
-    from edgediff.bundle import read_manifest
-    from edgediff.data import load_dataset
-    from edgediff.images import atomic_write_bytes, check_output_file, make_grid, save_image
-    from edgediff.progress import Progress
-    from edgediff.runtime.sampler import sample_bundle
-
-    if like is not None:
-        raise EdgediffError("--like needs the run's encoder; pass the RUN_DIR instead of a bundle")
-    if n < 2:
-        raise EdgediffError(f"--n {n} must be at least 2 for FD-Lite0 and KID")
-    manifest = read_manifest(bundle_dir)
-    dataset = load_dataset(data, manifest.image_size)
-    if save is not None:
-        check_output_file(save, "--save")
-    log(f"scoring against {data} ({len(dataset)} images)")
-    with Progress("sampling", n * steps) as bar:
-        run = sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate,
-                            guidance=guidance, log=log, on_step=bar.step_callback())
-    images = run.images
-    result = evaluate(images, dataset, manifest.grid)
-    result.update(bundle_dir=str(bundle_dir), data=data, sampler_steps=int(steps), seed=int(seed),
-                  snippet_choice="snippet" if snippet is not None else "interpolate" if interpolate else "random",
-                  memory=manifest.lut is not None, guidance=run.plan.guidance)
-    if save is not None:
-        save_image(make_grid(images[:64]), save, scale=2)
-    if json_out is not None:
-        atomic_write_bytes(json_out, json.dumps(result, indent=1).encode())
-    return result

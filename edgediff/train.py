@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from edgediff.checkpoint import latest_checkpoint, restore, save_checkpoint
-from edgediff.data import Dataset, data_spec, load_dataset, to_uint8
+from edgediff.data import Dataset, data_spec, load_dataset
 from edgediff.errors import EdgediffError
-from edgediff.images import atomic_write_bytes, make_grid, save_png
+from edgediff.files import atomic_write_bytes
+from edgediff.images import make_grid, save_png, to_uint8
 from edgediff.models import ModelConfig, build_model, count_params
 from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, CellGeometry
 from edgediff.memory import Snippets

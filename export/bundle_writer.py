@@ -21,7 +21,7 @@ from edgediff.bundle import (FILES, SCHEMA_VERSION, LutSpec, Manifest, MemoryPro
                              staging_dir,
                              write_bundle)
 from edgediff.errors import EdgediffError
-from edgediff.images import atomic_write_bytes
+from edgediff.files import atomic_write_bytes
 from edgediff.lut import mean_cosine, train_pq
 from edgediff.models import count_params
 from edgediff.sampling import resolve_guidance

@@ -140,7 +140,7 @@ def measure_int8(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, 
                  images: int = 64, steps: int = 25, guidance: float = 1.0, seed: int = 0,
                  schedule: Schedule = Schedule()) -> dict:
     """Everything above for one int8 file: what the manifest records as `quality.int8` (besides how it was made)."""
-    from edgediff.data import to_uint8
+    from edgediff.images import to_uint8
 
     out = eps_report(fp32, int8, data, config, seed=seed, schedule=schedule)
     rng = np.random.default_rng(seed + 23)

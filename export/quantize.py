@@ -240,7 +240,7 @@ def _prepared(src: Path, recipe: "Recipe"):
 
 def onnx_save(model, path: Path) -> None:
     """One ONNX file, written atomically (the bundle stages it, a crash must not leave half a model)."""
-    from edgediff.images import atomic_write_bytes
+    from edgediff.files import atomic_write_bytes
 
     atomic_write_bytes(path, model.SerializeToString())
 

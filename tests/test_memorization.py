@@ -5,17 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.optimal_denoiser import OptimalPatchDenoiser, optimal_denoiser, sample_optimal
 from edgediff.memorization import (
-    OptimalPatchDenoiser,
     default_sigma,
     distance_ratio,
     energy_and_basin,
     memorization_ratio,
     memorized,
     nearest_neighbours,
-    optimal_denoiser,
     pixels_unit,
-    sample_optimal,
     scan,
     nearest_groups,
     with_flips,

@@ -111,3 +111,23 @@ def test_eval_prints_and_writes_both_metrics(tmp_path, monkeypatch, capsys):
     assert r["metric_independent"].startswith("resnet50-1by2")
     assert np.isfinite(r["fd_independent"]) and np.isfinite(r["kid_independent"])
     assert r["fd_independent"] != r["fd_lite0"]
+
+
+def test_eval_and_audit_tell_runs_from_bundles_with_one_resolver(tmp_path):
+    """One rule for both commands: a run has checkpoints/ (or run.json), a bundle has manifest.json; a path that
+    is neither, or is missing, fails the same way in one line that says what to pass."""
+    from reliability_support import one_line
+
+    from edgediff.audit import audit
+    from edgediff.evaluate import BUNDLE, RUN, eval_command, resolve_source
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "manifest.json").write_text("{}")
+    (tmp_path / "empty").mkdir()
+    assert resolve_source(tmp_path / "run").kind == RUN and resolve_source(tmp_path / "bundle").kind == BUNDLE
+    for path, match in ((tmp_path / "empty", "neither a run"), (tmp_path / "missing", "no such folder")):
+        for command in (eval_command, audit):
+            with pytest.raises(EdgediffError, match=match) as err:
+                command(path, data="emoji")
+            assert one_line(str(err.value)) and "RUN_DIR" in str(err.value) and "BUNDLE_DIR" in str(err.value)

@@ -74,10 +74,14 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _sample(bundle: Path, **kw):
+def _sample(bundle: Path, out: Path | None = None, **kw):
+    """Sample one image and, with `out`, write it as `edgediff sample` does (the runtime itself writes nothing)."""
+    from edgediff.images import write_images
     from edgediff.runtime.sampler import sample_bundle
 
-    return sample_bundle(bundle, n=1, steps=2, seed=0, **kw)
+    result = sample_bundle(bundle, n=1, steps=2, seed=0, **kw)
+    write_images(result.images, out, None)
+    return result
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))

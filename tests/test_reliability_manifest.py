@@ -203,6 +203,7 @@ def test_mutated_manifest_samples_or_fails_in_one_line(world, data, tmp_path_fac
     """The whole device path (plan, checksum, LUT, onnxruntime, PNG) on a mutated manifest."""
     import onnxruntime as ort
 
+    from edgediff.images import write_images
     from edgediff.runtime.sampler import sample_bundle
 
     bundle = world["bundle"]
@@ -219,7 +220,8 @@ def test_mutated_manifest_samples_or_fails_in_one_line(world, data, tmp_path_fac
     out = tmp_path_factory.mktemp("samples") / "s.png"
     with record_opens() as seen, mock.patch.object(ort, "InferenceSession", guarded_session):
         try:
-            result = sample_bundle(bundle, n=1, steps=2, seed=0, out=out)
+            result = sample_bundle(bundle, n=1, steps=2, seed=0)
+            write_images(result.images, out, None)  # as `edgediff sample` does: the runtime writes nothing
         except EdgediffError as e:
             event("refused")
             assert one_line(str(e)), f"{log}: {str(e)!r}"

@@ -102,6 +102,33 @@ def test_device_images_match_the_torch_sampler(tiny):
     assert np.abs(ref).max() > 0.1
 
 
+def test_bundle_sampler_plans_without_loading_and_reports_its_phases(tiny, tmp_path, monkeypatch):
+    """plan() reads the manifest only; run() returns images with the figures benchmarks read (no patching) and
+    writes nothing."""
+    import edgediff.runtime.sampler as smp
+
+    bundle, _, _ = tiny
+    sampler = smp.BundleSampler(bundle, smp.SampleRequest(n=3, steps=4, seed=7, images_per_pass=2,
+                                                          phase_peaks=True))
+    real_create = smp.create_session
+    monkeypatch.setattr(smp, "create_session", lambda *a, **k: pytest.fail("plan() loaded the model"))
+    plan = sampler.plan()
+    assert plan.images_per_pass == 2 and sampler.plan() is plan
+    monkeypatch.setattr(smp, "create_session", real_create)
+    monkeypatch.chdir(tmp_path)
+    result = sampler.run()
+    assert result.plan is plan and result.images.shape == (3, 16, 16, 3) and result.images.dtype == np.uint8
+    ph = result.phases
+    assert len(ph.step_s) == 2 * 4 and all(t >= 0 for t in ph.step_s)  # two passes of four steps
+    assert 0 < ph.before_load_mb <= ph.load_peak_mb and 0 < ph.after_load_mb <= ph.load_peak_mb
+    assert ph.load_s >= 0 and ph.sampling_s >= 0 and ph.sampling_peak_mb > 0
+    assert result.peak_mb >= round(ph.load_peak_mb, 1) - 0.1
+    assert set(ph.to_dict()) >= {"after_load_mb", "load_s", "step_s", "sampling_peak_mb", "peak_reset"}
+    assert not list(tmp_path.iterdir())  # the runtime writes nothing
+    with pytest.raises(smp.EdgediffError, match="--n 0"):
+        smp.BundleSampler(bundle, smp.SampleRequest(n=0))
+
+
 def test_snippet_choice_changes_the_condition(tiny):
     from edgediff.runtime.sampler import sample_bundle
 

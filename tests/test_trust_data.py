@@ -39,7 +39,7 @@ def world(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["bundle", "run"])
 def test_eval_defaults_to_the_recorded_folder(world, target):
-    from edgediff.metrics import eval_command
+    from edgediff.evaluate import eval_command
 
     manifest = json.loads((world["root"] / "bundle" / "manifest.json").read_text())
     assert manifest["training"]["data"] == str(world["data"])  # recorded absolute: found from any directory
@@ -49,7 +49,7 @@ def test_eval_defaults_to_the_recorded_folder(world, target):
 
 @pytest.mark.parametrize("target", ["bundle", "run"])
 def test_eval_refuses_other_data_unless_asked(world, target):
-    from edgediff.metrics import eval_command
+    from edgediff.evaluate import eval_command
 
     with pytest.raises(EdgediffError) as err:
         eval_command(world["root"] / target, data=str(world["other"]), n=4, steps=2)
@@ -60,7 +60,7 @@ def test_eval_refuses_other_data_unless_asked(world, target):
 
 @pytest.mark.slow
 def test_eval_other_data_when_asked(world):
-    from edgediff.metrics import eval_command
+    from edgediff.evaluate import eval_command
 
     result = eval_command(world["root"] / "bundle", data=str(world["other"]), other_data=True, n=4, steps=2)
     assert result["data"] == str(world["other"]) and result["n_real"] == 12

@@ -3,7 +3,9 @@
 Imports only numpy, onnxruntime and pillow (through edgediff.images) besides edgediff's own numpy modules; a test
 runs it with torch made unimportable. Order of work, chosen so that a budget that cannot be met costs nothing:
 read and validate the manifest → plan (refuse here, before any model file is read) → checksum the files the plan
-needs → decode the chosen snippets from the lookup table → create the session → sample pass by pass → PNGs.
+needs → decode the chosen snippets from the lookup table → create the session → sample pass by pass → uint8 images.
+`BundleSampler` writes nothing (the CLI writes the files, edgediff.images.write_images) and reports what it measured
+of itself (`Phases`: load time, RSS after loading, the sampling phase's peak, each step's time).
 
 Determinism: the initial noise of image i is the i-th slice of one seeded stream, drawn pass by pass (numpy's
 generator gives the same values whether drawn at once or in chunks), and snippets are chosen for all images up
@@ -12,8 +14,9 @@ front, so the images do not depend on cells per call, images per pass or threads
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,8 +25,7 @@ import onnxruntime as ort  # imported before planning: its RSS is part of "the p
 
 from edgediff import images as imgio  # pillow comes in here, also before planning
 from edgediff.bundle import Manifest, MemoryProfile, check_model_interface, open_bundle, read_manifest, resolve
-from edgediff.data import to_uint8
-from edgediff.errors import EdgediffError, Interrupted
+from edgediff.errors import EdgediffError
 from edgediff.lut import decode
 from edgediff.runtime import rss
 from edgediff.bundle import ROLE
@@ -36,16 +38,6 @@ from edgediff import snippets as snip
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "default_bundle"
 MAX_N = 4096
 MMAP_THRESHOLD = 65536
-
-
-@dataclass
-class SampleResult:
-    images: np.ndarray  # [n, H, W, C] uint8
-    plan: Plan
-    peak_mb: float
-    wall_s: float
-    paths: list[Path] = field(default_factory=list)
-    floats: np.ndarray | None = None  # [n, C, H, W] in [-1, 1], only with keep_float=True
 
 
 def warm_up() -> None:
@@ -132,10 +124,9 @@ def onnx_eps_fn(session: ort.InferenceSession, manifest: Manifest, plan: Plan | 
 
 @dataclass(frozen=True)
 class SampleRequest:
-    """What one sampling run was asked for, as `sample_bundle`'s keyword arguments spell it: one value to hand to
-    the steps below instead of seventeen loose arguments. Callbacks (log, on_step) are not part of the request."""
+    """What one sampling run is asked for: everything but the bundle and the callbacks. Nothing here names a file:
+    the runtime returns images and the caller (the CLI) decides where they go."""
 
-    bundle_dir: str | Path | None = None
     n: int = 16
     steps: int = 25
     seed: int = 0
@@ -147,34 +138,125 @@ class SampleRequest:
     cells_per_call: int | None = None
     images_per_pass: int | None = None
     cap: bool = True
-    out: str | Path | None = None
-    out_dir: str | Path | None = None
     keep_float: bool = False
     mode: str | None = None
-    guidance: float | None = None
+    guidance: float | None = None  # None: the bundle's recommended scale (manifest.sampling), else 1
+    # Reset the kernel's peak (VmHWM) after loading, so that Phases.sampling_peak_mb is the sampling phase's own
+    # peak. A measuring lever for benchmarks: it makes this process forget its earlier peak, so it is off by default.
+    phase_peaks: bool = False
+
+    def check(self) -> None:
+        """Refuse bad counts before any work (output paths are the caller's to check: the runtime writes nothing)."""
+        if not 1 <= self.n <= MAX_N:
+            raise EdgediffError(f"--n {self.n} must be between 1 and {MAX_N}")
+        if self.steps < 1:
+            raise EdgediffError(f"--steps {self.steps} must be at least 1")
 
 
-def _check_request(req: SampleRequest) -> None:
-    """Refuse bad counts and unwritable outputs before any work: a bad path must not cost the whole run first."""
-    if not 1 <= req.n <= MAX_N:
-        raise EdgediffError(f"--n {req.n} must be between 1 and {MAX_N}")
-    if req.steps < 1:
-        raise EdgediffError(f"--steps {req.steps} must be at least 1")
-    if req.out is not None:
-        imgio.check_output_file(req.out, "--out")
-    if req.out_dir is not None:
-        imgio.check_output_dir(req.out_dir, "--out-dir")
+@dataclass
+class Phases:
+    """What a run measured of itself, phase by phase: the figures a benchmark reads instead of patching the sampler
+    to observe them. RSS in MiB (the kernel's VmRSS / VmHWM, see runtime/rss.py), times in seconds."""
+
+    before_load_mb: float = math.nan  # RSS right before the onnxruntime session is created
+    after_load_mb: float = math.nan  # RSS right after it: what sampling starts from
+    load_peak_mb: float = math.nan  # peak RSS up to the end of loading
+    load_s: float = math.nan  # creating the session
+    peak_reset: bool = False  # the peak was reset after loading (SampleRequest.phase_peaks, where the kernel allows)
+    sampling_peak_mb: float = math.nan  # peak RSS at the end of the last pass's loop: of sampling alone with
+    #                                     peak_reset, else of the whole process so far
+    step_s: list[float] = field(default_factory=list)  # each DDIM step, pass after pass; the first step of a pass
+    #                                                    includes the loop's set-up
+    sampling_s: float = math.nan  # every pass, the conversion to uint8 included
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def _read_bundle(req: SampleRequest) -> tuple[Path, Manifest, Schedule]:
-    """The bundle's folder, manifest and noise schedule, refusing a bundle this sampler cannot run for `req`."""
-    bundle = resolve_bundle(req.bundle_dir)
+@dataclass
+class SampleResult:
+    images: np.ndarray  # [n, H, W, C] uint8
+    plan: Plan
+    peak_mb: float  # peak RSS of the whole process up to the end of sampling (loading included)
+    wall_s: float  # from the start of planning to the end of sampling
+    phases: Phases
+    floats: np.ndarray | None = None  # [n, C, H, W] in [-1, 1], only with keep_float=True
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """The bundle as `plan()` read it, for `run()`: folder, manifest, schedule and the guidance scale in force."""
+
+    bundle: Path
+    manifest: Manifest
+    schedule: Schedule
+    guidance: float
+
+
+class BundleSampler:
+    """Samples a bundle within a memory budget: `plan()` says what it would do, `run()` does it and returns the
+    images with the figures it measured (`Phases`). It writes nothing: files are the caller's (see edgediff.cli).
+
+    The order of work is the module docstring's: refuse bad counts here, plan before any model file is read,
+    checksum what will be parsed, snippets before the session. Raises `EdgediffError` (a `BudgetError` for a
+    budget no plan can meet).
+    """
+
+    def __init__(self, bundle_dir: str | Path | None = None, request: SampleRequest = SampleRequest(), *,
+                 log: Callable[[str], None] = lambda s: None):
+        request.check()
+        self.bundle_dir = bundle_dir
+        self.request = request
+        self.log = log
+        self._opened: _Opened | None = None
+        self._plan: Plan | None = None
+        self._t_start = math.nan
+
+    def plan(self) -> Plan:
+        """The plan for this request in this process now (computed once; `run()` uses the same one). Reads the
+        bundle's manifest (and measures a profile a bundle lacks, in fresh processes); loads no model. It prepares
+        the process as sampling will run (glibc's mmap threshold, the libraries the run touches), because the
+        plan is made against what the process holds."""
+        if self._plan is not None:
+            return self._plan
+        self._t_start = time.perf_counter()
+        rss.set_mmap_threshold(MMAP_THRESHOLD)  # first: every later allocation behaves as in the profiling process
+        req = self.request
+        bundle, manifest, schedule = _read_bundle(self.bundle_dir, req.steps)
+        guidance = resolve_guidance(req.guidance, manifest.lut is not None,
+                                    default=manifest.sampling.get("guidance", 1.0))
+        profile = load_profile(bundle, manifest, self.log)
+        warm_up()
+        self._opened = _Opened(bundle, manifest, schedule, guidance)
+        self._plan = _plan(req, manifest, profile, guidance)
+        self.log(self._plan.describe())  # before the work: what it will do (the progress bar then gives the time left)
+        return self._plan
+
+    def run(self, on_step: Callable[[int, int], None] | None = None) -> SampleResult:
+        """Sample every image as planned; `on_step(done, total)` after each DDIM step of each pass."""
+        plan, req = self.plan(), self.request
+        bundle, manifest = self._opened.bundle, self._opened.manifest
+        self.log(f"sampling {req.n} image(s) × {req.steps} DDIM steps, seed {req.seed}")
+        roles = (ROLE[plan.variant],) + (("lut_codes", "lut_codebooks") if manifest.lut is not None else ())
+        open_bundle(bundle, roles=roles)  # sha256 of exactly what will be parsed, before parsing it
+        conds = choose_snippets(bundle, manifest, req.n, req.seed, req.snippet, req.interpolate)
+        phases = Phases()
+        eps_fn = _open_denoiser(bundle, manifest, plan, phases, reset_peak=req.phase_peaks)
+        images, floats = _sample_passes(req, self._opened, plan, eps_fn, conds, on_step, phases)
+        peak = max(phases.load_peak_mb, rss.peak_mb())  # the load's peak too, should the reset have forgotten it
+        return SampleResult(images=images, plan=plan, peak_mb=round(peak, 1), phases=phases, floats=floats,
+                            wall_s=round(time.perf_counter() - self._t_start, 2))
+
+
+def _read_bundle(bundle_dir: str | Path | None, steps: int) -> tuple[Path, Manifest, Schedule]:
+    """The bundle's folder, manifest and noise schedule, refusing a bundle this sampler cannot run for `steps`."""
+    bundle = resolve_bundle(bundle_dir)
     manifest = read_manifest(bundle)
     if manifest.prediction != "epsilon":
         raise EdgediffError(f"bundle predicts {manifest.prediction!r}; this edgediff samples epsilon models only")
     schedule = manifest.noise_schedule()
-    if req.steps > schedule.num_train_timesteps:
-        raise EdgediffError(f"--steps {req.steps} exceeds the bundle's {schedule.num_train_timesteps} training "
+    if steps > schedule.num_train_timesteps:
+        raise EdgediffError(f"--steps {steps} exceeds the bundle's {schedule.num_train_timesteps} training "
                             "timesteps")
     return bundle, manifest, schedule
 
@@ -196,21 +278,44 @@ def _plan(req: SampleRequest, manifest: Manifest, profile: MemoryProfile, guidan
     return plan
 
 
-def _open_denoiser(bundle: Path, manifest: Manifest, plan: Plan):
+def _open_denoiser(bundle: Path, manifest: Manifest, plan: Plan, phases: Phases, reset_peak: bool):
     """The planned denoiser as an eps function, after checking that the session's inputs and outputs are what the
-    manifest says (the manifest must tell the truth)."""
+    manifest says (the manifest must tell the truth). Records the load phase in `phases`."""
+    phases.before_load_mb = rss.current_mb()
+    t0 = time.perf_counter()
     session = create_session(resolve(bundle, manifest.files[ROLE[plan.variant]]), plan.settings)
+    phases.load_s = time.perf_counter() - t0
+    phases.after_load_mb = rss.current_mb()
+    phases.load_peak_mb = rss.peak_mb()
+    if reset_peak:
+        phases.peak_reset = rss.reset_peak()  # from here VmHWM measures the sampling phase alone
     check_model_interface(manifest, session.get_inputs(), session.get_outputs())
     return onnx_eps_fn(session, manifest, plan)
 
 
-def _sample_passes(req: SampleRequest, manifest: Manifest, schedule: Schedule, plan: Plan, eps_fn,
-                   conds: np.ndarray, guidance: float, on_step: Callable[[int, int], None] | None
+def _step_timer(phases: Phases, pass_index: int, steps: int, passes: int,
+                on_step: Callable[[int, int], None] | None) -> Callable[[int], None]:
+    """The loop's per-step callback for one pass: records the step's time and reports overall progress."""
+    last = [time.perf_counter()]
+
+    def step(s: int) -> None:
+        now = time.perf_counter()
+        phases.step_s.append(now - last[0])
+        last[0] = now
+        if on_step is not None:
+            on_step(pass_index * steps + s + 1, passes * steps)
+
+    return step
+
+
+def _sample_passes(req: SampleRequest, opened: _Opened, plan: Plan, eps_fn, conds: np.ndarray,
+                   on_step: Callable[[int, int], None] | None, phases: Phases
                    ) -> tuple[np.ndarray, np.ndarray | None]:
     """All images, `plan.images_per_pass` at a time, as uint8 [n, H, W, C] (and float [n, C, H, W] with
     keep_float). Each pass draws its slice of one seeded noise stream, so passes do not change the images."""
-    n, steps, seed = req.n, req.steps, req.seed
+    n, steps, seed, manifest = req.n, req.steps, req.seed, opened.manifest
     c, h = manifest.channels, manifest.image_size
+    t0 = time.perf_counter()
     result = np.empty((n, h, h, c), dtype=np.uint8)
     floats = np.empty((n, c, h, h), dtype=np.float32) if req.keep_float else None
     rng = np.random.default_rng(seed)  # the same stream as edgediff.sampling.initial_noise, drawn pass by pass
@@ -219,100 +324,23 @@ def _sample_passes(req: SampleRequest, manifest: Manifest, schedule: Schedule, p
     for k, start in enumerate(range(0, n, g)):
         stop = min(n, start + g)
         x_T = rng.standard_normal((stop - start, c, h, h), dtype=np.float32)
-        step_cb = None if on_step is None else (lambda s, k=k: on_step(k * steps + s + 1, passes * steps))
         x = sample_loop(eps_fn, n=stop - start, image_size=h, channels=c, grid=manifest.grid, steps=steps, seed=seed,
-                        snippets=conds[start:stop], cells_per_call=plan.cells_per_call, schedule=schedule, x_T=x_T,
-                        on_step=step_cb, guidance=guidance, halo=manifest.halo)
+                        snippets=conds[start:stop], cells_per_call=plan.cells_per_call, schedule=opened.schedule,
+                        x_T=x_T, on_step=_step_timer(phases, k, steps, passes, on_step), guidance=opened.guidance,
+                        halo=manifest.halo)
+        phases.sampling_peak_mb = rss.peak_mb()
         del x_T
         for i in range(stop - start):  # one image at a time keeps the float temporaries small
-            result[start + i] = to_uint8(x[i : i + 1])[0]
+            result[start + i] = imgio.to_uint8(x[i : i + 1])[0]
             if floats is not None:
                 floats[start + i] = x[i]
         del x
+    phases.sampling_s = time.perf_counter() - t0
     return result, floats
 
 
-def run_request(req: SampleRequest, log: Callable[[str], None] = lambda s: None,
-                on_step: Callable[[int, int], None] | None = None) -> SampleResult:
-    """`sample_bundle` for a prepared request; the order of work is the module docstring's (refuse early, plan
-    before any model file is read, checksum what will be parsed, snippets before the session)."""
-    t_start = time.perf_counter()
-    rss.set_mmap_threshold(MMAP_THRESHOLD)  # first: every later allocation behaves as in the profiling process
-    _check_request(req)
-    bundle, manifest, schedule = _read_bundle(req)
-    guidance = resolve_guidance(req.guidance, manifest.lut is not None,
-                                default=manifest.sampling.get("guidance", 1.0))
-    profile = load_profile(bundle, manifest, log)
-    warm_up()
-    plan = _plan(req, manifest, profile, guidance)
-    log(plan.describe())  # before the work: what it will do (the progress bar then gives the time left)
-    log(f"sampling {req.n} image(s) × {req.steps} DDIM steps, seed {req.seed}")
-    roles = (ROLE[plan.variant],) + (("lut_codes", "lut_codebooks") if manifest.lut is not None else ())
-    open_bundle(bundle, roles=roles)  # sha256 of exactly what will be parsed, before parsing it
-    conds = choose_snippets(bundle, manifest, req.n, req.seed, req.snippet, req.interpolate)
-    eps_fn = _open_denoiser(bundle, manifest, plan)
-    result, floats = _sample_passes(req, manifest, schedule, plan, eps_fn, conds, guidance, on_step)
-    paths = write_images(result, req.out, req.out_dir, seed=req.seed)
-    return SampleResult(images=result, plan=plan, peak_mb=round(rss.peak_mb(), 1),
-                        wall_s=round(time.perf_counter() - t_start, 2), paths=paths, floats=floats)
-
-
-def sample_bundle(
-    bundle_dir: str | Path | None = None,
-    *,
-    n: int = 16,
-    steps: int = 25,
-    seed: int = 0,
-    memory_budget: int | None = None,
-    snippet: int | None = None,
-    interpolate: str | None = None,
-    precision: str = "auto",
-    threads: int | None = None,
-    cells_per_call: int | None = None,
-    images_per_pass: int | None = None,
-    cap: bool = True,
-    out: str | Path | None = None,
-    out_dir: str | Path | None = None,
-    keep_float: bool = False,
-    mode: str | None = None,
-    guidance: float | None = None,
-    log: Callable[[str], None] = lambda s: None,
-    on_step: Callable[[int, int], None] | None = None,
-) -> SampleResult:
-    """Sample `n` images from a bundle within `memory_budget` bytes of process peak RSS (None: half of what the
-    machine has available). `guidance` None takes the bundle's recommended scale (manifest.sampling), else 1.
-    Raises `EdgediffError` (a `BudgetError` for a budget no plan can meet). The keyword API callers use; the
-    arguments become one `SampleRequest` (see `run_request`)."""
-    req = SampleRequest(bundle_dir=bundle_dir, n=n, steps=steps, seed=seed, memory_budget=memory_budget,
-                        snippet=snippet, interpolate=interpolate, precision=precision, threads=threads,
-                        cells_per_call=cells_per_call, images_per_pass=images_per_pass, cap=cap, out=out,
-                        out_dir=out_dir, keep_float=keep_float, mode=mode, guidance=guidance)
-    return run_request(req, log=log, on_step=on_step)
-
-
-def image_name(seed: int, index: int) -> str:
-    """The file of image `index` of a run with `seed`: enough to regenerate exactly that image."""
-    return f"seed{seed}_{index:04d}.png"
-
-
-def write_images(images_u8: np.ndarray, out: str | Path | None, out_dir: str | Path | None,
-                 seed: int = 0) -> list[Path]:
-    """The grid at `out` (format from its extension) and, with `out_dir`, every image as its own PNG named by
-    `image_name`; each file atomic. Only `out_dir` itself may be created; Ctrl-C says how far it got."""
-    paths: list[Path] = []
-    total = (out is not None) + (len(images_u8) if out_dir is not None else 0)
-    try:
-        if out is not None:
-            paths.append(imgio.save_image(imgio.make_grid(images_u8), out))
-        if out_dir is not None:
-            try:
-                Path(out_dir).mkdir(exist_ok=True)
-            except OSError as e:
-                raise EdgediffError(f"cannot write --out-dir {out_dir}: {e.strerror or e}; choose a writable "
-                                    "folder") from None
-            for i, im in enumerate(images_u8):
-                paths.append(imgio.save_image(im, Path(out_dir) / image_name(seed, i)))
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted while writing images: {len(paths)} of {total} files written, each complete"
-                          ) from None
-    return paths
+def sample_bundle(bundle_dir: str | Path | None = None, *, log: Callable[[str], None] = lambda s: None,
+                  on_step: Callable[[int, int], None] | None = None, **options) -> SampleResult:
+    """`BundleSampler(bundle_dir, SampleRequest(**options), log=log).run(on_step)`: the one-call form for callers
+    that need no plan first (eval, audit, tests, benchmarks). Writes nothing."""
+    return BundleSampler(bundle_dir, SampleRequest(**options), log=log).run(on_step)

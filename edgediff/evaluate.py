@@ -1,0 +1,231 @@
+"""`edgediff eval`, and what it shares with `edgediff audit`: which source a path is, the data it records, and
+generating images from it. The scores themselves are edgediff.metrics' (metrics only; no command lives there).
+
+A source is a training run (its EMA model through the torch sampler) or a bundle (the device runtime: what users
+actually ship). One resolver decides which, for both commands, so a folder cannot be a run to one and a bundle to
+the other; a path that is neither fails in one line that names what to pass.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from edgediff.errors import EdgediffError
+
+if TYPE_CHECKING:
+    from edgediff.runtime.sampler import SampleResult
+
+RUN, BUNDLE, SAMPLES = "run", "bundle", "samples"
+SOURCES = "a RUN_DIR (from 'edgediff train') or a BUNDLE_DIR (from 'edgediff export')"
+
+
+@dataclass(frozen=True)
+class Source:
+    """What eval and audit read: a run, a bundle or (audit --samples) a folder of generated images."""
+
+    kind: str  # RUN, BUNDLE or SAMPLES
+    path: Path
+
+    def image_size(self) -> int:
+        """The size the model generates (a run's latest checkpoint, a bundle's manifest); checked, not loaded."""
+        if self.kind == RUN:
+            from edgediff.checkpoint import latest_checkpoint
+
+            found = latest_checkpoint(self.path)
+            if found is None:
+                raise EdgediffError(f"{self.path} has no checkpoint yet; train first with 'edgediff train'")
+            return int(found[1]["model"]["image_size"])
+        if self.kind == BUNDLE:
+            from edgediff.bundle import read_manifest
+
+            return int(read_manifest(self.path).image_size)
+        raise EdgediffError(f"{self.path}: a folder of samples records no image size; pass --data")
+
+    def recorded_data(self) -> str | None:
+        """The data a run (run.json) or a bundle (manifest `training.data`) records it was trained on, or None."""
+        from edgediff.data import data_spec
+
+        try:
+            if self.kind == BUNDLE:
+                from edgediff.bundle import read_manifest
+
+                data = read_manifest(self.path).training.get("data")
+            elif self.kind == RUN:
+                data = json.loads((self.path / "run.json").read_text())["train"]["data"]
+            else:
+                return None
+        except (OSError, ValueError, KeyError, TypeError, EdgediffError):
+            return None
+        return data_spec(data) if isinstance(data, str) and data else None
+
+
+def resolve_source(path: str | Path, alternatives: str = SOURCES) -> Source:
+    """A bundle has manifest.json (and no checkpoints/); a run has checkpoints/ or run.json. `alternatives` is
+    what the error asks for instead (audit adds --samples)."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgediffError(f"{path}: no such folder; pass {alternatives}")
+    if (path / "manifest.json").is_file() and not (path / "checkpoints").is_dir():
+        return Source(BUNDLE, path)
+    if (path / "checkpoints").is_dir() or (path / "run.json").is_file():
+        return Source(RUN, path)
+    raise EdgediffError(f"{path} is neither a run (no checkpoints/) nor a bundle (no manifest.json); pass "
+                        f"{alternatives}")
+
+
+def _available(spec: str) -> bool:
+    return spec == "emoji" or Path(spec).is_dir()
+
+
+def resolve_data(source: Source, data: str | None, other_data: bool = False) -> str:
+    """The real images to score `source` against: by default the data it was trained on. An explicit --data that
+    differs from it is refused unless `other_data` (scoring against the wrong set gives plausible, wrong numbers);
+    when the recorded folder is not on this machine, --data is taken as given."""
+    from edgediff.data import data_spec
+
+    recorded, target = source.recorded_data(), source.path
+    if data is None:
+        if recorded is None:
+            raise EdgediffError(f"{target} does not record the data it was trained on; pass --data emoji or "
+                                "--data FOLDER")
+        if not _available(recorded):
+            raise EdgediffError(f"{target} was trained on {recorded}, which is not here; pass --data FOLDER with "
+                                "the same images")
+        return recorded
+    chosen = data_spec(data)
+    if recorded is not None and chosen != recorded and _available(recorded) and not other_data:
+        raise EdgediffError(f"--data {data} is not the data {target} was trained on ({recorded}); drop --data to "
+                            "use that, or add --other-data to score against it anyway")
+    return chosen
+
+
+def generate_from_run(
+    run_dir: str | Path, n: int, steps: int = 25, seed: int = 0, snippets: np.ndarray | None = None,
+    batch: int = 250, progress: bool = False, guidance: float = 1.0,
+) -> tuple[np.ndarray, object]:
+    """uint8 samples [n, H, W, 3] from a run's EMA model (torch sampler), snippets drawn at random from its bank
+    unless given; returns (images, ModelConfig). Batches of `batch` images keep memory flat for large n."""
+    from edgediff.checkpoint import load_ema_model
+    from edgediff.images import to_uint8
+    from edgediff.memory import run_snippets
+    from edgediff.progress import Progress
+    from edgediff.torch_sampler import sample_torch
+
+    if n < 2:
+        raise EdgediffError(f"--n {n} must be at least 2 for FD-Lite0 and KID")
+    if steps < 1:
+        raise EdgediffError(f"--steps {steps} must be >= 1")
+    model, config, _ = load_ema_model(Path(run_dir))
+    if snippets is None:
+        snippets = run_snippets(run_dir, n, seed=seed)
+    out = []
+    with Progress("sampling", n * steps, unit="image-steps", enabled=progress) as bar:
+        for k, s in enumerate(range(0, n, batch)):
+            m = min(batch, n - s)
+            sn = None if snippets is None else snippets[s : s + m]
+            out.append(to_uint8(sample_torch(model, config, n=m, steps=steps, seed=seed + 1000 * k, snippets=sn,
+                                             guidance=guidance,
+                                             on_step=lambda i, s=s, m=m: bar.update(s * steps + (i + 1) * m))))
+    return np.concatenate(out), config
+
+
+def generate_from_bundle(bundle_dir: Path, n: int, steps: int, seed: int, *, snippet: int | None = None,
+                         interpolate: str | None = None, guidance: float | None = None,
+                         log: Callable[[str], None] = lambda s: None) -> SampleResult:
+    """Samples from a bundle through the device runtime, with a progress bar (the images are in `.images`)."""
+    from edgediff.progress import Progress
+    from edgediff.runtime.sampler import sample_bundle
+
+    with Progress("sampling", n * steps) as bar:
+        return sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate,
+                             guidance=guidance, log=log, on_step=bar.step_callback())
+
+
+def eval_command(
+    run_dir: str | Path, data: str | None = None, n: int = 1000, steps: int = 25, seed: int = 0,
+    snippet: int | None = None, interpolate: str | None = None, like: str | Path | None = None,
+    save: str | Path | None = None, json_out: str | Path | None = None, guidance: float | None = None,
+    other_data: bool = False, log: Callable[[str], None] = lambda s: None,
+) -> dict:
+    """What `edgediff eval` does: pick the snippets (random bank entries unless told), sample, score, write files.
+    `data` None: the data the run or bundle records it was trained on (see `resolve_data`)."""
+    source = resolve_source(run_dir)
+    data = resolve_data(source, data, other_data)
+    if source.kind == BUNDLE and like is not None:
+        raise EdgediffError("--like needs the run's encoder; pass the RUN_DIR instead of a bundle")
+    if n < 2:
+        raise EdgediffError(f"--n {n} must be at least 2 for FD-Lite0 and KID")
+    evaluate = _eval_bundle if source.kind == BUNDLE else _eval_run
+    result = evaluate(source.path, data=data, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate,
+                      like=like, save=save, guidance=guidance, log=log)
+    if json_out is not None:
+        from edgediff.files import atomic_write_bytes
+
+        atomic_write_bytes(json_out, json.dumps(result, indent=1).encode())
+    return result
+
+
+def _open_scoring(data: str, image_size: int, save, log: Callable[[str], None]):
+    """The real images to score against, loaded (and --save checked) before minutes of sampling can be wasted."""
+    from edgediff.data import load_dataset
+    from edgediff.images import check_output_file
+
+    dataset = load_dataset(data, image_size)
+    if save is not None:
+        check_output_file(save, "--save")
+    log(f"scoring against {data} ({len(dataset)} images)")
+    return dataset
+
+
+def _save_grid(images: np.ndarray, save) -> None:
+    if save is not None:
+        from edgediff.images import make_grid, save_image
+
+        save_image(make_grid(images[:64]), save, scale=2)
+
+
+def _eval_run(run_dir: Path, data: str, n: int, steps: int, seed: int, snippet: int | None, interpolate: str | None,
+              like, save, guidance: float | None, log: Callable[[str], None]) -> dict:
+    """`edgediff eval RUN_DIR`: sample with the run's EMA model (torch) and score it."""
+    from edgediff.checkpoint import load_ema_model
+    from edgediff.memory import run_snippets
+    from edgediff.metrics import evaluate
+    from edgediff.sampling import resolve_guidance
+
+    _, config, _ = load_ema_model(run_dir)
+    dataset = _open_scoring(data, config.image_size, save, log)  # a bad --data fails before sampling for minutes
+    sn = run_snippets(run_dir, n, seed=seed, snippet=snippet, interpolate=interpolate, like=like,
+                      image_size=config.image_size)
+    g = resolve_guidance(guidance, has_bank=sn is not None)
+    images, config = generate_from_run(run_dir, n, steps=steps, seed=seed, snippets=sn, progress=True, guidance=g)
+    result = evaluate(images, dataset, config.grid)
+    choice = ("snippet", snippet) if snippet is not None else ("interpolate", interpolate) if interpolate else (
+        ("like", str(like)) if like is not None else ("random", None))
+    result.update(run_dir=str(run_dir), data=data, sampler_steps=int(steps), seed=int(seed),
+                  snippet_choice=choice[0], snippet_arg=choice[1], memory=sn is not None, guidance=g)
+    _save_grid(images, save)
+    return result
+
+
+def _eval_bundle(bundle_dir: Path, data: str, n: int, steps: int, seed: int, snippet: int | None,
+                 interpolate: str | None, like, save, guidance: float | None, log: Callable[[str], None]) -> dict:
+    """`edgediff eval BUNDLE_DIR`: sample with the device runtime (what users actually ship) and score it (`like`
+    was refused already: a bundle has no encoder)."""
+    from edgediff.bundle import read_manifest
+    from edgediff.metrics import evaluate
+
+    manifest = read_manifest(bundle_dir)
+    dataset = _open_scoring(data, manifest.image_size, save, log)
+    run = generate_from_bundle(bundle_dir, n, steps, seed, snippet=snippet, interpolate=interpolate,
+                               guidance=guidance, log=log)
+    result = evaluate(run.images, dataset, manifest.grid)
+    result.update(bundle_dir=str(bundle_dir), data=data, sampler_steps=int(steps), seed=int(seed),
+                  snippet_choice="snippet" if snippet is not None else "interpolate" if interpolate else "random",
+                  memory=manifest.lut is not None, guidance=run.plan.guidance)
+    _save_grid(run.images, save)
+    return result

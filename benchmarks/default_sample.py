@@ -2,8 +2,9 @@
 
 Records the plan line, the peak RSS and wall time the command prints, plus the bundle's size, for the default plan
 (no budget) and for pinned cells per call. When the bundle ships int8, it also asks the planner for the smallest
-budget of each precision (a 1 MiB budget is refused with the floor named) and runs at a budget between the two:
-the one place the planner must pick int8 by itself. Writes benchmarks/results/default_sample.json.
+budget of each precision (a 1 MiB budget is refused with the floor named) and runs at a budget between the two,
+and times the default plan against `--precision fp32` (alternating fresh processes, medians): what int8 buys per
+DDIM step at the plans the planner picks. Writes benchmarks/results/default_sample.json.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def planner_floor(precision: str) -> float:
     return float(found.group(1))
 
 
+def precision_speed(tmp: Path, rounds: int = 3) -> dict:
+    """The default plan against the plan fp32 gets when pinned (`--precision fp32`), run alternately `rounds` times
+    each (the shared cores' load moves within minutes): median sampling wall time and peak of each, and the ratio."""
+    walls: dict[str, list[float]] = {"default": [], "fp32": []}
+    peaks: dict[str, float] = {}
+    plans: dict[str, str] = {}
+    for i in range(rounds):
+        for name, extra in (("default", []), ("fp32", ["--precision", "fp32"])):
+            r = run(extra, tmp / f"speed_{name}_{i}.png")
+            walls[name].append(r["sampling_wall_s"])
+            peaks[name], plans[name] = r["peak_mb"], r["plan"]
+    med = {k: sorted(v)[len(v) // 2] for k, v in walls.items()}
+    return {"rounds": rounds, "sampling_wall_s": walls, "median_s": med, "peak_mb": peaks, "plans": plans,
+            "fp32_over_default": round(med["fp32"] / med["default"], 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bundle", default=None, help="measure this bundle instead of the shipped default")
@@ -65,11 +82,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         rows = [run([], Path(d) / "a.png"), run(["--cells-per-call", "16"], Path(d) / "b.png")]
         if "denoiser_int8" in body["files"]:
+            body["precision_speed"] = precision_speed(Path(d))
             floors = {p: planner_floor(p) for p in ("fp32", "int8")}
             body["planner_floor_mb"] = floors
             if floors["int8"] < floors["fp32"]:
                 between = (floors["int8"] + floors["fp32"]) / 2
                 rows.append(run(["--memory-budget", f"{between:.1f}MiB"], Path(d) / "c.png"))
+    if "precision_speed" in body:
+        ps = body["precision_speed"]
+        print(f"default plan vs --precision fp32 (median of {ps['rounds']}): {ps['median_s']['default']} s vs "
+              f"{ps['median_s']['fp32']} s (fp32 ÷ default {ps['fp32_over_default']}×)")
     for r in rows:
         print(f"{' '.join(r['args']) or 'default plan'}: peak {r['peak_mb']} MiB, {r['sampling_wall_s']} s; "
               f"{r['plan']}")

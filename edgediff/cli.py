@@ -267,6 +267,7 @@ def eval_(
     save: Optional[Path] = typer.Option(None, "--save", help="Also write a grid PNG of the first 64 generated images."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON here."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (default: a bundle's recommendation; 1 for a run)."),
+    precision: str = typer.Option("auto", help="A bundle's denoiser: auto (what `sample` would run), fp32 or int8."),
 ) -> None:
     """Quality of a run or bundle: FD and KID against real images in Lite0 space (the bank's) and in an independent
     network's, and the seam ratio (1.0 = invisible)."""
@@ -277,7 +278,7 @@ def eval_(
     with _on_interrupt("interrupted: no scores or files written"):
         result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
                               interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance,
-                              other_data=other_data, log=typer.echo)
+                              other_data=other_data, precision=precision, log=typer.echo)
     typer.echo(
         f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  |  "
         f"FD-{LABEL} {result['fd_independent']:.2f}  KID {result['kid_independent']:.4f} ± "
@@ -285,7 +286,7 @@ def eval_(
         f"seam ratio {result['seam_border']:.3f} at cell borders, {result['seam_midcell']:.3f} mid-cell (real images: "
         f"{result['seam_border_real']:.3f}, {result['seam_midcell_real']:.3f})  "
         f"[{result['n_generated']} generated vs {result['n_real']} real of {result['data']}, {steps} DDIM steps, "
-        f"guidance {result['guidance']:g}]"
+        f"guidance {result['guidance']:g}" + (f", {result['precision']}" if "precision" in result else "") + "]"
     )
     for path in (save, json_out):
         if path is not None:

@@ -135,7 +135,7 @@ def generate_from_run(
 
 
 def generate_from_bundle(bundle_dir: Path, n: int, steps: int, seed: int, *, snippet: int | None = None,
-                         interpolate: str | None = None, guidance: float | None = None,
+                         interpolate: str | None = None, guidance: float | None = None, precision: str = "auto",
                          log: Callable[[str], None] = lambda s: None) -> SampleResult:
     """Samples from a bundle through the device runtime, with a progress bar (the images are in `.images`)."""
     from edgediff.progress import Progress
@@ -143,14 +143,14 @@ def generate_from_bundle(bundle_dir: Path, n: int, steps: int, seed: int, *, sni
 
     with Progress("sampling", n * steps) as bar:
         return sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate,
-                             guidance=guidance, log=log, on_step=bar.step_callback())
+                             guidance=guidance, precision=precision, log=log, on_step=bar.step_callback())
 
 
 def eval_command(
     run_dir: str | Path, data: str | None = None, n: int = 1000, steps: int = 25, seed: int = 0,
     snippet: int | None = None, interpolate: str | None = None, like: str | Path | None = None,
     save: str | Path | None = None, json_out: str | Path | None = None, guidance: float | None = None,
-    other_data: bool = False, log: Callable[[str], None] = lambda s: None,
+    other_data: bool = False, precision: str = "auto", log: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """What `edgediff eval` does: pick the snippets (random bank entries unless told), sample, score, write files.
     `data` None: the data the run or bundle records it was trained on (see `resolve_data`)."""
@@ -158,11 +158,17 @@ def eval_command(
     data = resolve_data(source, data, other_data)
     if source.kind == BUNDLE and like is not None:
         raise EdgediffError("--like needs the run's encoder; pass the RUN_DIR instead of a bundle")
+    if source.kind != BUNDLE and precision != "auto":
+        raise EdgediffError("--precision picks a bundle's denoiser; a run samples with its torch model (drop "
+                            "--precision or pass a BUNDLE_DIR)")
     if n < 2:
         raise EdgediffError(f"--n {n} must be at least 2 for FD-Lite0 and KID")
-    evaluate = _eval_bundle if source.kind == BUNDLE else _eval_run
-    result = evaluate(source.path, data=data, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate,
-                      like=like, save=save, guidance=guidance, log=log)
+    kw = dict(data=data, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate, like=like, save=save,
+              guidance=guidance, log=log)
+    if source.kind == BUNDLE:
+        result = _eval_bundle(source.path, precision=precision, **kw)
+    else:
+        result = _eval_run(source.path, **kw)
     if json_out is not None:
         from edgediff.files import atomic_write_bytes
 
@@ -213,7 +219,8 @@ def _eval_run(run_dir: Path, data: str, n: int, steps: int, seed: int, snippet: 
 
 
 def _eval_bundle(bundle_dir: Path, data: str, n: int, steps: int, seed: int, snippet: int | None,
-                 interpolate: str | None, like, save, guidance: float | None, log: Callable[[str], None]) -> dict:
+                 interpolate: str | None, like, save, guidance: float | None, log: Callable[[str], None],
+                 precision: str = "auto") -> dict:
     """`edgediff eval BUNDLE_DIR`: sample with the device runtime (what users actually ship) and score it (`like`
     was refused already: a bundle has no encoder)."""
     from edgediff.bundle import read_manifest
@@ -222,10 +229,10 @@ def _eval_bundle(bundle_dir: Path, data: str, n: int, steps: int, seed: int, sni
     manifest = read_manifest(bundle_dir)
     dataset = _open_scoring(data, manifest.image_size, save, log)
     run = generate_from_bundle(bundle_dir, n, steps, seed, snippet=snippet, interpolate=interpolate,
-                               guidance=guidance, log=log)
+                               guidance=guidance, precision=precision, log=log)
     result = evaluate(run.images, dataset, manifest.grid)
     result.update(bundle_dir=str(bundle_dir), data=data, sampler_steps=int(steps), seed=int(seed),
                   snippet_choice="snippet" if snippet is not None else "interpolate" if interpolate else "random",
-                  memory=manifest.lut is not None, guidance=run.plan.guidance)
+                  memory=manifest.lut is not None, guidance=run.plan.guidance, precision=run.plan.variant)
     _save_grid(run.images, save)
     return result

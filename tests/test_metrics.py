@@ -131,3 +131,18 @@ def test_eval_and_audit_tell_runs_from_bundles_with_one_resolver(tmp_path):
             with pytest.raises(EdgediffError, match=match) as err:
                 command(path, data="emoji")
             assert one_line(str(err.value)) and "RUN_DIR" in str(err.value) and "BUNDLE_DIR" in str(err.value)
+
+
+def test_eval_scores_the_precision_asked_for_and_records_it(bundle, run_dir):
+    """`eval --precision` scores a bundle's fp32 or int8 denoiser (what `sample --precision` would run) and the
+    JSON says which ran; a run has only its torch model, so the flag is refused there in one line."""
+    from reliability_support import one_line
+
+    from edgediff.errors import EdgediffError
+    from edgediff.evaluate import eval_command
+
+    scores = {p: eval_command(bundle, n=4, steps=2, seed=0, precision=p) for p in ("fp32", "int8")}
+    assert {p: r["precision"] for p, r in scores.items()} == {"fp32": "fp32", "int8": "int8"}  # the plan's variant
+    with pytest.raises(EdgediffError) as e:
+        eval_command(run_dir, n=4, steps=2, precision="int8")
+    assert one_line(str(e.value)) and "--precision" in str(e.value) and "BUNDLE_DIR" in str(e.value)

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     from edgediff.lut import decode, lut_bytes, mean_cosine, train_pq
     from edgediff.memory import load_run_bank
     from edgediff.metrics import evaluate, quality_fields
-    from edgediff_export import export_run
+    from edgediff_export import ExportOptions, export_run
 
     keep = a.workdir is not None
     work = a.workdir or Path(tempfile.mkdtemp(prefix="edgediff-bench-export-"))
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         export_s = None
         if not (bundle / "manifest.json").is_file():
             t0 = time.perf_counter()
-            export_run(run, bundle, int8=True, lut_bytes=8, profile=True, log=print)
+            export_run(run, bundle, ExportOptions(int8=True, lut_bytes=8, profile=True), log=print)
             export_s = time.perf_counter() - t0
             (work / "export_s.txt").write_text(str(export_s))
         elif (work / "export_s.txt").is_file():

@@ -268,23 +268,16 @@ def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path, ha
 def export_bench_bundle(run_dir: str, out: str, int8: bool, lean_profile: bool = False, ort: bool = False) -> dict:
     """`edgediff export` (fresh process) with a calibration set cut to one row per timestep in CALIB_TIMESTEPS and
     cell, and parity checked at one timestep: the 512 px full-image model cannot calibrate on 1024 rows here."""
-    import numpy as np
+    from edgediff_export import ExportOptions, export_run
 
-    import edgediff_export.bundle_writer as bw
-    import edgediff_export.quantize as q
-    from edgediff_export import export_run
-
-    if lean_profile:  # the time-boxed full run: profile only the lean mode the budget-floor rows use
-        from edgediff.runtime.profile import measure_profile
-
-        bw.measure_profile_hook = lambda stage, manifest: measure_profile(stage, manifest, modes=("lean",))
-    q.CALIB_TIMESTEPS = np.asarray(CALIB_TIMESTEPS, dtype=np.int64)
-    q.CALIB_ROWS = len(CALIB_TIMESTEPS)
-    bw.PARITY_TIMESTEPS = (500,)
+    # lean_profile: the time-boxed full run profiles only the lean mode the budget-floor rows use
+    options = ExportOptions(int8=int8, profile=not ort, int8_measure=False, calib_timesteps=CALIB_TIMESTEPS,
+                            calib_rows=len(CALIB_TIMESTEPS), parity_timesteps=(500,),
+                            profile_modes=("lean",) if lean_profile else None)
     t0 = time.perf_counter()
-    res = export_run(run_dir, out, int8=int8, profile=not ort, int8_measure=False, log=lambda s: None)
+    res = export_run(run_dir, out, options)
     if ort:  # the ONNX bundle stays (the analytic floor reads its graph); the probes run its ORT-format copy
-        res = export_run(out, f"{out}_ort", ort_format=True, profile=True, log=lambda s: None)
+        res = export_run(out, f"{out}_ort", ExportOptions(ort_format=True, profile_modes=options.profile_modes))
     return {"export_s": round(time.perf_counter() - t0, 1), "params": res.manifest.params}
 
 

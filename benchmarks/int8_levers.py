@@ -174,7 +174,7 @@ def main() -> None:
                 "how": f"edgediff export {DEFAULT_BUNDLE.name} --out BUNDLE --int8 (the 'diffusion' recipe), then "
                        "this benchmark: the manifest's quality.int8 and memory profile, and fp32 vs int8 ms per "
                        "call with calls taken alternately in one process",
-                "int8": m.quality["int8"], "files": {r: e.bytes for r, e in m.files.items()},
+                "int8": m.quality.int8, "files": {r: e.bytes for r, e in m.files.items()},
                 "resident_mb": {k: v.resident_mb for k, v in m.memory_profile.variants.items()},
                 "speed": alternating_speed(Path(a.shipped))}
         print(json.dumps(body["speed"], indent=1))

@@ -516,7 +516,7 @@ def parity_rows(work: Path) -> dict:
         if (bundle / "manifest.json").is_file():
             m = read_manifest(bundle)
             rows.append({"resolution": m.image_size, "grid": m.grid, "cell_px": m.patch_size,
-                         **m.quality.get("parity_fp32", {})})
+                         **(m.quality.parity_fp32 or {})})
     rows.sort(key=lambda r: (r["resolution"], r["grid"]))
     return {"benchmark": "export_parity", "machine": machine_info(),
             "how": "read from the manifests of the peak_memory bundles (untrained default-width UNets), as written by "

@@ -17,9 +17,8 @@ from typing import Callable
 import numpy as np
 
 import edgediff
-from edgediff.bundle import (FILES, SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, TensorSpec, file_entry,
-                             staging_dir,
-                             write_bundle)
+from edgediff.bundle import (FILES, SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, Quality, TensorSpec,
+                             file_entry, staging_dir, write_bundle)
 from edgediff.errors import EdgediffError
 from edgediff.images import atomic_write_bytes
 from edgediff.lut import mean_cosine, train_pq
@@ -149,14 +148,14 @@ def _run_manifest(stage: Path, specs: tuple[list[TensorSpec], list[TensorSpec]],
     return Manifest(
         schema_version=SCHEMA_VERSION, image_size=config.image_size, channels=config.channels, grid=config.grid,
         patch_size=config.patch_size, snippet_dim=config.snippet_dim, backbone=config.backbone,
-        params=count_params(model), schedule=schedule.to_dict(),
+        params=count_params(model), schedule=schedule,
         prediction=schedule.prediction, inputs=inputs, outputs=outputs,
         files={role: file_entry(stage, rel) for role, rel in files.items()}, lut=lut, memory_profile=None,
-        model_config=config.to_dict(),
+        model_config=config,
         training={"run_dir": str(run_dir.resolve()), "step": int(meta.get("step", 0)),
                   "data": meta.get("train", {}).get("data"), "memory": lut is not None,
                   "settings": meta.get("train", {}), "command": _train_command(meta)},
-        quality=quality,
+        quality=Quality(**quality),
         sampling=sampling,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         edgediff_version=edgediff.__version__,

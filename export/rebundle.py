@@ -52,14 +52,16 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
         files = {role: e.path for role, e in m.files.items() if not (int8 and role == "denoiser_int8")}
         for role, rel in files.items():
             shutil.copy(resolve(bundle_dir, m.files[role]), stage / rel)
-        quality = {k: v for k, v in m.quality.items() if k != "ort_format" and not (int8 and k == "int8")}
+        quality = replace(m.quality, ort_format=None)
         if int8:
             meta = {"train": {"data": m.training.get("data") or "emoji"}}
-            quality["int8"] = build_int8(stage / files["denoiser_fp32"], stage / FILES["denoiser_int8"], data, config,
-                                         meta, options, guidance=sampling.get("guidance", 1.0), log=log)
+            quality = replace(quality, int8=build_int8(stage / files["denoiser_fp32"], stage / FILES["denoiser_int8"],
+                                                       data, config, meta, options,
+                                                       guidance=sampling.get("guidance", 1.0), log=log))
             files["denoiser_int8"] = FILES["denoiser_int8"]
         if options.ort_format:
-            quality["ort_format"] = to_ort_format(stage, files, parity_inputs(data, config, options), log)
+            quality = replace(quality, ort_format=to_ort_format(stage, files, parity_inputs(data, config, options),
+                                                                log))
         manifest = replace(m, files={role: file_entry(stage, rel) for role, rel in files.items()}, quality=quality,
                            sampling=sampling, memory_profile=None, edgediff_version=edgediff.__version__,
                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))

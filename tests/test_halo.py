@@ -194,6 +194,6 @@ def test_a_trained_halo_run_exports_with_int8_and_samples(tmp_path):
     res = export_run(run, tmp_path / "bundle", ExportOptions(int8=True, profile=False, guidance=2.0))
     m = res.manifest
     assert m.halo == 2 and m.inputs[0].shape == ["batch", 4, 12, 12] and "denoiser_int8" in m.files
-    assert m.quality["int8"]["psnr_vs_fp32_db"] > 0
+    assert m.quality.int8["psnr_vs_fp32_db"] > 0
     out = sample_bundle(tmp_path / "bundle", n=2, steps=3, seed=0, precision="int8")
     assert out.images.shape == (2, 16, 16, 3)

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, run_fresh, write_json
 from edgediff.data import load_dataset, to_uint8
 from edgediff.runtime.sampler import DEFAULT_BUNDLE
 from edgediff.sampling import sample_loop
@@ -48,9 +46,7 @@ SPEED_CELLS = (1, 16)
 
 def speed(path: Path, mode: str, cells: int) -> float:
     """ms per call in a fresh process, through the profiler's own measurement (the planner's numbers)."""
-    cmd = [sys.executable, "-m", "edgediff.runtime.profile", "--one", str(path), "--mode", mode, "--cells", str(cells)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_call"]
+    return run_fresh("edgediff.runtime.profile", ["--one", path, "--mode", mode, "--cells", cells])["ms_per_call"]
 
 
 def speeds(path: Path) -> dict:

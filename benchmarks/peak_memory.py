@@ -36,13 +36,12 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json, save_figure
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, emit, machine_info, run_fresh, write_json, save_figure
 from edgediff.runtime import rss  # stdlib only, so the interpreter baseline stays torch- and numpy-free
 from edgediff.units import MIB
 
@@ -56,11 +55,6 @@ DIFFUSERS_UNET = dict(block_out_channels=(64, 128, 128), layers_per_block=1, dow
                       norm_num_groups=32, in_channels=3, out_channels=3)
 CALIB_TIMESTEPS = (800, 200)  # int8 calibration of the benchmark bundles: one row per timestep and cell
 JSON_NAME = "peak_memory.json"
-MARK = "@@RESULT@@"
-
-
-def _emit(d: dict) -> None:
-    print(MARK + json.dumps(d), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,13 +195,8 @@ def probe_edgediff(bundle: str, precision: str, steps: int, budget_mb: float | N
 
 
 def run_probe(args: list[str], timeout: float = 3600) -> dict:
-    """`python -m benchmarks.peak_memory --probe ...` in a fresh process; its result line parsed back."""
-    cmd = [sys.executable, "-m", "benchmarks.peak_memory", *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
-    for line in p.stdout.splitlines():
-        if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
-    raise RuntimeError(f"probe {' '.join(args)} failed (exit {p.returncode}): {p.stderr.strip()[-800:]}")
+    """`python -m benchmarks.peak_memory --probe ...` in a fresh process; its result parsed back."""
+    return run_fresh("benchmarks.peak_memory", args, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -561,16 +550,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="export bundles with the lean-mode memory profile only (faster; the planner then plans lean)")
     a = ap.parse_args(argv)
     if a.probe == "diffusers":
-        _emit(probe_diffusers(a.resolution, a.steps, a.threads))
+        emit(probe_diffusers(a.resolution, a.steps, a.threads))
         return 0
     if a.probe == "floor":
-        _emit(probe_floor(a.bundle, a.precision, a.steps, a.threads))
+        emit(probe_floor(a.bundle, a.precision, a.steps, a.threads))
         return 0
     if a.probe == "edgediff":
-        _emit(probe_edgediff(a.bundle, a.precision, a.steps, a.budget_mb, a.threads))
+        emit(probe_edgediff(a.bundle, a.precision, a.steps, a.budget_mb, a.threads))
         return 0
     if a.probe == "export":
-        _emit(export_bench_bundle(a.run, a.bundle, a.int8, a.lean_profile, a.ort))
+        emit(export_bench_bundle(a.run, a.bundle, a.int8, a.lean_profile, a.ort))
         return 0
 
     s = dict(QUICK if a.quick else FULL)

@@ -11,7 +11,9 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from benchmarks.common import run_fresh  # noqa: E402
-from benchmarks.peak_memory import MIB, floor_mb, live_activation_peak, summarize as summarize_peak  # noqa: E402
+from benchmarks.peak_floor import floor_mb, live_activation_peak  # noqa: E402
+from benchmarks.peak_report import summarize as summarize_peak  # noqa: E402
+from edgediff.units import MIB  # noqa: E402
 from benchmarks.quality import plan_rows, summarize as summarize_quality  # noqa: E402
 
 

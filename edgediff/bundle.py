@@ -21,7 +21,7 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -381,7 +381,7 @@ def _geometry(raw: dict) -> dict[str, Any]:
             "halo": _int(raw, "halo", 0, patch) if "halo" in raw else 0}
 
 
-def _model_value(mc: dict, f, w: str) -> None:
+def _model_value(mc: dict, f: Field, w: str) -> None:
     """One key of manifest.model_config, held to the type of its ModelConfig default."""
     default = f.default_factory() if f.default is MISSING else f.default
     if isinstance(default, tuple):

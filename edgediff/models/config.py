@@ -8,9 +8,10 @@ from edgediff.interface import CellGeometry
 from edgediff.patches import patch_size
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a denoiser's architecture.
+    """Everything needed to rebuild a denoiser's architecture. Frozen: a checkpoint and a bundle manifest
+    (`Manifest.model_config`) each hold one, and nothing may change it behind the weights it describes.
 
     The network sees `patch` (C×p×p), `global_content` (C×p×p), `timestep`, `position` (one-hot, grid²) and
     `snippet` (memory-bank vector; zeros = null condition). grid = 1 is the full-image baseline. With `halo` m > 0

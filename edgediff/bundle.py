@@ -26,7 +26,7 @@ from typing import Any
 
 from edgediff.errors import EdgediffError
 from edgediff.files import sha256_file
-from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, CellGeometry, input_specs, output_specs
+from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, HasCellGeometry, input_specs, output_specs
 from edgediff.models.config import ModelConfig
 from edgediff.schedule import Schedule
 
@@ -122,7 +122,7 @@ class Quality:
 
 
 @dataclass
-class Manifest:
+class Manifest(HasCellGeometry):
     schema_version: int
     image_size: int
     channels: int
@@ -157,14 +157,6 @@ class Manifest:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
-
-    @property
-    def num_cells(self) -> int:
-        return self.grid * self.grid
-
-    @property
-    def geometry(self) -> CellGeometry:
-        return CellGeometry(self.image_size, self.channels, self.grid, self.halo)
 
     def noise_schedule(self) -> Schedule:
         """The numpy `Schedule` the bundle was trained with (kind and T were validated by parse_manifest)."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgediff.data import write_square_images
-from benchmarks.common import SHARED_CPU_NOTE, machine_info, write_json, RESULTS
+from benchmarks.common import SHARED_CPU_NOTE, machine_info, run_fresh, write_json, RESULTS
 
 BUNDLES = {
     # resolution: (grid, dim, mults, n, steps)
@@ -57,11 +57,8 @@ except BudgetError as e:
 
 
 def fresh(args: dict) -> dict:
-    """One sampling run in a new interpreter; its JSON line back."""
-    out = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(args)], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"sampling run failed: {out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """One sampling run in a new interpreter (the DRIVER: only what `edgediff sample` imports); its JSON line back."""
+    return run_fresh(None, [json.dumps(args)], code=DRIVER)
 
 
 def make_bundle(work: Path, size: int, spec: dict) -> Path:

@@ -1,4 +1,5 @@
-"""Helpers every benchmark shares: what machine and packages a result was measured on, and atomic JSON output.
+"""Helpers every benchmark shares: what machine and packages a result was measured on, atomic JSON output, and
+the one way to measure something in a fresh process (`run_fresh` in the parent, `emit` in the child).
 
 Results are only comparable when their context is recorded, and this machine's 2 cores are shared, so every
 result JSON carries the date, CPU, core count, load average and package versions next to its settings.
@@ -10,10 +11,15 @@ import datetime as _dt
 import json
 import os
 import platform
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+MARK = "@@RESULT@@"  # starts the line a child hands its result back on
 SHARED_CPU_NOTE = (
     "CPU timings are noisy: the 2 cores of this machine are shared with other jobs (see load_average)."
 )
@@ -78,3 +84,43 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def emit(result: dict) -> None:
+    """Hand `result` back to the `run_fresh` that started this process: one marked line on stdout, so nothing else
+    the child prints (progress, library chatter) can be taken for it."""
+    print(MARK + json.dumps(result), flush=True)
+
+
+def _result(stdout: str, exited_ok: bool) -> dict | None:
+    """The child's last `emit` line; without one, the last line of a child that exited cleanly (the edgediff
+    profiler's `--one` prints its JSON that way)."""
+    lines = stdout.strip().splitlines()
+    marked = [ln[len(MARK):] for ln in lines if ln.startswith(MARK)]
+    text = marked[-1] if marked else (lines[-1] if lines and exited_ok else "")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def run_fresh(module: str | None, args: Sequence[str] = (), *, code: str | None = None,
+              env: Mapping[str, str] | None = None, timeout: float | None = None) -> dict:
+    """Run `python -m module ARGS` (or `python -c code ARGS`) in a fresh interpreter from the repository root and
+    return the JSON result it prints (`emit`). `env` is added to this process's environment.
+
+    Why fresh: memory figures are the kernel's peak RSS of a whole process (VmHWM), and a process that already
+    imported torch or ran another model carries that heap with it. A result, once emitted, counts even if the child
+    then exits non-zero (a crash at interpreter teardown does not undo a measurement); without one this raises
+    RuntimeError naming the command, its exit status and the tail of its stderr."""
+    if (module is None) == (code is None):
+        raise ValueError("run_fresh needs a module or code, exactly one of them")
+    cmd = [sys.executable, *(["-m", module] if module is not None else ["-c", code]), *map(str, args)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                       env=None if env is None else {**os.environ, **env})
+    result = _result(p.stdout, p.returncode == 0)
+    if result is None:
+        what = f"python -m {module}" if module is not None else "python -c <driver>"
+        tail = p.stderr.strip()[-2000:] or "(nothing on stderr)"
+        raise RuntimeError(f"{what} {' '.join(map(str, args))[:300]} failed (exit {p.returncode}): {tail}")
+    return result

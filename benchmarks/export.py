@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     from edgediff.lut import decode, lut_bytes, mean_cosine, train_pq
     from edgediff.memory import load_run_bank
     from edgediff.metrics import evaluate, quality_fields
-    from edgediff_export import export_run
+    from edgediff_export import ExportOptions, export_run
 
     keep = a.workdir is not None
     work = a.workdir or Path(tempfile.mkdtemp(prefix="edgediff-bench-export-"))
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         export_s = None
         if not (bundle / "manifest.json").is_file():
             t0 = time.perf_counter()
-            export_run(run, bundle, int8=True, lut_bytes=8, profile=True, log=print)
+            export_run(run, bundle, ExportOptions(int8=True, lut_bytes=8, profile=True), log=print)
             export_s = time.perf_counter() - t0
             (work / "export_s.txt").write_text(str(export_s))
         elif (work / "export_s.txt").is_file():
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
                 "resident_mb": prof[v].resident_mb, "activation_mb": prof[v].activation_mb,
                 "fd_lite0": results[f"{v}_float"]["fd_lite0"], "kid": results[f"{v}_float"]["kid"],
             }
-        q8 = m.quality["int8"]
+        q8 = m.quality.int8
         variants["int8"].update(
             rel_error_vs_fp32=q8["rel_error"], max_abs_error_vs_fp32=q8["max_abs"], method=q8["method"],
             preset=q8["preset"], speedup_vs_fp32={str(c): inter[c]["fp32"] / inter[c]["int8"] for c in inter},
@@ -225,9 +225,9 @@ def main(argv: list[str] | None = None) -> None:
                          "ms_per_call": "median of 20 interleaved fp32/int8 calls of 4 cells in one process",
                          "lut_train": "k-means (k-means++ init, 25 Lloyd iterations, seed) per sub-space on the "
                                       "whole bank", "int8": {k: q8[k] for k in q8 if k not in ("max_abs", "rel_error")}},
-            "run": {"dir": str(a.run), "step": m.training["step"], "model": m.model_config, "params": m.params,
+            "run": {"dir": str(a.run), "step": m.training["step"], "model": m.model_config.to_dict(), "params": m.params,
                     "bank_entries": int(len(bank)), "snippet_dim": dim, "data": m.training["data"]},
-            "export_s": export_s, "parity_fp32_max_abs": m.quality["parity_fp32"]["max_abs"],
+            "export_s": export_s, "parity_fp32_max_abs": m.quality.parity_fp32["max_abs"],
             "fp32": variants["fp32"], "int8": variants["int8"],
             "lut": lut, "float_bank_fd_lite0": ref["fd_lite0"],
             "device_int8_lut8_fd_lite0": None if np.isnan(device["fd_lite0"]) else device["fd_lite0"],

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, run_fresh, write_json
 from edgediff.data import load_dataset
 from edgediff.images import to_uint8
 from edgediff.runtime.sampler import DEFAULT_BUNDLE
@@ -54,9 +52,7 @@ SPEED_CELLS = (1, 16)
 
 def speed(path: Path, mode: str, cells: int) -> float:
     """ms per call in a fresh process, through the profiler's own measurement (the planner's numbers)."""
-    cmd = [sys.executable, "-m", "edgediff.runtime.profile", "--one", str(path), "--mode", mode, "--cells", str(cells)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_call"]
+    return run_fresh("edgediff.runtime.profile", ["--one", path, "--mode", mode, "--cells", cells])["ms_per_call"]
 
 
 def speeds(path: Path) -> dict:
@@ -181,7 +177,7 @@ def main() -> None:
                 "how": f"edgediff export {DEFAULT_BUNDLE.name} --out BUNDLE --int8 (the 'diffusion' recipe), then "
                        "this benchmark: the manifest's quality.int8 and memory profile, and fp32 vs int8 ms per "
                        "call with calls taken alternately in one process",
-                "int8": m.quality["int8"], "files": {r: e.bytes for r, e in m.files.items()},
+                "int8": m.quality.int8, "files": {r: e.bytes for r, e in m.files.items()},
                 "resident_mb": {k: v.resident_mb for k, v in m.memory_profile.variants.items()},
                 "speed": alternating_speed(Path(a.shipped))}
         print(json.dumps(body["speed"], indent=1))

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import SHARED_CPU_NOTE, machine_info, write_json
+from benchmarks.common import SHARED_CPU_NOTE, emit, machine_info, run_fresh, write_json
 from edgediff.runtime.profile import measure_one
 from edgediff.runtime.sampler import DEFAULT_BUNDLE
 from edgediff.runtime.session import MODES
@@ -38,9 +36,7 @@ CELLS = 16
 
 
 def fresh(path: Path, mode: str, option: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.lean_loading", "--one", str(path), "--mode", mode, "--option", option]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_fresh("benchmarks.lean_loading", ["--one", path, "--mode", mode, "--option", option])
 
 
 def models(work: Path, bundle: Path) -> dict[str, Path]:
@@ -77,7 +73,7 @@ def main() -> None:
     ap.add_argument("--option", default="none", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(measure_one(a.one, MODES[a.mode].with_(config=OPTIONS[a.option]), CELLS)))
+        emit(measure_one(a.one, MODES[a.mode].with_(config=OPTIONS[a.option]), CELLS))
         return
     rows = []
     with tempfile.TemporaryDirectory() as d:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, emit, machine_info, run_fresh, write_json
 from edgediff.runtime import rss as proc_rss  # stdlib only: importing it adds nothing to the RSS it measures
 
 WARMUP = 5
@@ -161,12 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         a.images, a.steps = 40, 5
     bundle = pick_bundle(a.bundle)
     if not a.child:  # measure in a fresh interpreter that never imported torch or matplotlib
-        with tempfile.TemporaryDirectory() as tmp:
-            raw = Path(tmp) / "raw.json"
-            subprocess.run([sys.executable, "-m", "benchmarks.longrun", "--child", "--bundle", str(bundle),
-                            "--images", str(a.images), "--steps", str(a.steps), "--modes", a.modes,
-                            "--json", str(raw)], check=True)
-            measured = json.loads(raw.read_text())
+        measured = run_fresh("benchmarks.longrun", ["--child", "--bundle", bundle, "--images", a.images,
+                                                    "--steps", a.steps, "--modes", a.modes])
         manifest = json.loads((bundle / "manifest.json").read_text())
         body = {
             "benchmark": "longrun",
@@ -191,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(+{run['peak_change_after_warmup_mb']} after warm-up), {run['s_per_image']} s/image")
         print(f"wrote {path}")
         return 0
-    measured = measure(bundle, a.images, a.steps, tuple(a.modes.split(",")))
-    Path(a.json).write_text(json.dumps(measured))
+    emit(measure(bundle, a.images, a.steps, tuple(a.modes.split(","))))
     return 0
 
 

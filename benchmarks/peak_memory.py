@@ -10,21 +10,16 @@ planner's own floor for that bundle (+1 MiB), asked for first in a separate proc
 budget edgediff accepts", and the planner then picks its lean plan. The probe only observes: it reads the figures
 the runtime reports of itself (SampleResult.phases: RSS right after loading, load time, each step's time, the
 sampling phase's own peak). Bundles are exported by the project's exporter from an untrained model of
-the benchmark widths (memory and speed do not depend on training); the int8 calibration set is cut to a few rows,
-because the values it calibrates do not change the graph, only its scales.
+the benchmark widths (peak_setup.py: memory and speed do not depend on training).
 
 diffusers rows: `UNet2DModel` (conv only: DownBlock2D/UpBlock2D, no mid attention, scale-shift time conditioning,
 which is what edgediff's ResBlocks do) with widths chosen so its parameter count is within 5% of edgediff's
 full-image model, + `DDIMScheduler`, 20 steps, batch 1, torch CPU, under `torch.inference_mode()`.
 
-The analytic floor of an edgediff configuration (MiB):
-    baseline RSS of the process before the model loads (measured in that same run: interpreter, numpy,
-    onnxruntime, pillow, the CLI)
-  + resident weights (bytes of the ONNX file's initializers)
-  + two image buffers (x_t and x_{t-1}: 2 × C × H × W × 4 bytes)
-  + the largest set of simultaneously live activation tensors of one cell at batch 1: shapes from
-    onnx.shape_inference, a liveness pass over the topologically ordered nodes (a tensor lives from the node that
-    makes it to its last reader; tensors computable from initializers alone count as weights, not activations).
+The analytic floor of an edgediff configuration (peak_floor.py): baseline RSS + the ONNX file's initializers + two
+image buffers + the largest set of simultaneously live activations of one cell at batch 1. The summary, figure,
+README table and combining of parts are in peak_report.py; this file holds the probes (each run in a fresh process
+through benchmarks.common.run_fresh) and the driver.
 
     python -m benchmarks.peak_memory            # full: ≈ 40-60 min on 2 shared cores (exports 16 bundles)
     python -m benchmarks.peak_memory --quick    # 64 and 128 px, grids 1 and 2: a few minutes
@@ -37,31 +32,26 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json, save_figure
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, emit, machine_info, run_fresh, write_json
+from benchmarks.peak_floor import floor_mb, live_activation_peak
+from benchmarks.peak_report import combine, load_existing, markdown, parity_rows, plot, summarize
+from benchmarks.peak_setup import (CALIB_TIMESTEPS, STEPS, WIDTHS, export_bench_bundle, make_data_folder,
+                                   make_untrained_run)
 from edgediff.runtime import rss  # stdlib only, so the interpreter baseline stays torch- and numpy-free
 from edgediff.units import MIB
 
-STEPS = 20
-WIDTHS = dict(dim=64, mults=(1, 2, 2), num_res_blocks=1)  # edgediff's default UNet widths (~4.5M parameters)
 FULL = dict(resolutions=[64, 128, 256, 512], grids=[1, 2, 4, 8], precisions=["fp32", "int8"], auto_at=[512])
 QUICK = dict(resolutions=[64, 128], grids=[1, 2], precisions=["fp32", "int8"], auto_at=[])
 # diffusers widths matched to WIDTHS (parameter counts are compared and recorded in every row)
 DIFFUSERS_UNET = dict(block_out_channels=(64, 128, 128), layers_per_block=1, down_block_types=("DownBlock2D",) * 3,
                       up_block_types=("UpBlock2D",) * 3, add_attention=False, resnet_time_scale_shift="scale_shift",
                       norm_num_groups=32, in_channels=3, out_channels=3)
-CALIB_TIMESTEPS = (800, 200)  # int8 calibration of the benchmark bundles: one row per timestep and cell
 JSON_NAME = "peak_memory.json"
-MARK = "@@RESULT@@"
-
-
-def _emit(d: dict) -> None:
-    print(MARK + json.dumps(d), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,339 +163,12 @@ def probe_edgediff(bundle: str, precision: str, steps: int, budget_mb: float | N
 
 
 def run_probe(args: list[str], timeout: float = 3600) -> dict:
-    """`python -m benchmarks.peak_memory --probe ...` in a fresh process; its result line parsed back."""
-    cmd = [sys.executable, "-m", "benchmarks.peak_memory", *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
-    for line in p.stdout.splitlines():
-        if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
-    raise RuntimeError(f"probe {' '.join(args)} failed (exit {p.returncode}): {p.stderr.strip()[-800:]}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# benchmark bundles: untrained models of the benchmark widths, exported by the project's exporter
-
-
-def make_data_folder(root: Path, n: int = 8) -> Path:
-    """A handful of emoji as PNGs: the export's parity check and int8 calibration read the run's training data,
-    and the full emoji set at 512 px would be gigabytes."""
-    from edgediff.data import load_dataset
-    from edgediff.images import save_png
-
-    folder = root / "data"
-    if not folder.is_dir() or len(list(folder.glob("*.png"))) < n:
-        ds = load_dataset("emoji", 64)
-        for i in range(n):
-            save_png(ds.images[i * 37 % len(ds)], folder / f"{i:02d}.png")
-    return folder
-
-
-def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path, halo: int = 0) -> int:
-    """A run directory whose checkpoint holds an untrained model of WIDTHS at (resolution, grid); no memory bank.
-
-    The UNet zero-initialises its last convs (its output would be exactly 0); they get small random weights here so
-    the int8 calibration sees non-degenerate ranges, and every parameter a tiny jitter. Returns the parameter count.
-    """
-    import torch
-
-    from edgediff.checkpoint import latest_checkpoint, save_checkpoint
-    from edgediff.images import atomic_write_bytes
-    from edgediff.models import ModelConfig, build_model, count_params
-
-    config = ModelConfig(image_size=resolution, grid=grid, halo=halo, **WIDTHS)
-    torch.manual_seed(0)
-    model = build_model(config)
-    params = count_params(model)
-    if latest_checkpoint(run_dir) if run_dir.exists() else None:
-        return params
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1 and not p.abs().sum():
-                p.normal_(0.0, 0.02)
-            # untrained GroupNorm/bias vectors are identical (ones, zeros); the exporter de-duplicates identical
-            # initializers into one shared tensor, which the int8 quantiser refuses: jitter them as training would
-            p.add_(torch.randn_like(p) * 1e-3)
-    train = {"data": str(data), "image_size": resolution, "grid": grid, "memory": False, "steps": 0,
-             "note": "untrained: peak-memory benchmark bundle"}
-    meta = {"train": train, "model": config.to_dict(), "memory": {}}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "run.json", json.dumps(meta, indent=1).encode())
-    opt = torch.optim.AdamW(model.parameters())
-    import copy
-
-    save_checkpoint(run_dir, 0, model, copy.deepcopy(model), opt, dict(meta, losses=[]))
-    return params
-
-
-def export_bench_bundle(run_dir: str, out: str, int8: bool, lean_profile: bool = False, ort: bool = False) -> dict:
-    """`edgediff export` (fresh process) with a calibration set cut to one row per timestep in CALIB_TIMESTEPS and
-    cell, and parity checked at one timestep: the 512 px full-image model cannot calibrate on 1024 rows here."""
-    import numpy as np
-
-    import edgediff_export.bundle_writer as bw
-    import edgediff_export.quantize as q
-    from edgediff_export import export_run
-
-    if lean_profile:  # the time-boxed full run: profile only the lean mode the budget-floor rows use
-        from edgediff.runtime.profile import measure_profile
-
-        bw.measure_profile_hook = lambda stage, manifest: measure_profile(stage, manifest, modes=("lean",))
-    q.CALIB_TIMESTEPS = np.asarray(CALIB_TIMESTEPS, dtype=np.int64)
-    q.CALIB_ROWS = len(CALIB_TIMESTEPS)
-    bw.PARITY_TIMESTEPS = (500,)
-    t0 = time.perf_counter()
-    res = export_run(run_dir, out, int8=int8, profile=not ort, int8_measure=False, log=lambda s: None)
-    if ort:  # the ONNX bundle stays (the analytic floor reads its graph); the probes run its ORT-format copy
-        res = export_run(out, f"{out}_ort", ort_format=True, profile=True, log=lambda s: None)
-    return {"export_s": round(time.perf_counter() - t0, 1), "params": res.manifest.params}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the analytic floor
-
-
-def _const_derived(graph) -> set[str]:
-    """Names of tensors computable from initializers and Constant nodes alone (weights after constant folding)."""
-    known = {i.name for i in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" or (node.input and all((not x) or x in known for x in node.input)):
-            known.update(o for o in node.output if o)
-    return known
-
-
-def _tensor_bytes(vi) -> int | None:
-    import onnx
-
-    tt = vi.type.tensor_type
-    if not tt.HasField("shape"):
-        return None
-    n = 1
-    for d in tt.shape.dim:
-        if not d.HasField("dim_value"):
-            return None
-        n *= d.dim_value
-    return n * onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize
-
-
-def live_activation_peak(onnx_path: str | Path, batch: int = 1) -> dict:
-    """Largest sum of simultaneously live activation tensors (bytes) over the graph's topological order, batch 1."""
-    import onnx
-
-    model = onnx.load(str(onnx_path))
-    g = model.graph
-    for inp in list(g.input) + list(g.output):
-        for d in inp.type.tensor_type.shape.dim:
-            if d.HasField("dim_param"):
-                d.Clear()
-                d.dim_value = batch
-    del g.value_info[:]
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True).graph
-    sizes: dict[str, int] = {}
-    unknown = []
-    for vi in list(inferred.input) + list(inferred.value_info) + list(inferred.output):
-        b = _tensor_bytes(vi)
-        if b is not None:
-            sizes[vi.name] = b
-    weights = _const_derived(inferred)
-    init_bytes = sum(int(np_bytes(t)) for t in inferred.initializer)
-    last_use: dict[str, int] = {}
-    for i, node in enumerate(inferred.node):
-        for x in node.input:
-            if x:
-                last_use[x] = i
-    outputs = {o.name for o in inferred.output}
-    live: dict[str, int] = {}
-    for inp in inferred.input:
-        if inp.name not in weights:
-            live[inp.name] = sizes.get(inp.name, 0)
-    peak, peak_node = sum(live.values()), None
-    for i, node in enumerate(inferred.node):
-        for o in node.output:
-            if o and o not in weights:
-                if o not in sizes:
-                    unknown.append(o)
-                live[o] = sizes.get(o, 0)
-        cur = sum(live.values())
-        if cur > peak:
-            peak, peak_node = cur, f"{node.op_type}:{node.name}"
-        for x in set(node.input) | set(node.output):
-            if x in live and last_use.get(x, -1) <= i and x not in outputs:
-                del live[x]
-    return {"activation_peak_bytes": int(peak), "peak_node": peak_node, "initializer_bytes": int(init_bytes),
-            "unknown_shapes": len(unknown), "nodes": len(inferred.node)}
-
-
-def np_bytes(t) -> int:
-    import onnx
-
-    n = 1
-    for d in t.dims:
-        n *= d
-    return n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-
-
-def floor_mb(baseline_mb: float, graph: dict, resolution: int, channels: int = 3) -> float:
-    images = 2 * channels * resolution * resolution * 4
-    return baseline_mb + (graph["initializer_bytes"] + images + graph["activation_peak_bytes"]) / MIB
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# plot and summary
-
-
-def summarize(rows: list[dict]) -> dict:
-    """The issue's goals at 512 px, computed from the rows (whatever they show)."""
-    out: dict = {}
-    diff = {r["resolution"]: r for r in rows if r["tool"] == "diffusers" and "error" not in r}
-    ed = [r for r in rows if r["tool"] == "edgediff" and "error" not in r and r.get("budget") == "floor"]
-    for res in sorted({r["resolution"] for r in ed}):
-        d = diff.get(res)
-        at = [r for r in ed if r["resolution"] == res]
-        if not at:
-            continue
-        best = min(at, key=lambda r: r["peak_mb"])
-        s = {"lowest_peak": {k: best[k] for k in ("grid", "precision", "peak_mb", "floor_mb", "measured_over_floor")}}
-        if d:
-            s["diffusers_peak_mb"] = d["peak_mb"]
-            s["peak_ratio_lowest_vs_diffusers"] = round(best["peak_mb"] / d["peak_mb"], 4)
-            fp = [r for r in at if r["precision"] == "fp32" and r.get("s_per_step")]
-            if fp:
-                fastest = min(fp, key=lambda r: r["s_per_step"])
-                s["fastest_fp32"] = {k: fastest[k] for k in ("grid", "s_per_step", "peak_mb")}
-                s["time_ratio_fastest_fp32_vs_diffusers"] = round(fastest["s_per_step"] / d["s_per_step"], 3)
-        out[str(res)] = s
-    for r in ed:  # the halo cells' cost against diffusers (benchmarks/seams.py joins these rows)
-        d = diff.get(r["resolution"])
-        if d and r.get("s_per_step") and r.get("halo", 0) > 0:
-            out.setdefault(f"{r['resolution']}_halo", {})[f"grid{r['grid']}_halo{r['halo']}_{r['precision']}"] = {
-                "peak_mb": r["peak_mb"], "peak_ratio_vs_diffusers": round(r["peak_mb"] / d["peak_mb"], 4),
-                "s_per_step": r["s_per_step"], "time_ratio_vs_diffusers": round(r["s_per_step"] / d["s_per_step"], 3)}
-    auto = [r for r in rows if r["tool"] == "edgediff" and r.get("budget") == "none" and "error" not in r]
-    for r in auto:
-        d = diff.get(r["resolution"])
-        if d and r.get("s_per_step"):
-            out.setdefault(f"{r['resolution']}_no_budget", {})[f"grid{r['grid']}_{r['precision']}"] = {
-                "peak_mb": r["peak_mb"], "s_per_step": r["s_per_step"],
-                "time_ratio_vs_diffusers": round(r["s_per_step"] / d["s_per_step"], 3)}
-    return out
-
-
-def plot(body: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in body["rows"] if "error" not in r]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    markers = {1: "o", 2: "s", 4: "^", 8: "D"}
-    for prec, ls in (("fp32", "-"), ("int8", ":")):
-        for g in sorted({r["grid"] for r in rows if r["tool"] == "edgediff"}):
-            pts = sorted((r["resolution"], r["peak_mb"], r["s_per_step"]) for r in rows if r["tool"] == "edgediff"
-                         and r["grid"] == g and r["precision"] == prec and r.get("budget") == "floor")
-            if pts:
-                label = f"edgediff {prec} grid {g}" + (" (full image)" if g == 1 else "")
-                axes[0].plot([p[0] for p in pts], [p[1] for p in pts], ls, marker=markers.get(g, "x"), label=label)
-                axes[1].plot([p[0] for p in pts], [p[2] for p in pts], ls, marker=markers.get(g, "x"), label=label)
-    pts = sorted((r["resolution"], r["peak_mb"], r["s_per_step"]) for r in rows if r["tool"] == "diffusers")
-    if pts:
-        for ax, k in ((axes[0], 1), (axes[1], 2)):
-            ax.plot([p[0] for p in pts], [p[k] for p in pts], "k-", lw=2.5, marker="*", ms=10,
-                    label="diffusers UNet2DModel (torch)")
-    fl = sorted({(r["resolution"], r["floor_mb"]) for r in rows if r["tool"] == "edgediff" and r["grid"] == 8
-                 and r["precision"] == "fp32" and r.get("floor_mb")})
-    if fl:
-        axes[0].plot([p[0] for p in fl], [p[1] for p in fl], color="grey", ls="--", label="analytic floor, fp32 grid 8")
-    for ax, title in ((axes[0], "process peak RSS (MiB, log)"), (axes[1], "seconds per DDIM step (log)")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks([64, 128, 256, 512])
-        ax.set_xticklabels(["64", "128", "256", "512"])
-        ax.set_xlabel("resolution (px)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=6.5, ncol=2)
-    params = body.get("params", {})
-    steps = sorted({r.get("steps", STEPS) for r in rows})
-    fig.suptitle(f"batch 1, {'/'.join(map(str, steps))} DDIM steps (per row in the JSON), each configuration a fresh process; edgediff "
-                 f"{params.get('edgediff_full_image', '?')} params vs diffusers {params.get('diffusers', '?')}; "
-                 "edgediff at the smallest budget its planner accepts", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    """`python -m benchmarks.peak_memory --probe ...` in a fresh process; its result parsed back."""
+    return run_fresh("benchmarks.peak_memory", args, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # driver
-
-
-def markdown(body: dict) -> str:
-    """The README's headline table: per resolution, diffusers vs edgediff's full image (grid 1) and its leanest grid."""
-    rows = [r for r in body["rows"] if "error" not in r]
-    diff = {r["resolution"]: r for r in rows if r["tool"] == "diffusers"}
-    ed = [r for r in rows if r["tool"] == "edgediff" and r.get("budget") == "floor"]
-    out = ["| px | tool | grid | precision | peak MiB | floor MiB | peak / floor | s / step | params |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    for res in sorted({r["resolution"] for r in rows}):
-        d = diff.get(res)
-        if d:
-            out.append(f"| {res} | diffusers (torch) | 1 | fp32 | {d['peak_mb']:.0f} | | | {d['s_per_step']:.2f} | "
-                       f"{d['params'] / 1e6:.2f}M |")
-        for r in sorted((r for r in ed if r["resolution"] == res), key=lambda r: (r["grid"], r["precision"])):
-            out.append(f"| {res} | edgediff | {r['grid']} | {r['precision']} | {r['peak_mb']:.0f} | {r['floor_mb']:.0f} | "
-                       f"{r['measured_over_floor']:.2f} | {r['s_per_step']:.2f} | {r['params'] / 1e6:.2f}M |")
-    return "\n".join(out)
-
-
-def row_key(r: dict) -> tuple:
-    return (r["tool"], r["resolution"], r["grid"], r["precision"], r.get("budget"))
-
-
-def combine(paths: list[Path], name: str) -> int:
-    """One result file from parts measured at different times (each part keeps its own machine record)."""
-    rows: dict[tuple, dict] = {}
-    parts = []
-    body: dict = {}
-    for p in paths:
-        part = json.loads(p.read_text())
-        body = body or dict(part)
-        parts.append({"file": p.name, "machine": part.get("machine"), "machine_end": part.get("machine_end"),
-                      "rows": len(part.get("rows", [])), "settings": part.get("settings")})
-        body.setdefault("params", {}).update(part.get("params", {}))
-        for r in part.get("rows", []):
-            r = dict(r, measured_in=p.name)
-            rows[row_key(r)] = r
-    body["rows"] = sorted(rows.values(), key=lambda r: (r["tool"] != "diffusers", r["resolution"], r["grid"],
-                                                        r["precision"], r.get("budget") or ""))
-    body["parts"] = parts
-    body["machine"] = machine_info()
-    body["summary"] = summarize(body["rows"])
-    write_json(name, body)
-    plot(body, RESULTS / name.replace(".json", ".png"))
-    print(f"wrote {RESULTS / name} ({len(body['rows'])} rows from {len(paths)} parts)")
-    return 0
-
-
-def parity_rows(work: Path) -> dict:
-    """The exporter's own torch-vs-onnxruntime check (manifest quality.parity_fp32) of every benchmark bundle: how
-    far fp32 rounding goes as cells grow, the evidence behind export's size-aware parity bound."""
-    from edgediff.bundle import read_manifest
-
-    rows = []
-    for bundle in sorted(work.glob("bundle_*_g*")):
-        if (bundle / "manifest.json").is_file():
-            m = read_manifest(bundle)
-            rows.append({"resolution": m.image_size, "grid": m.grid, "cell_px": m.patch_size,
-                         **m.quality.get("parity_fp32", {})})
-    rows.sort(key=lambda r: (r["resolution"], r["grid"]))
-    return {"benchmark": "export_parity", "machine": machine_info(),
-            "how": "read from the manifests of the peak_memory bundles (untrained default-width UNets), as written by "
-                   "edgediff export: max |ORT - torch| over real inputs and the bound it was held to",
-            "rows": rows}
-
-
-def load_existing(name: str) -> dict | None:
-    p = RESULTS / name
-    return json.loads(p.read_text()) if p.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -540,16 +203,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="export bundles with the lean-mode memory profile only (faster; the planner then plans lean)")
     a = ap.parse_args(argv)
     if a.probe == "diffusers":
-        _emit(probe_diffusers(a.resolution, a.steps, a.threads))
+        emit(probe_diffusers(a.resolution, a.steps, a.threads))
         return 0
     if a.probe == "floor":
-        _emit(probe_floor(a.bundle, a.precision, a.steps, a.threads))
+        emit(probe_floor(a.bundle, a.precision, a.steps, a.threads))
         return 0
     if a.probe == "edgediff":
-        _emit(probe_edgediff(a.bundle, a.precision, a.steps, a.budget_mb, a.threads))
+        emit(probe_edgediff(a.bundle, a.precision, a.steps, a.budget_mb, a.threads))
         return 0
     if a.probe == "export":
-        _emit(export_bench_bundle(a.run, a.bundle, a.int8, a.lean_profile, a.ort))
+        emit(export_bench_bundle(a.run, a.bundle, a.int8, a.lean_profile, a.ort))
         return 0
 
     s = dict(QUICK if a.quick else FULL)

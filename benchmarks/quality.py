@@ -329,7 +329,7 @@ def run(s: dict, workdir: Path, threads: int, quick: bool, log=print, note: str 
         m = read_manifest(workdir / f"{r}_bundle")
         body["runs"][r].update(params=m.params, trained_steps=m.training.get("step"),
                                train_wall_s=train_walls.get(r), export_wall_s=export_walls.get(r),
-                               score_wall_s=score_walls.get(r), quality_at_export=m.quality)
+                               score_wall_s=score_walls.get(r), quality_at_export=m.quality.to_dict())
     return assemble(body, s, workdir, runs, name, log)
 
 
@@ -399,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = list(dict.fromkeys(r["run"] for r in plan_rows(s)))
         for r in runs:
             m = read_manifest(workdir / f"{r}_bundle")
-            body["runs"][r] = dict(params=m.params, trained_steps=m.training.get("step"), quality_at_export=m.quality)
+            body["runs"][r] = dict(params=m.params, trained_steps=m.training.get("step"),
+                                   quality_at_export=m.quality.to_dict())
         assemble(body, s, workdir, runs, name, log=lambda m: print(m, flush=True))
         return 0
     t0 = time.perf_counter()

@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, emit, machine_info, run_fresh, write_json
 
 JSON_NAME = "scaling.json"
 PNG_NAME = "scaling.png"
-MARK = "@@RESULT@@"
 FULL_TOKENS = [64, 128, 256, 512, 1024, 2048, 4096]
 QUICK_TOKENS = [64, 256, 1024]
 # ~equal parameter counts (unet ≈ 164k, dis ≈ 178k, dit ≈ 192k at 32 px, grid 2, snippet_dim 64)
@@ -106,20 +103,14 @@ def worker(path: str, tokens: int, dim: int, min_calls: int, min_seconds: float)
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - t0)
     peak = rss.peak_mb()
-    print(MARK + json.dumps({"cpu_ms_per_call": 1000 * float(np.median(cpu)),
-                             "wall_ms_median": 1000 * float(np.median(wall)), "wall_ms_min": 1000 * float(min(wall)),
-                             "calls": len(cpu), "baseline_mb": base, "peak_mb": peak,
-                             "activation_mb": peak - base, "reset_peak": reset_ok}), flush=True)
+    emit({"cpu_ms_per_call": 1000 * float(np.median(cpu)), "wall_ms_median": 1000 * float(np.median(wall)),
+          "wall_ms_min": 1000 * float(min(wall)), "calls": len(cpu), "baseline_mb": base, "peak_mb": peak,
+          "activation_mb": peak - base, "reset_peak": reset_ok})
 
 
 def run_worker(path: Path, tokens: int, dim: int, min_calls: int, min_seconds: float) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", str(path), "--worker-tokens", str(tokens),
-           "--dim", str(dim), "--min-calls", str(min_calls), "--min-seconds", str(min_seconds)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    for line in out.stdout.splitlines():
-        if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
-    raise RuntimeError(f"worker failed ({out.returncode}): {out.stderr[-2000:]}")
+    return run_fresh("benchmarks.scaling", ["--worker", path, "--worker-tokens", tokens, "--dim", dim,
+                                            "--min-calls", min_calls, "--min-seconds", min_seconds], timeout=3600)
 
 
 def fit_exponent(tokens: list[int], values: list[float]) -> float | None:

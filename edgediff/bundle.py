@@ -20,13 +20,15 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgediff.errors import EdgediffError
 from edgediff.files import sha256_file
-from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, CellGeometry, input_specs, output_specs
+from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, HasCellGeometry, input_specs, output_specs
+from edgediff.models.config import ModelConfig
+from edgediff.schedule import Schedule
 
 SCHEMA_VERSION = 1
 SCHEDULE_KINDS = ("cosine",)  # what edgediff.schedule.Schedule can rebuild on the device
@@ -38,6 +40,9 @@ FILES = {"denoiser_fp32": "denoiser.onnx", "denoiser_int8": "denoiser.int8.onnx"
          "lut_codes": "lut_codes.npy", "lut_codebooks": "lut_codebooks.npy"}
 FILE_ROLES = tuple(FILES)
 ROLE = {"fp32": "denoiser_fp32", "int8": "denoiser_int8"}  # precision variant → its denoiser's file role
+# Geometry written twice, at the top level (what the device reads) and in model_config (what rebuilds the network):
+# parse_manifest holds the two equal, so neither can silently disagree with the ONNX file the other describes.
+GEOMETRY_KEYS = ("image_size", "channels", "grid", "backbone", "snippet_dim", "halo")
 
 
 def variant_key(variant: str, mode: str) -> str:
@@ -97,8 +102,27 @@ class MemoryProfile:
     settings: dict[str, Any] = field(default_factory=dict)  # ORT settings the profile was measured with
 
 
+@dataclass(frozen=True)
+class Quality:
+    """manifest.quality: what export measured about the files it wrote. Every section is optional (a bundle without
+    int8 has no `int8`; older bundles lack newer sections); `other` keeps keys this version does not name (older
+    bundles' fd_lite0 figures), so `info` still prints them and a rebuilt bundle carries them over."""
+
+    parity_fp32: dict | None = None  # max_abs, rows, timesteps, tolerance: the fp32 ONNX against torch
+    int8: dict | None = None  # how the int8 file was made and what it changes (edgediff_export.int8_quality)
+    lut_mean_cosine: float | None = None  # the PQ lookup table's fidelity to the float bank
+    lut_bytes_per_entry: int | None = None
+    float_bank_bytes_per_entry: int | None = None
+    ort_format: dict | None = None  # saved_at, max_abs_vs_onnx: the .ort files against their .onnx
+    other: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        named = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "other"}
+        return {**{k: v for k, v in named.items() if v is not None}, **self.other}
+
+
 @dataclass
-class Manifest:
+class Manifest(HasCellGeometry):
     schema_version: int
     image_size: int
     channels: int
@@ -107,39 +131,36 @@ class Manifest:
     snippet_dim: int
     backbone: str
     params: int
-    schedule: dict
+    schedule: Schedule  # written as {kind, num_train_timesteps, prediction}
     prediction: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     files: dict[str, FileEntry]
     lut: LutSpec | None
     memory_profile: MemoryProfile | None
-    model_config: dict = field(default_factory=dict)
+    model_config: ModelConfig | None = None  # the network's architecture; None (written {}): hand-made bundles
     training: dict = field(default_factory=dict)  # the command that made it, steps, data
-    quality: dict = field(default_factory=dict)  # measured at export, e.g. FD-Lite0
+    quality: Quality = field(default_factory=Quality)
     # sampler defaults the exporter recommends, e.g. {"guidance": 3.0}; optional, so older bundles stay valid
     sampling: dict = field(default_factory=dict)
     created: str = ""
     edgediff_version: str = ""
     halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.interface); absent in older bundles = 0
 
+    def to_dict(self) -> dict:
+        """The manifest.json object: each typed section written back as the plain object it is read from."""
+        d = asdict(self)
+        d["schedule"] = self.schedule.to_dict()
+        d["model_config"] = {} if self.model_config is None else self.model_config.to_dict()
+        d["quality"] = self.quality.to_dict()
+        return d
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
-    @property
-    def num_cells(self) -> int:
-        return self.grid * self.grid
-
-    @property
-    def geometry(self) -> CellGeometry:
-        return CellGeometry(self.image_size, self.channels, self.grid, self.halo)
-
-    def noise_schedule(self):
+    def noise_schedule(self) -> Schedule:
         """The numpy `Schedule` the bundle was trained with (kind and T were validated by parse_manifest)."""
-        from edgediff.schedule import Schedule
-
-        return Schedule(kind=str(self.schedule["kind"]), num_train_timesteps=int(self.schedule["num_train_timesteps"]),
-                        prediction=self.prediction)
+        return self.schedule
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -270,6 +291,25 @@ def _quality_int8(q: Any) -> None:
         raise BundleError(f"{w}.fd_delta must map each metric to {{fp32, int8, rel}} numbers; re-export the bundle")
 
 
+def _quality(raw: dict) -> Quality:
+    """manifest.quality as a `Quality`: sections are objects, figures are numbers (`info` formats them as such)."""
+    q = raw.get("quality", {})
+    w = "manifest.quality"
+    named = {f.name for f in fields(Quality)} - {"other"}
+    for key in ("parity_fp32", "ort_format"):
+        if key in q and not isinstance(q[key], dict):
+            raise BundleError(f"{w}.{key} must be an object; re-export the bundle")
+    if not _finite(q.get("parity_fp32", {}).get("max_abs", 0.0)):
+        raise BundleError(f"{w}.parity_fp32.max_abs must be a number; re-export the bundle")
+    if "int8" in q:
+        _quality_int8(q["int8"])
+    for key in ("lut_mean_cosine", "lut_bytes_per_entry", "float_bank_bytes_per_entry"):
+        if key in q and not _finite(q[key]):
+            raise BundleError(f"{w}.{key} must be a number; re-export the bundle")
+    return Quality(**{k: v for k, v in q.items() if k in named},
+                   other={k: v for k, v in q.items() if k not in named})
+
+
 def _files(raw: dict) -> dict[str, FileEntry]:
     """manifest.files: known roles only, real sha256 digests, safe relative paths, and the fp32 denoiser present
     (every plan falls back to it)."""
@@ -303,25 +343,65 @@ def _lut(raw: dict, files: dict[str, FileEntry]) -> LutSpec | None:
     return lut
 
 
-def _schedule(raw: dict) -> dict:
-    """manifest.schedule: a kind edgediff.schedule.Schedule can rebuild on the device, with a sane T."""
+def _schedule(raw: dict) -> Schedule:
+    """manifest.schedule: a kind edgediff.schedule.Schedule can rebuild on the device, with a sane T, predicting
+    what the top-level `prediction` says (older and hand-made manifests leave it out of the schedule)."""
+    w = "manifest.schedule"
     schedule = _need(raw, "schedule", dict)
-    kind = _need(schedule, "kind", str, "manifest.schedule")
-    _int(schedule, "num_train_timesteps", 1, 100000, "manifest.schedule")
+    kind = _need(schedule, "kind", str, w)
+    steps = _int(schedule, "num_train_timesteps", 1, 100000, w)
     if kind not in SCHEDULE_KINDS:
         raise BundleError(f"manifest.schedule.kind {kind[:40]!r} is unknown to this edgediff (it knows "
                           f"{', '.join(SCHEDULE_KINDS)}); upgrade edgediff or re-export the bundle")
-    return schedule
+    prediction = _need(raw, "prediction", str)
+    if "prediction" in schedule and _need(schedule, "prediction", str, w) != prediction:
+        raise BundleError(f"{w}.prediction {_label(schedule['prediction'])} != manifest.prediction "
+                          f"{_label(prediction)}; the bundle is inconsistent: re-export it")
+    return Schedule(kind=kind, num_train_timesteps=steps, prediction=prediction)
 
 
-def _geometry(raw: dict) -> tuple[int, int, int]:
-    """(image_size, grid, patch_size), consistent with each other: the sampler tiles the image with grid² cells."""
+def _geometry(raw: dict) -> dict[str, Any]:
+    """The top-level geometry (GEOMETRY_KEYS and patch_size), consistent with itself: the sampler tiles the image
+    with grid² cells of patch_size, each seen with a halo of at most a cell."""
     image_size = _int(raw, "image_size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
     grid = _int(raw, "grid", 1, 256)
     patch = _int(raw, "patch_size", 1, MAX_IMAGE_SIZE)
     if grid * patch != image_size:
         raise BundleError(f"manifest grid {grid} × patch {patch} != image size {image_size}; re-export the bundle")
-    return image_size, grid, patch
+    return {"image_size": image_size, "channels": _int(raw, "channels", 1, 4), "grid": grid, "patch_size": patch,
+            "snippet_dim": _int(raw, "snippet_dim", 1, 1 << 16), "backbone": _need(raw, "backbone", str),
+            "halo": _int(raw, "halo", 0, patch) if "halo" in raw else 0}
+
+
+def _model_value(mc: dict, f: Field, w: str) -> None:
+    """One key of manifest.model_config, held to the type of its ModelConfig default."""
+    default = f.default_factory() if f.default is MISSING else f.default
+    if isinstance(default, tuple):
+        v = _need(mc, f.name, list, w)
+        if not 1 <= len(v) <= 16 or not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 64 for x in v):
+            raise BundleError(f"{w}.{f.name} must list 1 to 16 integers in 1..64; re-export the bundle")
+    elif isinstance(default, int):
+        _int(mc, f.name, 0, 1 << 20, w)
+    else:
+        _need(mc, f.name, type(default), w)
+
+
+def _model_config(raw: dict, geometry: dict[str, Any]) -> ModelConfig | None:
+    """manifest.model_config as the `ModelConfig` export wrote, each key of its type; its geometry must be the top
+    level's (a key it lacks, as in older bundles, is taken from there); keys ModelConfig does not know are dropped,
+    as a checkpoint's are. Absent or {} (hand-made bundles): None."""
+    mc = raw.get("model_config", {})
+    if not mc:
+        return None
+    w = "manifest.model_config"
+    for f in fields(ModelConfig):
+        if f.name in mc:
+            _model_value(mc, f, w)
+    for key in GEOMETRY_KEYS:
+        if key in mc and mc[key] != geometry[key]:
+            raise BundleError(f"{w}.{key} = {_label(mc[key])} but manifest.{key} = {_label(geometry[key])}; the "
+                              "bundle's two records of its geometry disagree: re-export it")
+    return ModelConfig.from_dict({**mc, **{k: geometry[k] for k in GEOMETRY_KEYS}})
 
 
 def parse_manifest(raw: Any) -> Manifest:
@@ -334,41 +414,32 @@ def parse_manifest(raw: Any) -> Manifest:
             f"bundle schema version {version} is not supported (this edgediff reads {SCHEMA_VERSION}); "
             "upgrade edgediff or re-export the bundle"
         )
-    image_size, grid, patch = _geometry(raw)
+    geometry = _geometry(raw)
     files = _files(raw)
     lut = _lut(raw, files)
     schedule = _schedule(raw)
     for key in ("model_config", "training", "quality", "sampling"):
         if not isinstance(raw.get(key, {}), dict):
             raise BundleError(f"manifest.{key} must be an object; re-export the bundle")
-    sampling = _sampling(raw.get("sampling", {}))
-    if "int8" in raw.get("quality", {}):
-        _quality_int8(raw["quality"]["int8"])
     manifest = Manifest(
         schema_version=version,
-        image_size=image_size,
-        channels=_int(raw, "channels", 1, 4),
-        grid=grid,
-        patch_size=patch,
-        snippet_dim=_int(raw, "snippet_dim", 1, 1 << 16),
-        backbone=_need(raw, "backbone", str),
+        **geometry,
         params=_int(raw, "params", 0, 1 << 40),
         schedule=schedule,
-        prediction=_need(raw, "prediction", str),
+        prediction=schedule.prediction,
         inputs=_tensor_specs(raw.get("inputs"), "inputs"),
         outputs=_tensor_specs(raw.get("outputs"), "outputs"),
         files=files,
         lut=lut,
         memory_profile=_profile(raw.get("memory_profile")),
-        model_config=raw.get("model_config", {}),
         training=raw.get("training", {}),
-        quality=raw.get("quality", {}),
-        sampling=sampling,
+        quality=_quality(raw),
+        sampling=_sampling(raw.get("sampling", {})),
         created=str(raw.get("created", "")),
         edgediff_version=str(raw.get("edgediff_version", "")),
-        halo=_int(raw, "halo", 0, patch) if "halo" in raw else 0,
     )
     _check_interface(manifest)
+    manifest.model_config = _model_config(raw, geometry)  # after the interface: its refusals say more
     return manifest
 
 

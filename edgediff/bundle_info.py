@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgediff.bundle import Manifest, MemoryProfile, open_bundle
+from edgediff.bundle import Manifest, MemoryProfile, Quality, open_bundle
 from edgediff.int8_gate import verdict
 from edgediff.units import MIB
 
@@ -53,10 +53,10 @@ def _model_lines(m: Manifest, bundle_dir: str | Path) -> list[str]:
         + (f", each seen with a {m.halo} px halo of its neighbours ({m.geometry.side}×{m.geometry.side} input)"
            if m.halo else ", each seen alone (no halo)"),
         f"model         {m.backbone}, {m.params:,} parameters, snippet dim {m.snippet_dim}",
-        f"schedule      {m.schedule.get('kind')}, T = {m.schedule.get('num_train_timesteps')}, "
+        f"schedule      {m.schedule.kind}, T = {m.schedule.num_train_timesteps}, "
         f"prediction {m.prediction}",
     ]
-    cfg = m.model_config
+    cfg = {} if m.model_config is None else m.model_config.to_dict()
     if cfg:
         lines.append("model config  " + ", ".join(f"{k}={cfg[k]}" for k in ("dim", "mults", "num_res_blocks",
                                                                             "depth") if k in cfg))
@@ -83,21 +83,21 @@ def _bank_lines(m: Manifest) -> list[str]:
     ]
 
 
-def _quality_lines(q: dict) -> list[str]:
+def _quality_lines(q: Quality) -> list[str]:
     """The quality measured at export (parity with torch, LUT fidelity, FD-Lite0, int8 per band), if any."""
-    if not q:
+    if not q.to_dict():
         return []
     parts = []
-    if "parity_fp32" in q:
-        parts.append(f"fp32 vs torch max abs {q['parity_fp32'].get('max_abs', float('nan')):.2g}")
-    if "lut_mean_cosine" in q:
-        parts.append(f"LUT mean cosine {q['lut_mean_cosine']:.4f}")
-    for k, v in q.items():
+    if q.parity_fp32 is not None:
+        parts.append(f"fp32 vs torch max abs {q.parity_fp32.get('max_abs', float('nan')):.2g}")
+    if q.lut_mean_cosine is not None:
+        parts.append(f"LUT mean cosine {q.lut_mean_cosine:.4f}")
+    for k, v in q.other.items():  # older bundles recorded FD-Lite0 at export
         if k.startswith("fd_lite0"):
             parts.append(f"{k} {v:.3f}" if isinstance(v, (int, float)) else f"{k} {v}")
     lines = ["quality       " + "; ".join(parts)]
-    if "int8" in q:
-        lines += ["  " + line for line in int8_lines(q["int8"])]
+    if q.int8 is not None:
+        lines += ["  " + line for line in int8_lines(q.int8)]
     return lines
 
 

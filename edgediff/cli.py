@@ -159,11 +159,12 @@ def export(
 ) -> None:
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
     _require_training_extras("export")
-    from edgediff_export import export_run
+    from edgediff_export import ExportOptions, export_run
 
+    options = ExportOptions(int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
+                            int8_recipe=int8_recipe, ort_format=ort)
     with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
-        result = export_run(run_dir, out, int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
-                            int8_recipe=int8_recipe, ort_format=ort, log=typer.echo)
+        result = export_run(run_dir, out, options, log=typer.echo)
     files = ", ".join(f"{f.path} ({f.bytes / MIB:.2f} MiB)" for f in result.manifest.files.values())
     typer.echo(f"exported {run_dir} → {result.out}: {files}; inspect with 'edgediff info {result.out}'")
 

@@ -63,6 +63,20 @@ class CellGeometry:
         return self.grid * self.grid
 
 
+class HasCellGeometry:
+    """For records that carry image_size, channels, grid and halo (ModelConfig, Manifest): their cell geometry, in
+    one place. The geometry raises ValueError for a grid that does not divide the image or a halo wider than a
+    cell."""
+
+    @property
+    def geometry(self) -> CellGeometry:
+        return CellGeometry(self.image_size, self.channels, self.grid, self.halo)  # type: ignore[attr-defined]
+
+    @property
+    def num_cells(self) -> int:
+        return self.geometry.num_cells
+
+
 def input_specs(geom: CellGeometry, snippet_dim: int) -> list[tuple[str, str, list]]:
     """(name, dtype, shape) of each input in feeding order; 'batch' names the dynamic rows-per-call dimension."""
     s = geom.side

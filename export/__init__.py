@@ -1,8 +1,9 @@
 """torch → bundle: ONNX export with a parity check, static int8 calibration, the PQ lookup table, the bundle writer.
 
-Installed as `edgediff_export` (never as a top-level `export`). `export_run(run_dir, out, ...)` is the one entry
-point the CLI calls; the modules below each do one job:
+Installed as `edgediff_export` (never as a top-level `export`). `export_run(run_dir, out, ExportOptions(...))` is
+the one entry point the CLI calls; the modules below each do one job:
 
+    options.py        ExportOptions: every setting of an export (int8, ORT, calibration, parity, profile), one value
     inputs.py         real denoiser inputs from a run's training data (parity check and int8 calibration)
     onnx_export.py    torch.onnx.export of the EMA model (one file, opset 18, dynamic batch) + parity check
     quantize.py       static QDQ int8 with per-channel weights, calibrated over timesteps and grid cells
@@ -10,5 +11,6 @@ point the CLI calls; the modules below each do one job:
 """
 
 from edgediff_export.bundle_writer import ExportResult, export_run
+from edgediff_export.options import ExportOptions
 
-__all__ = ["export_run", "ExportResult"]
+__all__ = ["export_run", "ExportOptions", "ExportResult"]

@@ -17,9 +17,8 @@ from typing import Callable
 import numpy as np
 
 import edgediff
-from edgediff.bundle import (FILES, SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, TensorSpec, file_entry,
-                             staging_dir,
-                             write_bundle)
+from edgediff.bundle import (FILES, SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, Quality, TensorSpec,
+                             file_entry, staging_dir, write_bundle)
 from edgediff.errors import EdgediffError
 from edgediff.files import atomic_write_bytes
 from edgediff.lut import mean_cosine, train_pq
@@ -27,11 +26,11 @@ from edgediff.models import count_params
 from edgediff.sampling import resolve_guidance
 from edgediff.schedule import Schedule
 from edgediff.units import MIB
-from edgediff_export.inputs import denoiser_inputs, load_run_bank, load_run_data
-from edgediff_export.onnx_export import PARITY_TIMESTEPS, check_parity, export_onnx
+from edgediff_export.inputs import RunData, denoiser_inputs, load_run_bank, load_run_data
+from edgediff_export.onnx_export import check_parity, export_onnx
+from edgediff_export.options import DEFAULT_LUT_BYTES, ExportOptions
 
 ORT_SAVE_LEVEL = "extended"  # portable across CPUs (ORT_ENABLE_ALL would bake this CPU's NCHWc layout into the file)
-DEFAULT_LUT_BYTES = 8
 _ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 10: "float16", 11: "float64"}
 
 
@@ -78,13 +77,22 @@ def build_lut(bank: np.ndarray, lut_bytes: int, stage: Path, seed: int = 0) -> t
     return spec, stats
 
 
-def measure_profile_hook(stage: Path, manifest: Manifest) -> MemoryProfile | None:
-    """The memory profile, measured by the runtime's own profiler (fresh processes, the runtime's session settings)."""
+def measure_profile_of(stage: Path, manifest: Manifest, options: ExportOptions) -> MemoryProfile | None:
+    """The memory profile, measured by the runtime's own profiler (fresh processes, the runtime's session settings),
+    in `options.profile_modes` (None: the profiler's default modes)."""
     try:
         from edgediff.runtime.profile import measure_profile
     except ImportError:
         return None
-    return measure_profile(stage, manifest)
+    if options.profile_modes is None:
+        return measure_profile(stage, manifest)
+    return measure_profile(stage, manifest, modes=tuple(options.profile_modes))
+
+
+def parity_inputs(data: RunData, config, options: ExportOptions) -> dict[str, np.ndarray]:
+    """Real inputs at `options.parity_timesteps` × every cell: the fp32 parity check's and the --ort check's."""
+    return denoiser_inputs(data, config, options.parity_timesteps, images_per_t=4, seed=options.seed + 1,
+                           null_fraction=0.25)
 
 
 def check_out(out: Path, run_dir: Path) -> None:
@@ -105,15 +113,15 @@ def _check_run(run_dir: Path, out: Path, lut_bytes: int) -> None:
     check_out(out, run_dir)
 
 
-def _stage_fp32(model, config, data, stage: Path, seed: int, log: Callable[[str], None]):
+def _stage_fp32(model, config, data: RunData, stage: Path, options: ExportOptions, log: Callable[[str], None]):
     """The fp32 ONNX, checked against torch on real inputs before anything is built on it; returns its path, the
     parity inputs (reused to check an --ort conversion) and the parity figures for the manifest's quality."""
     fp32 = export_onnx(model, config, stage / FILES["denoiser_fp32"])
-    parity_inputs = denoiser_inputs(data, config, PARITY_TIMESTEPS, images_per_t=4, seed=seed + 1, null_fraction=0.25)
-    parity = check_parity(model, fp32, parity_inputs)
+    inputs = parity_inputs(data, config, options)
+    parity = check_parity(model, fp32, inputs)
     log(f"fp32 ONNX: max |ORT - torch| = {parity.max_abs:.2g} over {parity.rows} real inputs "
         f"(t in {parity.timesteps}, every cell)")
-    return fp32, parity_inputs, parity.to_dict()
+    return fp32, inputs, parity.to_dict()
 
 
 def _stage_lut(bank: np.ndarray | None, lut_bytes: int, stage: Path, seed: int, quality: dict,
@@ -140,14 +148,14 @@ def _run_manifest(stage: Path, specs: tuple[list[TensorSpec], list[TensorSpec]],
     return Manifest(
         schema_version=SCHEMA_VERSION, image_size=config.image_size, channels=config.channels, grid=config.grid,
         patch_size=config.patch_size, snippet_dim=config.snippet_dim, backbone=config.backbone,
-        params=count_params(model), schedule=schedule.to_dict(),
+        params=count_params(model), schedule=schedule,
         prediction=schedule.prediction, inputs=inputs, outputs=outputs,
         files={role: file_entry(stage, rel) for role, rel in files.items()}, lut=lut, memory_profile=None,
-        model_config=config.to_dict(),
+        model_config=config,
         training={"run_dir": str(run_dir.resolve()), "step": int(meta.get("step", 0)),
                   "data": meta.get("train", {}).get("data"), "memory": lut is not None,
                   "settings": meta.get("train", {}), "command": _train_command(meta)},
-        quality=quality,
+        quality=Quality(**quality),
         sampling=sampling,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         edgediff_version=edgediff.__version__,
@@ -155,60 +163,55 @@ def _run_manifest(stage: Path, specs: tuple[list[TensorSpec], list[TensorSpec]],
     )
 
 
-def _add_profile(stage: Path, manifest: Manifest, log: Callable[[str], None]) -> None:
+def _add_profile(stage: Path, manifest: Manifest, options: ExportOptions, log: Callable[[str], None]) -> None:
     """Measure the memory profile last, on the staged files themselves, so the planner budgets what ships."""
-    manifest.memory_profile = measure_profile_hook(stage, manifest)
+    manifest.memory_profile = measure_profile_of(stage, manifest, options)
     if manifest.memory_profile is not None:
         for name, v in manifest.memory_profile.variants.items():
             log(f"memory profile {name}: resident {v.resident_mb:.1f} MiB, activations "
                 + ", ".join(f"{k} cell(s) {a:.1f} MiB" for k, a in v.activation_mb.items()))
 
 
-def _stage_run(stage: Path, run_dir: Path, model, config, meta: dict, data, bank: np.ndarray | None, *,
-               int8: bool, int8_recipe: str, int8_measure: bool, lut_bytes: int, ort_format: bool, sampling: dict,
-               seed: int, log: Callable[[str], None]) -> Manifest:
+def _stage_run(stage: Path, run_dir: Path, model, config, meta: dict, data: RunData, bank: np.ndarray | None,
+               options: ExportOptions, sampling: dict, log: Callable[[str], None]) -> Manifest:
     """Every file of the bundle in `stage`, in the module docstring's order of trust, and their manifest."""
-    fp32, parity_inputs, parity = _stage_fp32(model, config, data, stage, seed, log)
+    fp32, check_inputs, parity = _stage_fp32(model, config, data, stage, options, log)
     quality: dict = {"parity_fp32": parity}
     files = {"denoiser_fp32": FILES["denoiser_fp32"]}
-    if int8:
-        quality["int8"] = build_int8(fp32, stage / FILES["denoiser_int8"], data, config, meta, recipe=int8_recipe,
-                                     guidance=sampling.get("guidance", 1.0), seed=seed, log=log, measure=int8_measure)
+    if options.int8:
+        quality["int8"] = build_int8(fp32, stage / FILES["denoiser_int8"], data, config, meta, options,
+                                     guidance=sampling.get("guidance", 1.0), log=log)
         files["denoiser_int8"] = FILES["denoiser_int8"]
-    lut = _stage_lut(bank, lut_bytes, stage, seed, quality, files, log)
+    lut = _stage_lut(bank, options.lut_bytes, stage, options.seed, quality, files, log)
     specs = tensor_specs(fp32)  # before --ort replaces the .onnx file
-    if ort_format:
-        quality["ort_format"] = to_ort_format(stage, files, parity_inputs, log)
+    if options.ort_format:
+        quality["ort_format"] = to_ort_format(stage, files, check_inputs, log)
     return _run_manifest(stage, specs, files, model, config, meta, run_dir, lut, quality, sampling)
 
 
-def export_run(run_dir: str | Path, out: str | Path, *, int8: bool = False, lut_bytes: int = DEFAULT_LUT_BYTES,
-               profile: bool = True, seed: int = 0, guidance: float | None = None, int8_recipe: str = "diffusion",
-               ort_format: bool = False, int8_measure: bool = True,
+def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = ExportOptions(), *,
                log: Callable[[str], None] = lambda s: None) -> ExportResult:
-    """RUN_DIR (latest checkpoint, EMA weights) → verified bundle at `out`. Raises EdgediffError on any refusal."""
+    """RUN_DIR (latest checkpoint, EMA weights) → verified bundle at `out`, made as `options` say. A bundle in place
+    of RUN_DIR is rebuilt from its own fp32 ONNX (rebundle). Raises EdgediffError on any refusal."""
     from edgediff.checkpoint import load_ema_model
-
-    run_dir, out = Path(run_dir), Path(out)
     from edgediff_export.rebundle import is_bundle, rebundle
 
+    run_dir, out = Path(run_dir), Path(out)
     if is_bundle(run_dir):  # a bundle without its run (e.g. the shipped default): rebuild from its fp32 ONNX
-        if lut_bytes != DEFAULT_LUT_BYTES:
+        if options.lut_bytes != DEFAULT_LUT_BYTES:
             raise EdgediffError("--lut-bytes needs the run's float bank; a bundle keeps its lookup table: drop it")
-        return rebundle(run_dir, out, int8=int8, ort_format=ort_format, int8_recipe=int8_recipe, profile=profile,
-                        guidance=guidance, int8_measure=int8_measure, seed=seed, log=log)
-    _check_run(run_dir, out, lut_bytes)
+        return rebundle(run_dir, out, options, log=log)
+    _check_run(run_dir, out, options.lut_bytes)
     model, config, meta = load_ema_model(run_dir)
-    data = load_run_data(run_dir, meta, config, seed=seed)
+    data = load_run_data(run_dir, meta, config, seed=options.seed)
     bank = load_run_bank(run_dir, meta)
-    sampling = {} if guidance is None else {"guidance": resolve_guidance(guidance, has_bank=bank is not None)}
+    sampling = {} if options.guidance is None else {
+        "guidance": resolve_guidance(options.guidance, has_bank=bank is not None)}
     stage = staging_dir(out)
     try:
-        manifest = _stage_run(stage, run_dir, model, config, meta, data, bank, int8=int8, int8_recipe=int8_recipe,
-                              int8_measure=int8_measure, lut_bytes=lut_bytes, ort_format=ort_format,
-                              sampling=sampling, seed=seed, log=log)
-        if profile:
-            _add_profile(stage, manifest, log)
+        manifest = _stage_run(stage, run_dir, model, config, meta, data, bank, options, sampling, log)
+        if options.profile:
+            _add_profile(stage, manifest, options, log)
         write_bundle(out, manifest, stage)
     except OSError as e:  # a full disk or an unwritable --out while writing any bundle file
         shutil.rmtree(stage, ignore_errors=True)
@@ -254,21 +257,22 @@ def to_ort_format(stage: Path, files: dict[str, str], check_inputs: dict[str, np
     return {"saved_at": ORT_SAVE_LEVEL, "max_abs_vs_onnx": worst}
 
 
-def build_int8(fp32: Path, dst: Path, data, config, meta: dict, *, recipe: str, guidance: float, seed: int,
-               log: Callable[[str], None], measure: bool = True) -> dict:
-    """Quantise by `recipe`, then measure what int8 changes (int8_quality): the manifest's `quality.int8`.
-    `measure=False` is for benchmark bundles of untrained models, whose quality means nothing."""
+def build_int8(fp32: Path, dst: Path, data: RunData, config, meta: dict, options: ExportOptions, *,
+               guidance: float, log: Callable[[str], None]) -> dict:
+    """Quantise by `options.int8_recipe` on `options`' calibration set, then measure what int8 changes
+    (int8_quality) unless `options.int8_measure` is off: the manifest's `quality.int8`."""
     from edgediff.data import load_dataset
     from edgediff.bundle_info import int8_lines
     from edgediff_export.int8_quality import default_metrics, measure_int8
     from edgediff_export.quantize import quantize_int8
 
-    report = quantize_int8(fp32, dst, data, config, seed=seed, recipe=recipe)
-    if not measure:
+    report = quantize_int8(fp32, dst, data, config, seed=options.seed, recipe=options.int8_recipe,
+                           calib_timesteps=options.calib_timesteps, calib_rows=options.calib_rows)
+    if not options.int8_measure:
         return report
     dataset = load_dataset(meta.get("train", {}).get("data", "emoji"), config.image_size)
     report.update(measure_int8(fp32, dst, data, config, metrics=default_metrics(dataset), guidance=guidance,
-                               seed=seed))
+                               seed=options.seed))
     for line in int8_lines(report):
         log(line)
     return report

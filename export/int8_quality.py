@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgediff.errors import EdgediffError
 from edgediff.models.config import ModelConfig
 from edgediff.sampling import sample_loop
 from edgediff.schedule import Schedule
@@ -184,7 +185,10 @@ def bundle_run_data(bundle_dir: Path, data: str = "emoji", max_images: int = 512
     from edgediff.lut import decode
 
     m = read_manifest(bundle_dir)
-    config = ModelConfig.from_dict(m.model_config)
+    config = m.model_config
+    if config is None:  # only hand-made bundles lack it; their calibration inputs would have no known shape
+        raise EdgediffError(f"{bundle_dir} records no model_config to rebuild its inputs from; export from its "
+                            "training run instead")
     ds = load_dataset(data, m.image_size)
     bank = None
     if m.lut is not None:

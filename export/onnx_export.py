@@ -25,7 +25,6 @@ from edgediff.models.layers import example_inputs
 OPSET = 18
 PARITY_TOL = 1e-4  # for cells up to PARITY_REF_SIDE px with outputs of unit scale; see parity_tolerance
 PARITY_REF_SIDE = 64
-PARITY_TIMESTEPS = (999, 800, 600, 400, 200, 50, 0)
 
 
 @dataclass

@@ -3,8 +3,8 @@
 Why static QDQ: dynamic int8 (ConvInteger) made this conv UNet 1.6-4.4x *slower* than fp32 on the target CPUs,
 while static QDQ with per-channel weights runs the convs as int8 kernels (~2x faster at ~2% error on a conv stack,
 REFERENCE.md). Diffusion activations drift with t (x_t goes from pure noise to an image) and with the cell, so the
-calibration set covers `CALIB_TIMESTEPS` timesteps from 999 to 0, every grid cell, real training images, the
-image's own memory snippet or the null snippet.
+calibration set covers 32 timesteps from 999 to 0 (options.CALIB_TIMESTEPS), every grid cell, real training
+images, the image's own memory snippet or the null snippet.
 
 Front end: optimum's `ORTQuantizer` was tried first. It serves as a *source of presets*, not as the tool: its
 per-CPU `AutoQuantizationConfig` (avx512_vnni / avx512 / avx2 / arm64) fixes the tested per-ISA choices (u8 vs s8
@@ -33,9 +33,7 @@ from edgediff.errors import EdgediffError
 from edgediff.models.config import ModelConfig
 from edgediff.interface import INPUT_NAMES
 from edgediff_export.inputs import RunData, denoiser_inputs, take
-
-CALIB_TIMESTEPS = np.linspace(999, 0, 32).round().astype(np.int64)
-CALIB_ROWS = 1024  # upper bound on calibration rows (t × images × cells)
+from edgediff_export.options import CALIB_ROWS, CALIB_TIMESTEPS, DEFAULT_RECIPE
 
 
 # optimum 2.1's AutoQuantizationConfig.<preset>(is_static=True, per_channel=True), copied (see module docstring)
@@ -118,15 +116,16 @@ RECIPES = {
                         fp32_conv_fraction=SENSITIVE_FP32_FRACTION),
     "weight-only": Recipe(weight_only=True),
 }
-DEFAULT_RECIPE = "diffusion"
 
 
-def calibration_inputs(data: RunData, config: ModelConfig, seed: int = 0,
-                       band: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
-    """Real inputs at 32 timesteps (in `band`, else over 999..0) × all cells; a fifth with the null snippet."""
-    ts = CALIB_TIMESTEPS if band is None else np.unique(np.linspace(band[0], band[1], len(CALIB_TIMESTEPS)).round()
-                                                         .astype(np.int64))[::-1]
-    per_t = max(1, CALIB_ROWS // (len(ts) * config.num_cells))
+def calibration_inputs(data: RunData, config: ModelConfig, seed: int = 0, band: tuple[int, int] | None = None, *,
+                       timesteps: tuple[int, ...] = CALIB_TIMESTEPS,
+                       max_rows: int = CALIB_ROWS) -> dict[str, np.ndarray]:
+    """Real inputs at `timesteps` (or as many spread over `band`) × all cells, at most `max_rows` rows unless one
+    image per timestep already exceeds it; a fifth with the null snippet."""
+    ts = np.asarray(timesteps, dtype=np.int64) if band is None else np.unique(
+        np.linspace(band[0], band[1], len(timesteps)).round().astype(np.int64))[::-1]
+    per_t = max(1, max_rows // (len(ts) * config.num_cells))
     return denoiser_inputs(data, config, ts, images_per_t=per_t, seed=seed + 7, null_fraction=0.2)
 
 
@@ -254,9 +253,11 @@ def have_optimum() -> bool:
 
 
 def quantize_int8(fp32: Path, dst: Path, data: RunData, config: ModelConfig, *, seed: int = 0,
-                  method: str = "ort", recipe: str | Recipe = DEFAULT_RECIPE) -> dict:
-    """Write the int8 model to `dst` by `recipe` (a name of RECIPES or a Recipe); returns how it was made (the
-    errors it causes are measured by int8_quality.measure_int8)."""
+                  method: str = "ort", recipe: str | Recipe = DEFAULT_RECIPE,
+                  calib_timesteps: tuple[int, ...] = CALIB_TIMESTEPS, calib_rows: int = CALIB_ROWS) -> dict:
+    """Write the int8 model to `dst` by `recipe` (a name of RECIPES or a Recipe), calibrated on real inputs at
+    `calib_timesteps` (at most `calib_rows` rows); returns how it was made (the errors it causes are measured by
+    int8_quality.measure_int8)."""
     preset = cpu_preset()
     name = recipe if isinstance(recipe, str) else "custom"
     if isinstance(recipe, str):
@@ -277,7 +278,8 @@ def quantize_int8(fp32: Path, dst: Path, data: RunData, config: ModelConfig, *, 
         onnx_save(weight_only_int8(onnx.load(str(fp32))), dst)
         return {"method": "weight-only int8 (DequantizeLinear)", "recipe": name, **recipe.to_dict(),
                 "weights": "int8", "activations": "float32", "format": "QDQ weights", "per_channel": True}
-    calib = calibration_inputs(data, config, seed=seed, band=recipe.band)
+    calib = calibration_inputs(data, config, seed=seed, band=recipe.band, timesteps=calib_timesteps,
+                               max_rows=calib_rows)
     work = Path(tempfile.mkdtemp(prefix="edgediff-int8-"))
     try:
         pre = _preprocess(fp32, work / "model.onnx")

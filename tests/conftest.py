@@ -60,8 +60,8 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def bundle(run_dir, tmp_path_factory):
     """The tiny run exported with fp32 + int8 + LUT + memory profile (the ONNX files the int8 tests edit)."""
-    from edgediff_export import export_run
+    from edgediff_export import ExportOptions, export_run
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_run(run_dir, out, int8=True, lut_bytes=4, profile=True)
+    export_run(run_dir, out, ExportOptions(int8=True, lut_bytes=4, profile=True))
     return out

@@ -24,6 +24,8 @@ import numpy as np
 from edgediff.bundle import (SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, TensorSpec, VariantProfile,
                              file_entry, staging_dir, write_bundle)
 from edgediff.lut import train_pq
+from edgediff.models.config import ModelConfig
+from edgediff.schedule import Schedule
 
 
 def make_onnx(path: Path, *, channels: int, patch: int, cells: int, snippet_dim: int, seed: int = 0) -> Path:
@@ -110,7 +112,7 @@ def make_bundle(out: Path, *, image_size: int = 16, grid: int = 2, channels: int
         schema_version=SCHEMA_VERSION, image_size=image_size, channels=channels, grid=grid, patch_size=patch,
         snippet_dim=snippet_dim, backbone="unet", params=channels * 2 * channels + channels
         + grid * grid * channels + snippet_dim * channels,
-        schedule={"kind": "cosine", "num_train_timesteps": 1000, "prediction": "epsilon"}, prediction="epsilon",
+        schedule=Schedule(), prediction="epsilon",
         inputs=[TensorSpec("patch", f32, ["batch", channels, patch, patch]),
                 TensorSpec("global_content", f32, ["batch", channels, patch, patch]),
                 TensorSpec("timestep", "int64", ["batch"]),
@@ -118,7 +120,8 @@ def make_bundle(out: Path, *, image_size: int = 16, grid: int = 2, channels: int
                 TensorSpec("snippet", f32, ["batch", snippet_dim])],
         outputs=[TensorSpec("eps", f32, ["batch", channels, patch, patch])],
         files=files, lut=lut_spec, memory_profile=fixture_profile() if profile else None,
-        model_config={"dim": 8}, training={"step": 0, "data": "synthetic"}, quality={},
+        model_config=ModelConfig(image_size=image_size, channels=channels, grid=grid, snippet_dim=snippet_dim, dim=8),
+        training={"step": 0, "data": "synthetic"},
         created="2026-01-01T00:00:00+00:00", edgediff_version="test",
     )
     return write_bundle(out, manifest, stage)

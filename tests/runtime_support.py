@@ -51,10 +51,10 @@ def untrained_bundle(out: Path, *, image_size: int = 16, grid: int = 2, dim: int
     manifest = Manifest(
         schema_version=SCHEMA_VERSION, image_size=image_size, channels=config.channels, grid=grid,
         patch_size=config.patch_size, snippet_dim=snippet_dim, backbone="unet",
-        params=int(sum(p.numel() for p in model.parameters())), schedule=schedule.to_dict(),
+        params=int(sum(p.numel() for p in model.parameters())), schedule=schedule,
         prediction=schedule.prediction, inputs=inputs, outputs=outputs,
         files={role: file_entry(stage, rel) for role, rel in files.items()}, lut=lut, memory_profile=None,
-        model_config=config.to_dict(), halo=halo,
+        model_config=config, halo=halo,
     )
     if profile_modes:
         manifest.memory_profile = measure_profile(stage, manifest, modes=tuple(profile_modes))

@@ -10,7 +10,10 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from benchmarks.peak_memory import MIB, floor_mb, live_activation_peak, summarize as summarize_peak  # noqa: E402
+from benchmarks.common import run_fresh  # noqa: E402
+from benchmarks.peak_floor import floor_mb, live_activation_peak  # noqa: E402
+from benchmarks.peak_report import summarize as summarize_peak  # noqa: E402
+from edgediff.units import MIB  # noqa: E402
 from benchmarks.quality import plan_rows, summarize as summarize_quality  # noqa: E402
 
 
@@ -119,3 +122,13 @@ def test_memory_ablation_result_is_rebuilt_from_partial_scores_with_per_metric_s
     assert r["metric_independent"] == "net"
     assert set(rows["plain"]) >= {"name", "fd_lite0", "fd_independent", "kid_lite0", "kid_independent",
                                   "speedup_lite0", "speedup_independent"}
+
+
+def test_fresh_process_results_come_back_and_failures_carry_the_child_stderr():
+    child = "import sys; from benchmarks.common import emit; print('chatter'); emit({'x': int(sys.argv[1])}); print('more')"
+    assert run_fresh(None, [7], code=child) == {"x": 7}
+    assert run_fresh(None, [], code="import json; print('a'); print(json.dumps({'last': 1}))") == {"last": 1}
+    with pytest.raises(RuntimeError, match=r"exit 3\): .*the child says why"):
+        run_fresh(None, [], code="import sys; print('{}'); sys.stderr.write('the child says why\\n'); sys.exit(3)")
+    with pytest.raises(ValueError):
+        run_fresh("benchmarks.peak_memory", [], code="pass")

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from edgediff.bundle import (SCHEMA_VERSION, BundleError, FileEntry, LutSpec, Manifest, TensorSpec, file_entry,
-                             open_bundle, read_manifest, staging_dir, write_bundle)
+                             open_bundle, parse_manifest, read_manifest, staging_dir, write_bundle)
 from edgediff.bundle_info import bundle_info
+from edgediff.schedule import Schedule
 
 
 def _manifest(root: Path, with_lut: bool = True) -> Manifest:
@@ -33,7 +34,7 @@ def _manifest(root: Path, with_lut: bool = True) -> Manifest:
             TensorSpec("timestep", "int64", ["batch"]), TensorSpec("position", "float32", ["batch", 4]),
             TensorSpec("snippet", "float32", ["batch", 8])]
     return Manifest(schema_version=SCHEMA_VERSION, image_size=16, channels=3, grid=2, patch_size=8, snippet_dim=8,
-                    backbone="unet", params=123, schedule={"kind": "cosine", "num_train_timesteps": 1000},
+                    backbone="unet", params=123, schedule=Schedule(),
                     prediction="epsilon", inputs=spec, outputs=[TensorSpec("eps", "float32", ["batch", 3, 8, 8])],
                     files=files, lut=lut, memory_profile=None)
 
@@ -167,7 +168,7 @@ INT8_QUALITY = {"recipe": "diffusion", "method": "onnxruntime quantize_static", 
 
 def test_quality_int8_is_validated_printed_and_optional(tmp_path):
     b = make_bundle(tmp_path)
-    assert "int8" not in open_bundle(b).quality  # an older bundle without the section still opens
+    assert open_bundle(b).quality.int8 is None  # an older bundle without the section still opens
     _edit(b, lambda r: r["quality"].update(int8=INT8_QUALITY))
     text = bundle_info(b)
     assert "ε rel error by t band 0-49 30.0%, 100-399 4.0%" in text
@@ -181,3 +182,37 @@ def test_quality_int8_is_validated_printed_and_optional(tmp_path):
         read_manifest(b)
     _edit(b, lambda r: r["quality"].update(int8={"rel_error": 0.3, "method": "onnxruntime quantize_static"}))
     assert "ε rel error vs fp32 30.00% (pooled over t)" in bundle_info(b)  # a bundle from before the bands
+
+
+DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "edgediff" / "default_bundle" / "manifest.json"
+
+
+def test_typed_sections_write_back_the_manifest_they_read():
+    """schedule, model_config and quality are parsed into dataclasses and written back unchanged (keys, values and
+    their order): a rebuilt bundle's manifest.json is the format an older edgediff reads."""
+    raw = json.loads(DEFAULT_MANIFEST.read_text())
+    m = parse_manifest(raw)
+    assert m.schedule == Schedule() and m.model_config.halo == m.halo and m.quality.int8["recipe"] == "diffusion"
+    assert json.dumps(m.to_dict()) == json.dumps(raw)
+
+
+@pytest.mark.parametrize("key, value", [("grid", 4), ("image_size", 64), ("channels", 1), ("snippet_dim", 32),
+                                        ("halo", 0), ("backbone", "dis")])
+def test_model_config_that_disagrees_with_the_top_level_geometry_is_refused(key, value):
+    raw = json.loads(DEFAULT_MANIFEST.read_text())
+    raw["model_config"][key] = value
+    with pytest.raises(BundleError, match=f"model_config.{key}") as e:
+        parse_manifest(raw)
+    assert "re-export" in _one_line(e)
+    del raw["model_config"][key]  # an older model_config without the key takes the top level's
+    assert getattr(parse_manifest(raw).model_config, key) == raw[key]
+
+
+def test_schedule_prediction_must_agree_with_the_top_level():
+    raw = json.loads(DEFAULT_MANIFEST.read_text())
+    raw["schedule"]["prediction"] = "v"
+    with pytest.raises(BundleError, match="schedule.prediction") as e:
+        parse_manifest(raw)
+    _one_line(e)
+    del raw["schedule"]["prediction"]
+    assert parse_manifest(raw).schedule.prediction == "epsilon"

@@ -188,12 +188,12 @@ def test_a_trained_halo_run_exports_with_int8_and_samples(tmp_path):
     """The whole export path (parity on real halo inputs, int8 calibration and its image-level measurement, LUT,
     manifest) on a halo run; every sampling loop inside export must feed halo inputs."""
     from conftest import train_tiny_run
-    from edgediff_export import export_run
+    from edgediff_export import ExportOptions, export_run
 
     run = train_tiny_run(tmp_path, memory=True, halo=2)
-    res = export_run(run, tmp_path / "bundle", int8=True, profile=False, guidance=2.0)
+    res = export_run(run, tmp_path / "bundle", ExportOptions(int8=True, profile=False, guidance=2.0))
     m = res.manifest
     assert m.halo == 2 and m.inputs[0].shape == ["batch", 4, 12, 12] and "denoiser_int8" in m.files
-    assert m.quality["int8"]["psnr_vs_fp32_db"] > 0
+    assert m.quality.int8["psnr_vs_fp32_db"] > 0
     out = sample_bundle(tmp_path / "bundle", n=2, steps=3, seed=0, precision="int8")
     assert out.images.shape == (2, 16, 16, 3)

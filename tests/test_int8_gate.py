@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 
+from edgediff.bundle import Quality
 from edgediff.int8_gate import int8_failures, int8_ships, verdict
 from tests.test_planner import manifest, plan, profile
 
@@ -54,8 +55,8 @@ def test_each_threshold_refuses_on_its_own_and_says_which():
 
 def test_the_planner_runs_int8_first_only_when_it_ships():
     p = profile(int8=True)
-    shipped = replace(manifest(int8=True), quality={"int8": GOOD})
-    refused = replace(manifest(int8=True), quality={"int8": bad(psnr_vs_fp32_db=25.0)})
+    shipped = replace(manifest(int8=True), quality=Quality(int8=GOOD))
+    refused = replace(manifest(int8=True), quality=Quality(int8=bad(psnr_vs_fp32_db=25.0)))
     assert plan(400.0, m=shipped, p=p).variant == "int8"
     assert plan(None, m=shipped, p=p).variant == "int8"
     assert plan(400.0, m=refused, p=p).variant == "fp32"

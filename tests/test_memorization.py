@@ -281,9 +281,9 @@ def test_audit_command_on_a_trained_run_and_its_bundle(tmp_path, image_folder):
 
     # the same run exported: the audit samples through the device runtime instead of torch
     from edgediff.audit import audit
-    from edgediff_export import export_run
+    from edgediff_export import ExportOptions, export_run
 
-    export_run(tmp_path / "run", tmp_path / "bundle", profile=False)
+    export_run(tmp_path / "run", tmp_path / "bundle", ExportOptions(profile=False))
     s = audit(tmp_path / "bundle", data=str(image_folder), n=4, steps=3, features=False)
     assert s["source"]["kind"] == "bundle" and s["n_samples"] == 4
     assert (tmp_path / "bundle_audit" / "audit.json").is_file()  # beside the bundle, never inside it

@@ -6,6 +6,7 @@ import pytest
 
 from edgediff.bundle import FileEntry, LutSpec, Manifest, MemoryProfile, TensorSpec, VariantProfile
 from edgediff.errors import EdgediffError
+from edgediff.schedule import Schedule
 from edgediff.runtime.planner import BudgetError, activation_mb, buffers_mb, estimate_mb, plan_sampling
 
 SHA = "0" * 64
@@ -17,7 +18,7 @@ def manifest(image_size=64, grid=4, int8=False, lut_entries=100) -> Manifest:
         files["denoiser_int8"] = FileEntry("denoiser.int8.onnx", SHA, 5)
     return Manifest(
         schema_version=1, image_size=image_size, channels=3, grid=grid, patch_size=image_size // grid,
-        snippet_dim=16, backbone="unet", params=1000, schedule={"kind": "cosine", "num_train_timesteps": 1000},
+        snippet_dim=16, backbone="unet", params=1000, schedule=Schedule(),
         prediction="epsilon", inputs=[TensorSpec("patch", "float32", ["batch", 3, 16, 16])],
         outputs=[TensorSpec("eps", "float32", ["batch", 3, 16, 16])], files=files,
         lut=LutSpec(entries=lut_entries, dim=16, subvectors=4), memory_profile=None)

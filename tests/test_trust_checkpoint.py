@@ -102,7 +102,7 @@ def test_export_refuses_non_finite_ema_weights(run, tmp_path):
     """A checkpoint written intact (hashes match) but holding NaN weights: export says so instead of shipping it."""
     from edgediff.checkpoint import save_checkpoint
     from edgediff.models import ModelConfig, build_model
-    from edgediff_export import export_run
+    from edgediff_export import ExportOptions, export_run
 
     run_dir, _ = run
     _, meta = latest_checkpoint(run_dir)
@@ -114,6 +114,6 @@ def test_export_refuses_non_finite_ema_weights(run, tmp_path):
     save_checkpoint(run_dir, 6, model, ema, opt, {k: v for k, v in meta.items() if k not in ("step", "optimizer")})
     out = tmp_path / "bundle"
     with pytest.raises(EdgediffError) as err:
-        export_run(run_dir, out, profile=False)
+        export_run(run_dir, out, ExportOptions(profile=False))
     assert one_line(str(err.value)) and "non-finite" in str(err.value) and "ckpt-000004 (step 4)" in str(err.value)
     assert not out.exists()

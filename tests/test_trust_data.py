@@ -19,7 +19,7 @@ from reliability_support import one_line
 def world(tmp_path_factory):
     """A run trained on a folder (given by a relative path, as a user types it) and its exported bundle."""
     from edgediff.train import TrainConfig, train
-    from edgediff_export import export_run
+    from edgediff_export import ExportOptions, export_run
 
     root = tmp_path_factory.mktemp("data")
     data = write_images(root / "shapes", n=8, size=16)
@@ -32,7 +32,7 @@ def world(tmp_path_factory):
               progress=False)
     finally:
         os.chdir(cwd)
-    export_run(root / "run", root / "bundle", profile=False)
+    export_run(root / "run", root / "bundle", ExportOptions(profile=False))
     return {"root": root, "data": data, "other": other}
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from edgediff.interface import CellGeometry
+from edgediff.interface import HasCellGeometry
 from edgediff.patches import patch_size
 
 
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a denoiser's architecture.
+@dataclass(frozen=True)
+class ModelConfig(HasCellGeometry):
+    """Everything needed to rebuild a denoiser's architecture. Frozen: a checkpoint and a bundle manifest
+    (`Manifest.model_config`) each hold one, and nothing may change it behind the weights it describes.
 
     The network sees `patch` (C×p×p), `global_content` (C×p×p), `timestep`, `position` (one-hot, grid²) and
     `snippet` (memory-bank vector; zeros = null condition). grid = 1 is the full-image baseline. With `halo` m > 0
@@ -42,15 +43,6 @@ class ModelConfig:
     @property
     def patch_size(self) -> int:
         return patch_size(self.image_size, self.grid)
-
-    @property
-    def num_cells(self) -> int:
-        return self.grid * self.grid
-
-    @property
-    def geometry(self) -> CellGeometry:
-        """The input geometry (ValueError for a grid that does not divide the image or a halo wider than a cell)."""
-        return CellGeometry(self.image_size, self.channels, self.grid, self.halo)
 
     @property
     def input_side(self) -> int:

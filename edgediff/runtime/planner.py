@@ -236,7 +236,7 @@ def _usable_variants(manifest: Manifest, profile: MemoryProfile, precision: str)
     """The denoiser variants to choose from, in preference order: int8 first when the bundle's measured int8 quality
     passes the ship gate (edgediff/int8_gate.py), else fp32 first. A precision the bundle cannot serve is refused
     here, naming the precisions that would work, rather than surfacing later as a missing file."""
-    order = ("int8", "fp32") if int8_ships(manifest.quality.get("int8")) else ("fp32", "int8")
+    order = ("int8", "fp32") if int8_ships(manifest.quality.int8) else ("fp32", "int8")
     variants = [v for v in order if ROLE[v] in manifest.files and v in profile.variants]
     if precision != "auto":
         if ROLE[precision] not in manifest.files:

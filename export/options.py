@@ -1,0 +1,45 @@
+"""Everything an export can be told, as one value: `ExportOptions`, and the defaults it starts from.
+
+Why one value instead of module globals: a caller that wants a cheaper export (a benchmark calibrating a 512 px
+model on a few rows, a test skipping the profile) says so in the call, and the next export in the same process is
+unaffected; before, benchmarks patched `quantize.CALIB_TIMESTEPS` and friends and every later export inherited it.
+The CLI builds an `ExportOptions` from its flags; `export_run` / `rebundle` hand it down to each step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_LUT_BYTES = 8
+DEFAULT_RECIPE = "diffusion"  # every int8 lever that paid on the default model (quantize.RECIPES)
+# the int8 calibration set: real inputs at these timesteps × every cell, at most CALIB_ROWS rows (quantize.py)
+CALIB_TIMESTEPS = tuple(int(t) for t in np.linspace(999, 0, 32).round().astype(np.int64))
+CALIB_ROWS = 1024
+# the fp32 ONNX is checked against torch at these timesteps × every cell (onnx_export.check_parity)
+PARITY_TIMESTEPS = (999, 800, 600, 400, 200, 50, 0)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export: what to ship (int8, ORT format, LUT size, guidance), how to check and calibrate it, and
+    whether to measure the memory profile. The defaults are `edgediff export` without flags.
+
+    int8_measure=False skips measuring what int8 changes (images, FD): for benchmark bundles of untrained models,
+    whose quality means nothing. calib_rows caps calibration rows (t × images × cells); the number of images per
+    timestep follows from it. profile_modes None measures the profiler's default session modes.
+    """
+
+    int8: bool = False
+    int8_recipe: str = DEFAULT_RECIPE
+    int8_measure: bool = True
+    lut_bytes: int = DEFAULT_LUT_BYTES
+    ort_format: bool = False
+    guidance: float | None = None
+    profile: bool = True
+    profile_modes: tuple[str, ...] | None = None
+    calib_timesteps: tuple[int, ...] = CALIB_TIMESTEPS
+    calib_rows: int = CALIB_ROWS
+    parity_timesteps: tuple[int, ...] = PARITY_TIMESTEPS
+    seed: int = 0

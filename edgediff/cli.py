@@ -155,14 +155,15 @@ def export(
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Measure the memory profile (fresh processes)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Record this memory-bank guidance scale as the bundle's sampling default."),
     ort: bool = typer.Option(False, "--ort", help="Ship the denoisers in ORT format (.ort): less resident memory after loading but a higher peak while loading (README: Export); what onnxruntime's mobile packages load."),
-    int8_recipe: str = typer.Option("diffusion", "--int8-recipe", help="How to make the int8 denoiser: diffusion (static int8 convs, skip concats split, first/last conv fp32, percentile ranges), static (every op, min/max) or weight-only."),
+    int8_recipe: str = typer.Option("diffusion", "--int8-recipe", help="How to make the int8 denoiser: diffusion (static int8 convs, skip concats split, first/last conv fp32, percentile ranges, the most sensitive 30% of convs fp32), static (every op, min/max) or weight-only."),
+    int8_images: int = typer.Option(256, "--int8-images", min=8, help="Images sampled through fp32 and int8 from the same noise to measure what int8 changes (PSNR, FD in both metrics): the evidence of the int8 ship gate."),
 ) -> None:
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
     _require_training_extras("export")
     from edgediff_export import ExportOptions, export_run
 
     options = ExportOptions(int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
-                            int8_recipe=int8_recipe, ort_format=ort)
+                            int8_recipe=int8_recipe, ort_format=ort, int8_images=int8_images)
     with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
         result = export_run(run_dir, out, options, log=typer.echo)
     files = ", ".join(f"{f.path} ({f.bytes / MIB:.2f} MiB)" for f in result.manifest.files.values())

@@ -272,7 +272,7 @@ def build_int8(fp32: Path, dst: Path, data: RunData, config, meta: dict, options
         return report
     dataset = load_dataset(meta.get("train", {}).get("data", "emoji"), config.image_size)
     report.update(measure_int8(fp32, dst, data, config, metrics=default_metrics(dataset), guidance=guidance,
-                               seed=options.seed))
+                               seed=options.seed, images=options.int8_images))
     for line in int8_lines(report):
         log(line)
     return report

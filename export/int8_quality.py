@@ -138,7 +138,7 @@ def image_report(ref_u8: np.ndarray, q_u8: np.ndarray, metrics: dict[str, Metric
 
 
 def measure_int8(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, metrics: dict[str, Metric],
-                 images: int = 64, steps: int = 25, guidance: float = 1.0, seed: int = 0,
+                 images: int = 256, steps: int = 25, guidance: float = 1.0, seed: int = 0,
                  schedule: Schedule = Schedule()) -> dict:
     """Everything above for one int8 file: what the manifest records as `quality.int8` (besides how it was made)."""
     from edgediff.images import to_uint8

@@ -63,5 +63,5 @@ def bundle(run_dir, tmp_path_factory):
     from edgediff_export import ExportOptions, export_run
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_run(run_dir, out, ExportOptions(int8=True, lut_bytes=4, profile=True))
+    export_run(run_dir, out, ExportOptions(int8=True, lut_bytes=4, profile=True, int8_images=32))
     return out

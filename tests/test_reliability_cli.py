@@ -47,7 +47,7 @@ CASES: list[tuple[str, str, str]] = [
     ("train", "--ema-decay", "1.0"), ("train", "--ema-decay", "nan"),
     ("train", "--mults", "1,0"), ("train", "--mults", "1,x"),
     ("train", "--steps", "abc"), ("sample", "--steps", "abc"),
-    ("export", "--lut-bytes", "0"), ("export", "--lut-bytes", "-8"),
+    ("export", "--lut-bytes", "0"), ("export", "--lut-bytes", "-8"), ("export", "--int8-images", "2"),
     ("sample", "--n", "0"), ("sample", "--n", "-1"), ("sample", "--n", "100000000"),
     ("sample", "--steps", "0"), ("sample", "--steps", "-3"), ("sample", "--steps", "5000"),
     ("sample", "--seed", "-1"),

@@ -77,6 +77,21 @@ def _model_widths(dim: int, mults: str, depth: int) -> dict:
     return {"dim": dim, "mults": mult_tuple, "depth": depth}
 
 
+def _model_choice(preset_name: str | None, backbone: str | None, dim: int | None, mults: str | None,
+                  depth: int | None) -> tuple[str, dict]:
+    """(backbone, TrainConfig.model) from ModelConfig's defaults, then --preset, then each explicit flag."""
+    from edgediff.models.config import preset
+
+    base = {"backbone": ModelConfig.backbone, "dim": ModelConfig.dim, "mults": ModelConfig.mults,
+            "depth": ModelConfig.depth}
+    if preset_name is not None:
+        base.update(preset(preset_name))
+    widths = _model_widths(base["dim"] if dim is None else dim,
+                           ",".join(map(str, base["mults"])) if mults is None else mults,
+                           base["depth"] if depth is None else depth)
+    return backbone or base["backbone"], widths
+
+
 def _report_training(result: dict, out: Path) -> None:
     """One line on what `edgediff train` did: where the checkpoint and previews are, or why nothing was trained."""
     from edgediff.progress import rate_text
@@ -101,7 +116,7 @@ def train(
                                      "at 16 px cells)."),
     init_from: Optional[Path] = typer.Option(None, help="Start from the weights of a bundle or run of the same "
                                                         "widths (a halo model may start from a halo-0 one)."),
-    backbone: str = typer.Option("unet", help="unet, dis (state-space) or dit (attention)."),
+    backbone: Optional[str] = typer.Option(None, help="unet, dis (state-space) or dit (attention) [default: the preset's, else unet]."),
     steps: int = typer.Option(1000, help="Total optimisation steps (with --resume: the new total)."),
     batch_size: int = typer.Option(64, help="Examples per step, summed over all processes."),
     out: Path = typer.Option(Path("runs/default"), help="Run directory for checkpoints, samples and logs."),
@@ -110,10 +125,10 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     lr: float = typer.Option(2e-4, help="AdamW learning rate."),
     seed: int = typer.Option(0, min=0, help="Seed: fixes data order, noise and initialisation."),
-    dim: int = typer.Option(ModelConfig.dim, help="Base channel width of the network."),
-    mults: str = typer.Option(",".join(map(str, ModelConfig.mults)),
-                              help="UNet width multipliers per level, comma separated."),
-    depth: int = typer.Option(ModelConfig.depth, min=1, help="Blocks of the DiS / DiT backbones."),
+    preset: Optional[str] = typer.Option(None, help="A named model size to start from: unet-s, unet-m (the default bundle's), unet-l, dis-s or dit-s; explicit --backbone/--dim/--mults/--depth win."),
+    dim: Optional[int] = typer.Option(None, help=f"Base channel width of the network [default: the preset's, else {ModelConfig.dim}]."),
+    mults: Optional[str] = typer.Option(None, help=f"UNet width multipliers per level, comma separated [default: the preset's, else {','.join(map(str, ModelConfig.mults))}]."),
+    depth: Optional[int] = typer.Option(None, min=1, help=f"Blocks of the DiS / DiT backbones [default: the preset's, else {ModelConfig.depth}]."),
     snippet_dropout: float = typer.Option(0.2, help="Probability of training on the null snippet."),
     snippet_mode: str = typer.Option("pca", help="pca: PCA-reduced snippets (default); gmem: GMem's full normalised feature with element-wise dropout."),
     snippet_element_dropout: float = typer.Option(0.4, help="Element-wise snippet dropout of --snippet-mode gmem."),
@@ -128,6 +143,7 @@ def train(
     _require_training_extras("train")
     from edgediff.train import TrainConfig, train as run_train
 
+    backbone, widths = _model_choice(preset, backbone, dim, mults, depth)
     cfg = TrainConfig(
         data=data, out=str(out), image_size=image_size, grid=grid, halo=halo, backbone=backbone, steps=steps,
         init_from=str(init_from) if init_from else None,
@@ -135,7 +151,7 @@ def train(
         features=str(features) if features else None, sample_every=sample_every,
         checkpoint_every=checkpoint_every, device=device, ema_decay=ema_decay, snippet_mode=snippet_mode,
         snippet_element_dropout=snippet_element_dropout, align=align, align_until=align_until,
-        model=_model_widths(dim, mults, depth),
+        model=widths,
     )
     try:
         result = run_train(cfg, resume=resume, log=typer.echo)

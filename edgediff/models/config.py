@@ -64,3 +64,24 @@ class ModelConfig(HasCellGeometry):
         if "mults" in kw:
             kw["mults"] = tuple(kw["mults"])
         return cls(**kw)
+
+
+# Named model sizes, as DiT keeps its DiT_models table: what `edgediff train --preset NAME` starts from (an explicit
+# --backbone, --dim, --mults or --depth wins over the preset's). The image geometry (size, grid, halo) and the
+# snippet stay separate flags: a size is a network, not a dataset.
+PRESETS: dict[str, dict] = {
+    "unet-s": {"backbone": "unet", "dim": 32, "mults": (1, 2, 2)},  # the memory ablation's arms (benchmarks)
+    "unet-m": {"backbone": "unet", "dim": 40, "mults": (1, 2, 2)},  # the shipped default bundle
+    "unet-l": {"backbone": "unet", "dim": 64, "mults": (1, 2, 2)},  # ModelConfig's own defaults
+    "dis-s": {"backbone": "dis", "dim": 64, "depth": 6},  # state-space backbone (docs/dis.md)
+    "dit-s": {"backbone": "dit", "dim": 64, "depth": 6},  # its attention twin
+}
+
+
+def preset(name: str) -> dict:
+    """The ModelConfig fields of preset `name`; an unknown name is a one-line error listing the known ones."""
+    from edgediff.errors import EdgediffError
+
+    if name not in PRESETS:
+        raise EdgediffError(f"--preset {name!r} is not a model preset; use one of {', '.join(PRESETS)}")
+    return dict(PRESETS[name])

@@ -111,10 +111,12 @@ def per_band_calibration(work: Path, data, ref: Reference) -> dict:
     return out
 
 
-def alternating_speed(bundle: Path, rows: tuple[int, ...] = (4, 16), rounds: int = 30) -> dict:
-    """fp32 vs int8 of one bundle, in one process, calls taken alternately (the cores are shared: alternating
-    makes both see the same load), per session mode: median ms per call and the speed-up. One DDIM step of the
-    sampler is a fixed number of such calls, so the per-call ratio is the per-step ratio."""
+def alternating_speed(bundle: Path, rows: tuple[int, ...] = (4, 16), rounds: int = 30,
+                      extra: dict[str, Path] | None = None) -> dict:
+    """fp32 vs int8 of one bundle (and any `extra` int8 files of the same fp32), in one process, calls taken
+    alternately (the cores are shared: alternating makes all see the same load), per session mode: median ms per
+    call and each one's speed-up over fp32. One DDIM step of the sampler is a fixed number of such calls, so the
+    per-call ratio is the per-step ratio."""
     import numpy as np
 
     from edgediff.bundle import read_manifest, resolve
@@ -122,21 +124,35 @@ def alternating_speed(bundle: Path, rows: tuple[int, ...] = (4, 16), rounds: int
     from edgediff.runtime.session import MODES, create_session
 
     m = read_manifest(bundle)
+    paths = {v: resolve(bundle, m.files[f"denoiser_{v}"]) for v in ("fp32", "int8")} | (extra or {})
     out: dict = {}
     for mode in ("lean", "fast"):
-        s = {v: create_session(resolve(bundle, m.files[f"denoiser_{v}"]), MODES[mode]) for v in ("fp32", "int8")}
+        s = {v: create_session(path, MODES[mode]) for v, path in paths.items()}
         for k in rows:
             feeds = example_feeds(s["fp32"], k)
-            times: dict[str, list] = {"fp32": [], "int8": []}
+            times: dict[str, list] = {v: [] for v in s}
             for _ in range(rounds):
-                for v in ("fp32", "int8"):
+                for v in s:
                     t0 = time.perf_counter()
                     s[v].run(None, feeds)
                     times[v].append(1000 * (time.perf_counter() - t0))
             med = {v: float(np.median(t[2:])) for v, t in times.items()}
-            out[f"{mode}@{k}"] = {"fp32_ms": round(med["fp32"], 3), "int8_ms": round(med["int8"], 3),
-                                  "speedup": round(med["fp32"] / med["int8"], 3)}
+            row = {"fp32_ms": round(med["fp32"], 3), "int8_ms": round(med["int8"], 3),
+                   "speedup": round(med["fp32"] / med["int8"], 3)}
+            row.update({f"{v}_speedup": round(med["fp32"] / med[v], 3) for v in extra or {}})
+            out[f"{mode}@{k}"] = row
     return out
+
+
+def shipped_speed(bundle: Path) -> dict:
+    """The bundle's fp32 and int8 alternated with the `diffusion` recipe without the sensitivity pass (quantised
+    here from the same fp32): what the fp32 convolutions the pass keeps cost in speed."""
+    name = "diffusion (convs only + split + fp32 first/last + percentile)"
+    data, config = iq.bundle_run_data(bundle)
+    with tempfile.TemporaryDirectory() as d:
+        plain = Path(d) / "int8_no_sensitivity.onnx"
+        quantize_int8(bundle / "denoiser.onnx", plain, data, config, recipe=LEVERS[name])
+        return alternating_speed(bundle, extra={"no_sensitivity": plain})
 
 
 def table(body: dict) -> str:
@@ -179,7 +195,9 @@ def main() -> None:
                        "call with calls taken alternately in one process",
                 "int8": m.quality.int8, "files": {r: e.bytes for r, e in m.files.items()},
                 "resident_mb": {k: v.resident_mb for k, v in m.memory_profile.variants.items()},
-                "speed": alternating_speed(Path(a.shipped))}
+                "speed": shipped_speed(Path(a.shipped)),
+                "speed_other": "<name>_speedup: the same fp32 quantised by that LEVERS recipe, timed in the same "
+                               "alternation"}
         print(json.dumps(body["speed"], indent=1))
         write_json("default_int8.json", body)
         return

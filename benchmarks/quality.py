@@ -145,7 +145,7 @@ def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n:
 
     session = create_session(resolve(bundle, manifest.files[ROLE[precision]]), MODES["lean"].with_(threads=threads))
     eps_fn = onnx_eps_fn(session, manifest)
-    schedule = manifest.noise_schedule()
+    schedule = manifest.schedule
     cells = manifest.grid * manifest.grid
     x = sample_loop(eps_fn, n=n, image_size=manifest.image_size, channels=manifest.channels, grid=manifest.grid,
                     steps=steps, seed=seed, snippets=snippets, cells_per_call=min(n * cells, 256),

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgediff.errors import EdgediffError
+from edgediff.interface import crop_centre
 
 ALIGN_INPUT = 256  # Lite0 input size for the spatial map: 256 / 32 = 8×8
 ALIGN_CHANNELS = 320
@@ -97,9 +98,9 @@ class Aligner:
         block = model.down[k]
         self.grid = grid
         self.size = MAP_SIZE // grid
-        cfg = model.config
+        geom = model.config.geometry
         # with halo cells the UNet sees p + 2·halo pixels: align only the centre (the cell itself)
-        self.crop_frac = getattr(cfg, "halo", 0) / (cfg.image_size // grid + 2 * getattr(cfg, "halo", 0))
+        self.crop_frac = geom.halo / geom.side
         self.projector = AlignProjector(block.conv2.out_channels).to(device)
         self.own = torch.from_numpy(spatial_targets(dataset)).to(device)
         self.flipped = torch.from_numpy(spatial_targets(dataset, flipped=True)).to(device)
@@ -114,6 +115,6 @@ class Aligner:
         target = cell_regions(maps, cells, self.grid)
         h = self._feature
         c = int(round(self.crop_frac * h.shape[-1]))
-        pred = self.projector(h[..., c : h.shape[-2] - c, c : h.shape[-1] - c] if c else h, self.size)
+        pred = self.projector(crop_centre(h, c), self.size)
         self._feature = None
         return negative_cosine(pred, target)

@@ -158,10 +158,6 @@ class Manifest(HasCellGeometry):
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
-    def noise_schedule(self) -> Schedule:
-        """The numpy `Schedule` the bundle was trained with (kind and T were validated by parse_manifest)."""
-        return self.schedule
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # validation: every field is checked for type and range, so a hostile manifest is a one-line error, never a crash

@@ -124,6 +124,12 @@ def pad_global(glob: np.ndarray, geom: CellGeometry) -> np.ndarray:
     return np.pad(glob, ((0, 0), (0, 0), (m, m), (m, m)))
 
 
+def crop_centre(x, halo: int):
+    """The cell's own p × p out of a (p + 2·halo)-sided map (numpy array or torch tensor, any leading axes): the
+    halo is context, the cell is what the denoiser predicts and what its errors are measured on."""
+    return x[..., halo : x.shape[-2] - halo, halo : x.shape[-1] - halo] if halo else x
+
+
 def example_feeds(geom: CellGeometry, snippet_dim: int, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Well-formed inputs for `rows` rows (random x_t, a real mask, one-hot positions): for export tracing and
     memory profiling, where the values do not matter but the shapes and the one-hot structure do."""

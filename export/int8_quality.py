@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from edgediff.errors import EdgediffError
+from edgediff.interface import crop_centre
 from edgediff.models.config import ModelConfig
 from edgediff.sampling import sample_loop
 from edgediff.schedule import Schedule
@@ -53,9 +54,7 @@ def cell_xt(inputs: dict[str, np.ndarray], sess, out_shape: tuple[int, ...]) -> 
     """x_t of each row's cell: the first C channels of the first 4-d input, centre-cropped to the output side."""
     spatial = next(i.name for i in sess.get_inputs() if len(i.shape) == 4)
     x = inputs[spatial]
-    c, side = out_shape[1], out_shape[-1]
-    h = (x.shape[-1] - side) // 2
-    return x[:, :c, h : h + side, h : h + side]
+    return crop_centre(x[:, : out_shape[1]], (x.shape[-1] - out_shape[-1]) // 2)
 
 
 def rel(diff: np.ndarray, ref: np.ndarray) -> float:

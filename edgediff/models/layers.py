@@ -101,7 +101,3 @@ def example_inputs(config, batch: int = 2, seed: int = 0) -> dict[str, torch.Ten
     feeds = example_feeds(config.geometry, config.snippet_dim, batch, seed)
     return {name: torch.from_numpy(feeds[name]) for name in INPUT_NAMES}
 
-
-def crop_centre(h: torch.Tensor, halo: int) -> torch.Tensor:
-    """The cell's own p × p out of a (p + 2·halo)-sided map: the halo is context, the cell is the output."""
-    return h[..., halo : h.shape[-2] - halo, halo : h.shape[-1] - halo] if halo else h

@@ -13,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgediff.models.config import ModelConfig
-from edgediff.models.layers import ConditionEmbedding, crop_centre, group_norm
+from edgediff.interface import crop_centre
+from edgediff.models.layers import ConditionEmbedding, group_norm
 
 
 class ResBlock(nn.Module):

@@ -254,7 +254,7 @@ def _read_bundle(bundle_dir: str | Path | None, steps: int) -> tuple[Path, Manif
     manifest = read_manifest(bundle)
     if manifest.prediction != "epsilon":
         raise EdgediffError(f"bundle predicts {manifest.prediction!r}; this edgediff samples epsilon models only")
-    schedule = manifest.noise_schedule()
+    schedule = manifest.schedule
     if steps > schedule.num_train_timesteps:
         raise EdgediffError(f"--steps {steps} exceeds the bundle's {schedule.num_train_timesteps} training "
                             "timesteps")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgediff.bundle import read_manifest
 from edgediff.data import write_square_images
 from benchmarks.common import SHARED_CPU_NOTE, machine_info, run_fresh, write_json, RESULTS
 
@@ -171,10 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, bundles = [], {}
     for size, spec in BUNDLES.items():
         bundle = make_bundle(work, size, spec)
-        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest = read_manifest(bundle)
         bundles[size] = {"grid": spec["grid"], "dim": spec["dim"], "mults": list(spec["mults"]),
-                         "params": manifest["params"], "memory_profile": manifest["memory_profile"],
-                         "onnx_bytes": manifest["files"]["denoiser_fp32"]["bytes"]}
+                         "params": manifest.params, "memory_profile": manifest.to_dict()["memory_profile"],
+                         "onnx_bytes": manifest.files["denoiser_fp32"].bytes}
         n, steps = (QUICK[size]["n"], QUICK[size]["steps"]) if a.quick else (spec["n"], spec["steps"])
         rows += sweep(size, bundle, n, steps, lambda s: print(s, flush=True))
     accepted = [r for r in rows if r["accepted"]]

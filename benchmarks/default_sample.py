@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import SHARED_CPU_NOTE, machine_info, write_json
-from edgediff.runtime.sampler import DEFAULT_BUNDLE
+from edgediff.bundle import DEFAULT_BUNDLE
 
 
 BUNDLE: list[str] = []  # empty: the shipped default (the README's first command); --bundle sets another

@@ -15,7 +15,7 @@ import argparse
 from benchmarks.common import machine_info, write_json
 from edgediff.evaluate import eval_command
 from edgediff.metrics import quality_fields
-from edgediff.runtime.sampler import DEFAULT_BUNDLE
+from edgediff.bundle import DEFAULT_BUNDLE
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, run_fresh, write_json
 from edgediff.data import load_dataset
 from edgediff.images import to_uint8
-from edgediff.runtime.sampler import DEFAULT_BUNDLE
+from edgediff.bundle import DEFAULT_BUNDLE
 from edgediff.sampling import sample_loop
 from edgediff_export import int8_quality as iq
 from edgediff_export.quantize import RECIPES, Recipe, quantize_int8

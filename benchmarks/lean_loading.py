@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks.common import SHARED_CPU_NOTE, emit, machine_info, run_fresh, write_json
 from edgediff.runtime.profile import measure_one
-from edgediff.runtime.sampler import DEFAULT_BUNDLE
+from edgediff.bundle import DEFAULT_BUNDLE
 from edgediff.runtime.session import MODES
 
 OPTIONS = {

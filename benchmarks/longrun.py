@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     if not a.child:  # measure in a fresh interpreter that never imported torch or matplotlib
         measured = run_fresh("benchmarks.longrun", ["--child", "--bundle", bundle, "--images", a.images,
                                                     "--steps", a.steps, "--modes", a.modes])
-        manifest = json.loads((bundle / "manifest.json").read_text())
+        from edgediff.bundle import read_manifest  # here: the child measures an interpreter without it
+
+        manifest = read_manifest(bundle).to_dict()  # the checked reader, as plain data for the JSON below
         body = {
             "benchmark": "longrun",
             "settings": {"images": a.images, "steps": a.steps, "modes": a.modes.split(","), "warmup_images": WARMUP,

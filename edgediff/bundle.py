@@ -33,6 +33,7 @@ from edgediff.schedule import Schedule
 SCHEMA_VERSION = 1
 SCHEDULE_KINDS = ("cosine",)  # what edgediff.schedule.Schedule can rebuild on the device
 MANIFEST_NAME = "manifest.json"
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default_bundle"  # the trained bundle shipped in the package
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_FILE_BYTES = 1 << 34  # 16 GiB: anything larger in a manifest is corrupt, not a model
 # The one table of a bundle's files: role → file name as export writes it (manifest.files records the actual path).
@@ -157,6 +158,23 @@ class Manifest(HasCellGeometry):
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+def is_bundle(path: str | Path) -> bool:
+    """The one rule for "is this folder a bundle": it holds a manifest and no training checkpoints (a run folder
+    with a stray manifest is still a run). eval, audit, export and train --init-from all ask here."""
+    path = Path(path)
+    return (path / MANIFEST_NAME).is_file() and not (path / "checkpoints").is_dir()
+
+
+def resolve_bundle(bundle_dir: str | Path | None) -> Path:
+    """The bundle to use: the given folder, else the default bundle shipped in the package (if installed)."""
+    if bundle_dir is not None:
+        return Path(bundle_dir)
+    if not (DEFAULT_BUNDLE / MANIFEST_NAME).is_file():
+        raise EdgediffError("no default bundle is installed in this edgediff package yet; pass BUNDLE_DIR "
+                            "(a folder written by `edgediff export`)")
+    return DEFAULT_BUNDLE
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgediff.bundle import Manifest, MemoryProfile, Quality, open_bundle
+from edgediff.bundle import Manifest, MemoryProfile, Quality, open_bundle, resolve_bundle
 from edgediff.int8_gate import verdict
 from edgediff.units import MIB
 
@@ -130,8 +130,6 @@ def bundle_info(bundle_dir: str | Path | None = None) -> str:
     """Validate (schema, paths, sizes, sha256) and describe; raises BundleError on a bundle the device would refuse.
     None: the default bundle shipped in the package (what `edgediff sample` uses without a BUNDLE_DIR)."""
     if bundle_dir is None:
-        from edgediff.runtime.sampler import resolve_bundle
-
         bundle_dir = resolve_bundle(None)
     manifest = open_bundle(bundle_dir)
     return describe(manifest, bundle_dir)

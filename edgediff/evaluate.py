@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from edgediff.bundle import is_bundle
 from edgediff.errors import EdgediffError
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def resolve_source(path: str | Path, alternatives: str = SOURCES) -> Source:
     path = Path(path)
     if not path.exists():
         raise EdgediffError(f"{path}: no such folder; pass {alternatives}")
-    if (path / "manifest.json").is_file() and not (path / "checkpoints").is_dir():
+    if is_bundle(path):
         return Source(BUNDLE, path)
     if (path / "checkpoints").is_dir() or (path / "run.json").is_file():
         return Source(RUN, path)

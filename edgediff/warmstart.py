@@ -59,8 +59,9 @@ def onnx_weights(onnx_path: Path, model: torch.nn.Module) -> dict[str, np.ndarra
 def source_weights(path: str | Path, model: torch.nn.Module) -> dict[str, np.ndarray]:
     """Named float arrays from a bundle's fp32 denoiser (checked against its sha256 first) or a run's EMA weights."""
     path = Path(path)
-    if (path / "manifest.json").is_file():
-        from edgediff.bundle import open_bundle, resolve
+    from edgediff.bundle import is_bundle, open_bundle, resolve
+
+    if is_bundle(path):
 
         manifest = open_bundle(path, roles=("denoiser_fp32",))
         return onnx_weights(resolve(path, manifest.files["denoiser_fp32"]), model)

@@ -17,8 +17,8 @@ from typing import Callable
 import numpy as np
 
 import edgediff
-from edgediff.bundle import (FILES, SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, Quality, TensorSpec,
-                             file_entry, staging_dir, write_bundle)
+from edgediff.bundle import (FILES, MANIFEST_NAME, SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, Quality,
+                             TensorSpec, file_entry, staging_dir, write_bundle)
 from edgediff.errors import EdgediffError
 from edgediff.files import atomic_write_bytes
 from edgediff.lut import mean_cosine, train_pq
@@ -100,7 +100,7 @@ def check_out(out: Path, run_dir: Path) -> None:
     o, r = out.resolve(), run_dir.resolve()
     if o == r or o in r.parents:
         raise EdgediffError(f"--out {out} contains the run {run_dir}; choose a separate bundle folder")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())):
         raise EdgediffError(f"--out {out} exists and is not an edgediff bundle; choose a new or empty folder")
 
 
@@ -194,7 +194,8 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
     """RUN_DIR (latest checkpoint, EMA weights) → verified bundle at `out`, made as `options` say. A bundle in place
     of RUN_DIR is rebuilt from its own fp32 ONNX (rebundle). Raises EdgediffError on any refusal."""
     from edgediff.checkpoint import load_ema_model
-    from edgediff_export.rebundle import is_bundle, rebundle
+    from edgediff.bundle import is_bundle
+    from edgediff_export.rebundle import rebundle
 
     run_dir, out = Path(run_dir), Path(out)
     if is_bundle(run_dir):  # a bundle without its run (e.g. the shipped default): rebuild from its fp32 ONNX

@@ -26,10 +26,6 @@ from edgediff_export.int8_quality import bundle_run_data
 from edgediff_export.options import ExportOptions
 
 
-def is_bundle(path: Path) -> bool:
-    return (path / "manifest.json").is_file() and not (path / "checkpoints").exists()
-
-
 def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = ExportOptions(), *,
              log: Callable[[str], None] = lambda s: None) -> ExportResult:
     """Rebuild `bundle_dir` at `out` (may be the same folder) with an int8 denoiser and/or in ORT format, as

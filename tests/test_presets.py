@@ -13,7 +13,7 @@ def test_unet_m_is_the_shipped_default_bundles_network():
     """The table's comment is a claim: building unet-m at the default bundle's geometry gives its parameter count."""
     from edgediff.bundle import read_manifest
     from edgediff.models import build_model, count_params
-    from edgediff.runtime.sampler import DEFAULT_BUNDLE
+    from edgediff.bundle import DEFAULT_BUNDLE
 
     m = read_manifest(DEFAULT_BUNDLE)
     cfg = ModelConfig(image_size=m.image_size, grid=m.grid, halo=m.halo, snippet_dim=m.snippet_dim,

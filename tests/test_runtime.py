@@ -227,7 +227,7 @@ def test_small_cells_are_profiled_up_to_16_per_call(tiny):
 
 def test_missing_default_bundle_names_the_fix():
     from edgediff.errors import EdgediffError
-    from edgediff.runtime.sampler import DEFAULT_BUNDLE, resolve_bundle
+    from edgediff.bundle import DEFAULT_BUNDLE, resolve_bundle
 
     if (DEFAULT_BUNDLE / "manifest.json").is_file():
         assert resolve_bundle(None) == DEFAULT_BUNDLE

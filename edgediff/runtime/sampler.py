@@ -24,18 +24,17 @@ import numpy as np
 import onnxruntime as ort  # imported before planning: its RSS is part of "the process now"
 
 from edgediff import images as imgio  # pillow comes in here, also before planning
-from edgediff.bundle import Manifest, MemoryProfile, check_model_interface, open_bundle, read_manifest, resolve
+from edgediff.bundle import (ROLE, Manifest, MemoryProfile, check_model_interface, open_bundle, read_manifest, resolve,
+                             resolve_bundle)
 from edgediff.errors import EdgediffError
 from edgediff.lut import decode
 from edgediff.runtime import rss
-from edgediff.bundle import ROLE
 from edgediff.runtime.planner import Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
 from edgediff.sampling import resolve_guidance, sample_loop
 from edgediff.schedule import Schedule
 from edgediff import snippets as snip
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "default_bundle"
 MAX_N = 4096
 MMAP_THRESHOLD = 65536
 
@@ -49,16 +48,6 @@ def warm_up() -> None:
     from PIL import Image
 
     Image.new("RGB", (2, 2)).save(io.BytesIO(), format="PNG")
-
-
-def resolve_bundle(bundle_dir: str | Path | None) -> Path:
-    """The bundle to use: the given folder, else the default bundle shipped in the package (if installed)."""
-    if bundle_dir is not None:
-        return Path(bundle_dir)
-    if not (DEFAULT_BUNDLE / "manifest.json").is_file():
-        raise EdgediffError("no default bundle is installed in this edgediff package yet; pass BUNDLE_DIR "
-                            "(a folder written by `edgediff export`)")
-    return DEFAULT_BUNDLE
 
 
 def load_profile(bundle: Path, manifest: Manifest, log: Callable[[str], None]):

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from edgediff.errors import EdgediffError
-from edgediff.files import atomic_write_bytes, sha256_bytes
+from edgediff.files import atomic_write_bytes, sha256_bytes, sha256_file
 
 KEEP_LAST = 2
 
@@ -114,7 +114,7 @@ def _damage(ckdir: Path, name: str, entry: dict | None) -> str | None:
         if not path.is_file():
             return f"{path} is missing"
         want = hashes.get(path.name)
-        if want is not None and sha256_bytes(path.read_bytes()) != want:
+        if want is not None and sha256_file(path) != want:
             return f"{path} is damaged (its sha256 differs from the one recorded in latest.json)"
     return None
 

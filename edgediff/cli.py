@@ -66,32 +66,6 @@ def _on_interrupt(message: str):
     return guard()
 
 
-def _model_widths(dim: int, mults: str, depth: int) -> dict:
-    """The --dim / --mults / --depth options as TrainConfig.model, refusing widths no network can have."""
-    try:
-        mult_tuple = [int(m) for m in mults.split(",") if m.strip()]
-    except ValueError:
-        raise EdgediffError(f"--mults {mults!r} must be comma-separated integers, e.g. 1,2,2") from None
-    if dim < 1 or not mult_tuple or min(mult_tuple) < 1:
-        raise EdgediffError("--dim and --mults must be positive integers")
-    return {"dim": dim, "mults": mult_tuple, "depth": depth}
-
-
-def _model_choice(preset_name: str | None, backbone: str | None, dim: int | None, mults: str | None,
-                  depth: int | None) -> tuple[str, dict]:
-    """(backbone, TrainConfig.model) from ModelConfig's defaults, then --preset, then each explicit flag."""
-    from edgediff.models.config import preset
-
-    base = {"backbone": ModelConfig.backbone, "dim": ModelConfig.dim, "mults": ModelConfig.mults,
-            "depth": ModelConfig.depth}
-    if preset_name is not None:
-        base.update(preset(preset_name))
-    widths = _model_widths(base["dim"] if dim is None else dim,
-                           ",".join(map(str, base["mults"])) if mults is None else mults,
-                           base["depth"] if depth is None else depth)
-    return backbone or base["backbone"], widths
-
-
 def _report_training(result: dict, out: Path) -> None:
     """One line on what `edgediff train` did: where the checkpoint and previews are, or why nothing was trained."""
     from edgediff.progress import rate_text
@@ -141,9 +115,10 @@ def train(
 ) -> None:
     """Train a patch denoiser (torch; CUDA when present; several GPUs through torchrun)."""
     _require_training_extras("train")
+    from edgediff.models.config import model_choice
     from edgediff.train import TrainConfig, train as run_train
 
-    backbone, widths = _model_choice(preset, backbone, dim, mults, depth)
+    backbone, widths = model_choice(preset, backbone, dim, mults, depth)
     cfg = TrainConfig(
         data=data, out=str(out), image_size=image_size, grid=grid, halo=halo, backbone=backbone, steps=steps,
         init_from=str(init_from) if init_from else None,

@@ -16,12 +16,14 @@ batching and caching below.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 
 from edgediff.errors import EdgediffError
+from edgediff.files import atomic_write_bytes
 
 ENCODER_NAME = "efficientnet-lite0"
 FEATURE_DIM = 1280
@@ -186,9 +188,9 @@ def cached_array(path: Path, shape: tuple, compute) -> np.ndarray:
         if arr.shape == tuple(shape):
             return arr
     arr = compute()
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    atomic_write_bytes(path, buf.getvalue())
     return arr
 
 

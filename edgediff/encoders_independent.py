@@ -21,13 +21,12 @@ resize the whole image to 224 px with the same antialiased bilinear resize as Li
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from edgediff.errors import EdgediffError
-from edgediff.files import sha256_file
+from edgediff.files import atomic_write_bytes, sha256_file
 
 NAME = "resnet50-1by2 (open_nsfw)"
 LABEL = "ResNet50-1by2"
@@ -71,9 +70,7 @@ def _write_pooled(path: Path) -> None:
     del graph.output[:]
     graph.output.append(onnx.helper.make_tensor_value_info(POOL_OUTPUT, onnx.TensorProto.FLOAT, ["n", FEATURE_DIM]))
     model = onnx.utils.Extractor(model).extract_model([i.name for i in graph.input], [POOL_OUTPUT])
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, model.SerializeToString())
 
 
 def _load_session():

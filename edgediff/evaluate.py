@@ -117,8 +117,8 @@ def generate_from_run(
     from edgediff.progress import Progress
     from edgediff.torch_sampler import sample_torch
 
-    if n < 2:
-        raise EdgediffError(f"--n {n} must be at least 2 for FD-Lite0 and KID")
+    if n < 1:  # eval asks for 2 (FD and KID need them) before calling; audit works from one image
+        raise EdgediffError(f"--n {n} must be at least 1")
     if steps < 1:
         raise EdgediffError(f"--steps {steps} must be >= 1")
     model, config, _ = load_ema_model(Path(run_dir))
@@ -199,15 +199,14 @@ def _save_grid(images: np.ndarray, save) -> None:
 def _eval_run(run_dir: Path, data: str, n: int, steps: int, seed: int, snippet: int | None, interpolate: str | None,
               like, save, guidance: float | None, log: Callable[[str], None]) -> dict:
     """`edgediff eval RUN_DIR`: sample with the run's EMA model (torch) and score it."""
-    from edgediff.checkpoint import load_ema_model
     from edgediff.memory import run_snippets
     from edgediff.metrics import evaluate
     from edgediff.sampling import resolve_guidance
 
-    _, config, _ = load_ema_model(run_dir)
-    dataset = _open_scoring(data, config.image_size, save, log)  # a bad --data fails before sampling for minutes
+    image_size = Source(RUN, run_dir).image_size()  # from the checkpoint's metadata: the model loads once, below
+    dataset = _open_scoring(data, image_size, save, log)  # a bad --data fails before sampling for minutes
     sn = run_snippets(run_dir, n, seed=seed, snippet=snippet, interpolate=interpolate, like=like,
-                      image_size=config.image_size)
+                      image_size=image_size)
     g = resolve_guidance(guidance, has_bank=sn is not None)
     images, config = generate_from_run(run_dir, n, steps=steps, seed=seed, snippets=sn, progress=True, guidance=g)
     result = evaluate(images, dataset, config.grid)

@@ -224,10 +224,7 @@ def make_batch(
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
     ar = torch.arange(per_rank, device=dev)
     geom = CellGeometry(cfg.image_size, data.shape[1], cfg.grid, cfg.halo)
-    if geom.halo:  # the cell plus its neighbours' current x_t; the loss stays on the centre cell
-        patch = halo_patches_torch(x_t, cells, geom)
-    else:
-        patch = split_torch(x_t, cfg.grid)[ar, cells]
+    patch = halo_patches_torch(x_t, cells, geom)  # the cell (+ its neighbours' x_t); the loss stays on the cell
     target = split_torch(noise, cfg.grid)[ar, cells]
     glob = pad_global_torch(pool_global_torch(x_t, cfg.grid), geom.halo)
     position = F.one_hot(cells, cfg.grid * cfg.grid).float()

@@ -37,7 +37,7 @@ def profile(int8=False, fast=True) -> MemoryProfile:
 
 
 def plan(budget, **kw):
-    args = dict(n=4, steps=10, now_mb=60.0, budget_mb=budget)
+    args = dict(n=4, now_mb=60.0, budget_mb=budget)
     args.update(kw)
     m = args.pop("m", manifest())
     p = args.pop("p", profile())

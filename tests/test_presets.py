@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgediff.cli import _model_choice
+from edgediff.models.config import model_choice
 from edgediff.errors import EdgediffError
 from edgediff.models.config import PRESETS, ModelConfig
 
@@ -30,17 +30,17 @@ def test_every_preset_builds(name):
 
 
 def test_explicit_flags_win_over_the_preset_and_defaults_fill_the_rest():
-    assert _model_choice(None, None, None, None, None) == (
+    assert model_choice(None, None, None, None, None) == (
         "unet", {"dim": ModelConfig.dim, "mults": list(ModelConfig.mults), "depth": ModelConfig.depth})
-    assert _model_choice("unet-m", None, None, None, None)[1]["dim"] == 40
-    backbone, widths = _model_choice("unet-m", None, 48, "1,2", None)
+    assert model_choice("unet-m", None, None, None, None)[1]["dim"] == 40
+    backbone, widths = model_choice("unet-m", None, 48, "1,2", None)
     assert backbone == "unet" and widths["dim"] == 48 and widths["mults"] == [1, 2]
-    assert _model_choice("dis-s", None, None, None, 3) == ("dis", {"dim": 64, "mults": [1, 2, 2], "depth": 3})
-    assert _model_choice("dis-s", "dit", None, None, None)[0] == "dit"
+    assert model_choice("dis-s", None, None, None, 3) == ("dis", {"dim": 64, "mults": [1, 2, 2], "depth": 3})
+    assert model_choice("dis-s", "dit", None, None, None)[0] == "dit"
 
 
 def test_an_unknown_preset_is_one_line_naming_the_known_ones():
     with pytest.raises(EdgediffError) as e:
-        _model_choice("unet-xxl", None, None, None, None)
+        model_choice("unet-xxl", None, None, None, None)
     msg = str(e.value)
     assert "\n" not in msg and "--preset 'unet-xxl'" in msg and all(name in msg for name in PRESETS)

@@ -171,7 +171,7 @@ def exercise_accepted(manifest: Manifest, bundle: Path) -> None:
     describe(manifest, bundle)
     if manifest.memory_profile is not None:
         try:
-            plan_sampling(manifest, manifest.memory_profile, n=2, steps=2, now_mb=50.0, budget_mb=None)
+            plan_sampling(manifest, manifest.memory_profile, n=2, now_mb=50.0, budget_mb=None)
         except EdgediffError as e:
             assert one_line(str(e)), str(e)
 

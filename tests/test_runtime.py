@@ -192,7 +192,7 @@ def test_arena_cap_turns_into_a_clear_error(tiny):
 
     bundle, _, _ = tiny
     m = read_manifest(bundle)
-    plan = plan_sampling(m, m.memory_profile, n=128, steps=2, now_mb=10, budget_mb=None, cells_per_call=512)
+    plan = plan_sampling(m, m.memory_profile, n=128, now_mb=10, budget_mb=None, cells_per_call=512)
     plan.settings = plan.settings.with_(cap_mb=0.5)  # the arena's granularity is ~1 MiB: smaller caps round up
     session = create_session(bundle / "denoiser.onnx", plan.settings)
     f = example_feeds(session, 512)

@@ -85,3 +85,30 @@ def preset(name: str) -> dict:
     if name not in PRESETS:
         raise EdgediffError(f"--preset {name!r} is not a model preset; use one of {', '.join(PRESETS)}")
     return dict(PRESETS[name])
+
+
+def _parse_mults(mults: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(m) for m in mults.split(",") if m.strip())
+    except ValueError:
+        from edgediff.errors import EdgediffError
+
+        raise EdgediffError(f"--mults {mults!r} must be comma-separated integers, e.g. 1,2,2") from None
+
+
+def model_choice(preset_name: str | None, backbone: str | None, dim: int | None, mults: str | None,
+                 depth: int | None) -> tuple[str, dict]:
+    """(backbone, TrainConfig.model) as `edgediff train` resolves them: ModelConfig's defaults, then the preset,
+    then each flag given; widths no network can have are refused in one line."""
+    from edgediff.errors import EdgediffError
+
+    base = {"backbone": ModelConfig.backbone, "dim": ModelConfig.dim, "mults": ModelConfig.mults,
+            "depth": ModelConfig.depth}
+    if preset_name is not None:
+        base.update(preset(preset_name))
+    dim = base["dim"] if dim is None else dim
+    mult_tuple = base["mults"] if mults is None else _parse_mults(mults)
+    if dim < 1 or not mult_tuple or min(mult_tuple) < 1:
+        raise EdgediffError("--dim and --mults must be positive integers")
+    widths = {"dim": dim, "mults": list(mult_tuple), "depth": base["depth"] if depth is None else depth}
+    return backbone or base["backbone"], widths

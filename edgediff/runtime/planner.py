@@ -348,7 +348,6 @@ def plan_sampling(
     profile: MemoryProfile,
     *,
     n: int,
-    steps: int,
     now_mb: float,
     peak_so_far_mb: float = 0.0,
     budget_mb: float | None,

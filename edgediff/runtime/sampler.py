@@ -167,7 +167,6 @@ class SampleResult:
     images: np.ndarray  # [n, H, W, C] uint8
     plan: Plan
     peak_mb: float  # peak RSS of the whole process up to the end of sampling (loading included)
-    wall_s: float  # from the start of planning to the end of sampling
     phases: Phases
     floats: np.ndarray | None = None  # [n, C, H, W] in [-1, 1], only with keep_float=True
 
@@ -199,7 +198,6 @@ class BundleSampler:
         self.log = log
         self._opened: _Opened | None = None
         self._plan: Plan | None = None
-        self._t_start = math.nan
 
     def plan(self) -> Plan:
         """The plan for this request in this process now (computed once; `run()` uses the same one). Reads the
@@ -208,7 +206,6 @@ class BundleSampler:
         plan is made against what the process holds."""
         if self._plan is not None:
             return self._plan
-        self._t_start = time.perf_counter()
         rss.set_mmap_threshold(MMAP_THRESHOLD)  # first: every later allocation behaves as in the profiling process
         req = self.request
         bundle, manifest, schedule = _read_bundle(self.bundle_dir, req.steps)
@@ -233,8 +230,7 @@ class BundleSampler:
         eps_fn = _open_denoiser(bundle, manifest, plan, phases, reset_peak=req.phase_peaks)
         images, floats = _sample_passes(req, self._opened, plan, eps_fn, conds, on_step, phases)
         peak = max(phases.load_peak_mb, rss.peak_mb())  # the load's peak too, should the reset have forgotten it
-        return SampleResult(images=images, plan=plan, peak_mb=round(peak, 1), phases=phases, floats=floats,
-                            wall_s=round(time.perf_counter() - self._t_start, 2))
+        return SampleResult(images=images, plan=plan, peak_mb=round(peak, 1), phases=phases, floats=floats)
 
 
 def _read_bundle(bundle_dir: str | Path | None, steps: int) -> tuple[Path, Manifest, Schedule]:
@@ -258,7 +254,7 @@ def _plan(req: SampleRequest, manifest: Manifest, profile: MemoryProfile, guidan
     if auto:
         avail = available_mb()
         budget_mb = None if avail is None else rss.current_mb() + avail / 2
-    plan = plan_sampling(manifest, profile, n=req.n, steps=req.steps, now_mb=rss.current_mb(),
+    plan = plan_sampling(manifest, profile, n=req.n, now_mb=rss.current_mb(),
                          peak_so_far_mb=rss.peak_mb(), budget_mb=budget_mb, precision=req.precision,
                          threads=req.threads, cells_per_call=req.cells_per_call, images_per_pass=req.images_per_pass,
                          cap=req.cap, keep_float=req.keep_float, mode=req.mode, guidance=guidance, auto=auto)

@@ -66,12 +66,9 @@ def machine_info() -> dict:
 
 def write_json(name: str, body: dict) -> Path:
     """Write benchmarks/results/NAME atomically (temp file + rename)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(body, indent=1))
-    os.replace(tmp, path)
-    return path
+    from edgediff.files import atomic_write_bytes
+
+    return atomic_write_bytes(RESULTS / name, json.dumps(body, indent=1).encode())
 
 
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:

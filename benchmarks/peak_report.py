@@ -22,14 +22,15 @@ def summarize(rows: list[dict]) -> dict:
         if not at:
             continue
         best = min(at, key=lambda r: r["peak_mb"])
-        s = {"lowest_peak": {k: best[k] for k in ("grid", "precision", "peak_mb", "floor_mb", "measured_over_floor")}}
+        s = {"lowest_peak": {k: best.get(k, 0) for k in ("grid", "halo", "precision", "peak_mb", "floor_mb",
+                                                         "measured_over_floor")}}
         if d:
             s["diffusers_peak_mb"] = d["peak_mb"]
             s["peak_ratio_lowest_vs_diffusers"] = round(best["peak_mb"] / d["peak_mb"], 4)
             fp = [r for r in at if r["precision"] == "fp32" and r.get("s_per_step")]
             if fp:
                 fastest = min(fp, key=lambda r: r["s_per_step"])
-                s["fastest_fp32"] = {k: fastest[k] for k in ("grid", "s_per_step", "peak_mb")}
+                s["fastest_fp32"] = {k: fastest.get(k, 0) for k in ("grid", "halo", "s_per_step", "peak_mb")}
                 s["time_ratio_fastest_fp32_vs_diffusers"] = round(fastest["s_per_step"] / d["s_per_step"], 3)
         out[str(res)] = s
     for r in ed:  # the halo cells' cost against diffusers (benchmarks/seams.py joins these rows)
@@ -42,10 +43,16 @@ def summarize(rows: list[dict]) -> dict:
     for r in auto:
         d = diff.get(r["resolution"])
         if d and r.get("s_per_step"):
-            out.setdefault(f"{r['resolution']}_no_budget", {})[f"grid{r['grid']}_{r['precision']}"] = {
+            out.setdefault(f"{r['resolution']}_no_budget", {})[_config_name(r)] = {
                 "peak_mb": r["peak_mb"], "s_per_step": r["s_per_step"],
                 "time_ratio_vs_diffusers": round(r["s_per_step"] / d["s_per_step"], 3)}
     return out
+
+
+def _config_name(r: dict) -> str:
+    """grid8_fp32, or grid8_halo4_fp32 for a halo row: rows that differ only in the halo must not share a key."""
+    halo = r.get("halo", 0)
+    return f"grid{r['grid']}_" + (f"halo{halo}_" if halo else "") + r["precision"]
 
 
 def plot(body: dict, path: Path) -> None:
@@ -60,7 +67,8 @@ def plot(body: dict, path: Path) -> None:
     for prec, ls in (("fp32", "-"), ("int8", ":")):
         for g in sorted({r["grid"] for r in rows if r["tool"] == "edgediff"}):
             pts = sorted((r["resolution"], r["peak_mb"], r["s_per_step"]) for r in rows if r["tool"] == "edgediff"
-                         and r["grid"] == g and r["precision"] == prec and r.get("budget") == "floor")
+                         and r["grid"] == g and r["precision"] == prec and r.get("budget") == "floor"
+                         and not r.get("halo", 0))  # the lines are halo 0; halo rows are single 512 px points
             if pts:
                 label = f"edgediff {prec} grid {g}" + (" (full image)" if g == 1 else "")
                 axes[0].plot([p[0] for p in pts], [p[1] for p in pts], ls, marker=markers.get(g, "x"), label=label)
@@ -97,21 +105,23 @@ def markdown(body: dict) -> str:
     rows = [r for r in body["rows"] if "error" not in r]
     diff = {r["resolution"]: r for r in rows if r["tool"] == "diffusers"}
     ed = [r for r in rows if r["tool"] == "edgediff" and r.get("budget") == "floor"]
-    out = ["| px | tool | grid | precision | peak MiB | floor MiB | peak / floor | s / step | params |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| px | tool | grid | halo | precision | peak MiB | floor MiB | peak / floor | s / step | params |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for res in sorted({r["resolution"] for r in rows}):
         d = diff.get(res)
         if d:
-            out.append(f"| {res} | diffusers (torch) | 1 | fp32 | {d['peak_mb']:.0f} | | | {d['s_per_step']:.2f} | "
+            out.append(f"| {res} | diffusers (torch) | 1 | | fp32 | {d['peak_mb']:.0f} | | | {d['s_per_step']:.2f} | "
                        f"{d['params'] / 1e6:.2f}M |")
-        for r in sorted((r for r in ed if r["resolution"] == res), key=lambda r: (r["grid"], r["precision"])):
-            out.append(f"| {res} | edgediff | {r['grid']} | {r['precision']} | {r['peak_mb']:.0f} | {r['floor_mb']:.0f} | "
+        for r in sorted((r for r in ed if r["resolution"] == res),
+                        key=lambda r: (r["grid"], r.get("halo", 0), r["precision"])):
+            out.append(f"| {res} | edgediff | {r['grid']} | {r.get('halo', 0)} | {r['precision']} | {r['peak_mb']:.0f} | "
+                       f"{r['floor_mb']:.0f} | "
                        f"{r['measured_over_floor']:.2f} | {r['s_per_step']:.2f} | {r['params'] / 1e6:.2f}M |")
     return "\n".join(out)
 
 
 def row_key(r: dict) -> tuple:
-    return (r["tool"], r["resolution"], r["grid"], r["precision"], r.get("budget"))
+    return (r["tool"], r["resolution"], r["grid"], r.get("halo", 0), r["precision"], r.get("budget"))
 
 
 def combine(paths: list[Path], name: str) -> int:
@@ -129,7 +139,7 @@ def combine(paths: list[Path], name: str) -> int:
             r = dict(r, measured_in=p.name)
             rows[row_key(r)] = r
     body["rows"] = sorted(rows.values(), key=lambda r: (r["tool"] != "diffusers", r["resolution"], r["grid"],
-                                                        r["precision"], r.get("budget") or ""))
+                                                        r.get("halo", 0), r["precision"], r.get("budget") or ""))
     body["parts"] = parts
     body["machine"] = machine_info()
     body["summary"] = summarize(body["rows"])

@@ -38,7 +38,7 @@ def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path, ha
     import torch
 
     from edgediff.checkpoint import latest_checkpoint, save_checkpoint
-    from edgediff.images import atomic_write_bytes
+    from edgediff.files import atomic_write_bytes
     from edgediff.models import ModelConfig, build_model, count_params
 
     config = ModelConfig(image_size=resolution, grid=grid, halo=halo, **WIDTHS)

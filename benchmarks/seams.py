@@ -12,7 +12,7 @@ Columns: params, steps, FD and KID in Lite0 space and in the independent network
 step across the line ÷ steps on the lines beside it; 1.0 = invisible; the real images' values at the same lines are
 in `real`), and ms per image per DDIM step in the device runtime (load average recorded: the cores are shared).
 Peak RSS at 512 px grid 8 comes from the peak-memory benchmark's own run (`python -m benchmarks.peak_memory
---halo`), joined into `peak_mb_512` when that result exists.
+--halos 0,4`), joined into `peak_mb_512` when that result exists.
 
     python -m benchmarks.seams                # ≈ 1-2 h of one shared core: background it; resumes where it stopped
     python -m benchmarks.seams --quick        # minutes: tiny models, for checking the machinery

@@ -1,7 +1,7 @@
 """When a bundle's int8 denoiser is fit to ship: the one rule the planner, `info` and `export` apply to the
 measurements export records in the manifest (`quality.int8`, see export/int8_quality.py).
 
-Why a gate and not "fp32 whenever it fits": int8 is the smaller and faster denoiser (≈1.6-2.5× per call on the
+Why a gate and not "fp32 whenever it fits": int8 is the smaller and faster denoiser (1.4-1.6× per call on the
 default), so on a device it is what one wants to run, but only once what it changes is shown to be small where a
 user would see it. The thresholds are the ones issue #18 set for the default bundle:
 - ε error ≤ 5% in every timestep band starting at t ≥ 100 (below, ε is nearly unobservable and barely moves x₀);

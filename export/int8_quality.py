@@ -92,7 +92,7 @@ def eps_report(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, im
                              schedule=schedule)
     ref_s, q_s = session(fp32), session(int8)
     eps_ref, eps_q = run_rows(ref_s, inputs), run_rows(q_s, inputs)
-    t = next(v for v in inputs.values() if v.dtype == np.int64)
+    t = inputs["timestep"]
     out = band_errors(eps_ref, eps_q, cell_xt(inputs, ref_s, eps_ref.shape), t, schedule)
     out["rows_checked"] = int(len(eps_ref))
     return out

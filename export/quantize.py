@@ -107,8 +107,8 @@ class Recipe:
 
 # "diffusion" is every lever that paid on the default model (benchmarks/results/int8_levers.json): int8 kernels for
 # the convolutions only, skip concatenations split, first/last convolution fp32, 99.99th-percentile ranges, and the
-# most sensitive 30% of the convolutions fp32 (12 of 39 on the default: ε error at t >= 100 3.2% → 2.0%, PSNR
-# against fp32 images 27-28 → 30-31 dB, still ~1.6x fp32's speed per call).
+# most sensitive 30% of the convolutions fp32 (12 on the default: ε error at t 100-399 3.2% → 1.4%, PSNR against fp32
+# images 27.4 → 32.7 dB, per call 1.4-1.6x fp32's speed instead of 2.2-2.7x: int8_levers.json, default_int8.json).
 SENSITIVE_FP32_FRACTION = 0.3
 RECIPES = {
     "static": Recipe(),

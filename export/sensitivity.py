@@ -75,7 +75,7 @@ def rank_convs(fp32: Path, int8: Path, prepared: Path, data: RunData, config: Mo
                              seed=seed + RANK_SEED_OFFSET, null_fraction=0.2)
     ref_sess = session(fp32)
     eps_ref = run_rows(ref_sess, inputs)
-    t = next(v for v in inputs.values() if v.dtype == np.int64)
+    t = inputs["timestep"]
     x_t = cell_xt(inputs, ref_sess, eps_ref.shape)
     qmodel, prep = onnx.load(str(int8)), onnx.load(str(prepared))
     trial = work / "sensitivity_trial.onnx"

@@ -71,10 +71,8 @@ def sample(sess, manifest, snippets: np.ndarray, steps: int, seed: int, batch_im
     out = []
     for k, s in enumerate(range(0, len(snippets), batch_images)):
         sn = snippets[s : s + batch_images]
-        x = sample_loop(onnx_eps_fn(sess, manifest), n=len(sn), image_size=manifest.image_size,
-                        channels=manifest.channels, grid=manifest.grid, steps=steps, seed=seed + k, snippets=sn,
-                        cells_per_call=len(sn) * manifest.num_cells, schedule=manifest.schedule,
-                        halo=manifest.halo)
+        x = sample_loop(onnx_eps_fn(sess, manifest), geom=manifest.geometry, n=len(sn), steps=steps, seed=seed + k,
+                        snippets=sn, cells_per_call=len(sn) * manifest.num_cells, schedule=manifest.schedule)
         out.append(to_uint8(x))
     return np.concatenate(out)
 

@@ -74,9 +74,8 @@ class Reference:
 
     def sample(self, sess):
         c = self.config
-        return sample_loop(iq.eps_fn_of(sess), n=len(self.snippets), image_size=c.image_size, channels=c.channels,
-                           grid=c.grid, steps=25, seed=29, snippets=self.snippets, cells_per_call=16,
-                           guidance=self.guidance, halo=c.halo)
+        return sample_loop(iq.eps_fn_of(sess), geom=c.geometry, n=len(self.snippets), steps=25, seed=29,
+                           snippets=self.snippets, cells_per_call=16, guidance=self.guidance)
 
     def compare(self, int8: Path) -> dict:
         sess = iq.session(int8)

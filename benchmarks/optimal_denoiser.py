@@ -134,12 +134,13 @@ def sample_optimal(
     Runs the shared DDIM loop, so it differs from a trained model only in the denoiser: the reference sample set a
     model that memorised `stored` perfectly would produce.
     """
+    from edgediff.interface import CellGeometry
     from edgediff.sampling import sample_loop
 
     y = np.asarray(stored, dtype=np.float32)
     den = OptimalPatchDenoiser(y, grid, schedule)
     return sample_loop(
-        den, n=n, image_size=y.shape[2], channels=y.shape[1], grid=grid, steps=steps, seed=seed,
-        snippets=np.zeros((n, 1), dtype=np.float32), cells_per_call=cells_per_call or n * grid * grid,
-        schedule=schedule, halo=0,  # the optimal denoiser sees each cell alone
+        den, geom=CellGeometry(y.shape[2], y.shape[1], grid, halo=0),  # the optimal denoiser sees each cell alone
+        n=n, steps=steps, seed=seed, snippets=np.zeros((n, 1), dtype=np.float32),
+        cells_per_call=cells_per_call or n * grid * grid, schedule=schedule,
     )

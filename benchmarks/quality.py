@@ -147,9 +147,8 @@ def sample_onnx(bundle: Path, manifest, precision: str, snippets: np.ndarray, n:
     eps_fn = onnx_eps_fn(session, manifest)
     schedule = manifest.schedule
     cells = manifest.grid * manifest.grid
-    x = sample_loop(eps_fn, n=n, image_size=manifest.image_size, channels=manifest.channels, grid=manifest.grid,
-                    steps=steps, seed=seed, snippets=snippets, cells_per_call=min(n * cells, 256),
-                    schedule=schedule, guidance=guidance, halo=manifest.halo)
+    x = sample_loop(eps_fn, geom=manifest.geometry, n=n, steps=steps, seed=seed, snippets=snippets,
+                    cells_per_call=min(n * cells, 256), schedule=schedule, guidance=guidance)
     return to_uint8(x)
 
 

@@ -102,11 +102,8 @@ def calls_per_chunk(rows_per_call: int, guidance: float) -> int:
 def sample_loop(
     eps_fn: EpsFn,
     *,
-    halo: int,
+    geom: CellGeometry,
     n: int,
-    image_size: int,
-    channels: int,
-    grid: int,
     steps: int,
     seed: int,
     snippets: np.ndarray,
@@ -116,16 +113,16 @@ def sample_loop(
     on_step: Callable[[int], None] | None = None,
     guidance: float = 1.0,
 ) -> np.ndarray:
-    """Generate `n` images [n, C, H, W] in [-1, 1], at most `cells_per_call` rows per denoiser call; each cell is
-    fed with `halo` pixels of its neighbours (edgediff.interface). `halo` has no default on purpose: a caller that
-    forgot it would feed a halo model cell-sized inputs (four callers once did), so each must say what it runs."""
+    """Generate `n` images [n, C, H, W] in [-1, 1], at most `cells_per_call` rows per denoiser call, cut into cells
+    as `geom` says (size, channels, grid, halo: edgediff.interface). Callers pass the geometry of what they run
+    (`manifest.geometry`, `config.geometry`), never its fields one by one: four callers once forgot the halo."""
     if cells_per_call < 1:
         raise ValueError(f"cells per call must be >= 1, got {cells_per_call}")
     guidance = check_guidance(guidance)
     if guidance != 1.0:
         eps_fn = guided(eps_fn, guidance, cells_per_call)
-    geom = CellGeometry(image_size, channels, grid, halo)
     p = geom.patch
+    image_size, channels, grid = geom.image_size, geom.channels, geom.grid
     acp = schedule.alphas_cumprod()
     ts = ddim_timesteps(steps, schedule.num_train_timesteps)
     x = initial_noise(n, channels, image_size, seed) if x_T is None else x_T.astype(np.float32, copy=True)

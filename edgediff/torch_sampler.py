@@ -45,15 +45,12 @@ def sample_torch(
         snippets = np.zeros((n, config.snippet_dim), dtype=np.float32)
     return sample_loop(
         torch_eps_fn(model, device),
+        geom=config.geometry,
         n=n,
-        image_size=config.image_size,
-        channels=config.channels,
-        grid=config.grid,
         steps=steps,
         seed=seed,
         snippets=snippets,
         cells_per_call=cells_per_call or n * config.num_cells * rows_per_cell(guidance),
         guidance=guidance,
-        halo=config.halo,
         on_step=on_step,
     )

@@ -112,9 +112,8 @@ def sample_pair(fp32: Path, int8: Path, config: ModelConfig, snippets: np.ndarra
                 guidance: float = 1.0, seed: int = 0, cells_per_call: int = 16,
                 schedule: Schedule = Schedule()) -> tuple[np.ndarray, np.ndarray]:
     """The same noise and snippets through both denoisers → two float image sets [n, C, H, W] in [-1, 1]."""
-    kw = dict(n=len(snippets), image_size=config.image_size, channels=config.channels, grid=config.grid, steps=steps,
-              seed=seed, snippets=snippets, cells_per_call=cells_per_call, schedule=schedule, guidance=guidance,
-              halo=config.halo)
+    kw = dict(geom=config.geometry, n=len(snippets), steps=steps, seed=seed, snippets=snippets,
+              cells_per_call=cells_per_call, schedule=schedule, guidance=guidance)
     return sample_loop(eps_fn_of(session(fp32)), **kw), sample_loop(eps_fn_of(session(int8)), **kw)
 
 

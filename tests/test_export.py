@@ -68,8 +68,8 @@ def test_onnx_samples_match_the_torch_sampler(bundle, run_dir):
     model, config, _ = load_ema_model(run_dir)
     snippets = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
     want = sample_torch(model, config, n=2, steps=6, seed=3, snippets=snippets)
-    got = sample_loop(_ort_eps(_session(bundle / "denoiser.onnx")), n=2, image_size=16, channels=3, grid=2,
-                      steps=6, seed=3, snippets=snippets, cells_per_call=3, halo=0)
+    got = sample_loop(_ort_eps(_session(bundle / "denoiser.onnx")), geom=config.geometry, n=2,
+                      steps=6, seed=3, snippets=snippets, cells_per_call=3)
     assert np.abs(got - want).max() <= 1e-3
     assert np.abs(want).max() > 0.05  # the model is not a zero function: the comparison means something
 

@@ -10,6 +10,7 @@ import pytest
 
 from edgediff.bundle import BundleError, parse_manifest
 from edgediff.errors import EdgediffError
+from edgediff.interface import CellGeometry
 from edgediff.sampling import guided, resolve_guidance, sample_loop
 
 from runtime_support import untrained_bundle
@@ -44,7 +45,7 @@ def test_guided_eps_is_the_extrapolation_and_one_or_two_calls_agree():
 @pytest.mark.parametrize("rows", [1, 2, 5, 8])
 def test_the_loop_gives_the_same_images_for_any_rows_per_call(rows):
     snippets = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
-    kw = dict(n=2, image_size=8, channels=3, grid=2, steps=4, seed=3, snippets=snippets, halo=0)
+    kw = dict(geom=CellGeometry(8, 3, 2, 0), n=2, steps=4, seed=3, snippets=snippets)
     ref = sample_loop(_affine_eps([]), cells_per_call=8, guidance=2.5, **kw)
     calls: list[int] = []
     out = sample_loop(_affine_eps(calls), cells_per_call=rows, guidance=2.5, **kw)

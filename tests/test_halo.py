@@ -86,8 +86,8 @@ def test_halo_zero_is_the_original_cell_model_to_the_byte(tmp_path):
     eps_fn = lambda *a: sess.run(None, dict(zip(INPUT_NAMES, a)))[0]  # noqa: E731
     snippets = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
     x_T = _images(2)
-    new = sample_loop(eps_fn, n=2, image_size=16, channels=3, grid=2, steps=4, seed=0, snippets=snippets,
-                      cells_per_call=8, x_T=x_T, halo=0)
+    new = sample_loop(eps_fn, geom=CellGeometry(16, 3, 2, 0), n=2, steps=4, seed=0, snippets=snippets,
+                      cells_per_call=8, x_T=x_T)
     old = _reference_cell_loop(eps_fn, x_T.copy(), 2, 4, snippets)
     np.testing.assert_array_equal(new, old)
 
@@ -101,8 +101,8 @@ def test_the_step_is_synchronous_whatever_the_cells_per_call():
         means = patch[:, :3].mean(axis=(2, 3)) @ w
         return np.broadcast_to(means[:, :, None, None], (len(patch), 3, 8, 8)).copy()
 
-    run = lambda k: sample_loop(eps_fn, n=2, image_size=16, channels=3, grid=2, steps=3, seed=0,  # noqa: E731
-                                snippets=np.zeros((2, 4), np.float32), cells_per_call=k, halo=geom.halo)
+    run = lambda k: sample_loop(eps_fn, geom=geom, n=2, steps=3, seed=0,  # noqa: E731
+                                snippets=np.zeros((2, 4), np.float32), cells_per_call=k)
     np.testing.assert_array_equal(run(1), run(8))
 
 

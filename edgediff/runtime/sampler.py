@@ -309,10 +309,9 @@ def _sample_passes(req: SampleRequest, opened: _Opened, plan: Plan, eps_fn, cond
     for k, start in enumerate(range(0, n, g)):
         stop = min(n, start + g)
         x_T = rng.standard_normal((stop - start, c, h, h), dtype=np.float32)
-        x = sample_loop(eps_fn, n=stop - start, image_size=h, channels=c, grid=manifest.grid, steps=steps, seed=seed,
+        x = sample_loop(eps_fn, geom=manifest.geometry, n=stop - start, steps=steps, seed=seed,
                         snippets=conds[start:stop], cells_per_call=plan.cells_per_call, schedule=opened.schedule,
-                        x_T=x_T, on_step=_step_timer(phases, k, steps, passes, on_step), guidance=opened.guidance,
-                        halo=manifest.halo)
+                        x_T=x_T, on_step=_step_timer(phases, k, steps, passes, on_step), guidance=opened.guidance)
         phases.sampling_peak_mb = rss.peak_mb()
         del x_T
         for i in range(stop - start):  # one image at a time keeps the float temporaries small

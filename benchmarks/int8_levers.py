@@ -3,7 +3,7 @@
 The default bundle ships without its training run, so this works from its fp32 ONNX directly: calibration and
 measurement rows are the emoji images noised to x_t, every cell, each paired with its memory-bank entry decoded
 from the bundle's LUT (export/int8_quality.bundle_run_data). For each recipe (export/quantize.Recipe):
-- ε relative error per timestep band and the x₀ error it causes (int8_quality.eps_report);
+- ε relative error per timestep band and the x₀ error it causes (int8_quality.Fp32Reference, as export measures);
 - PSNR and mean |Δ| of int8 images against fp32 images from the same noise and snippets (32 images, 25 DDIM steps,
   the bundle's guidance), and FD of both sets against the dataset in both metrics (fd_delta; rows measured before
   the independent metric existed carry FD-Lite0 only);
@@ -26,9 +26,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, run_fresh, write_json
 from edgediff.data import load_dataset
-from edgediff.images import to_uint8
 from edgediff.bundle import DEFAULT_BUNDLE
-from edgediff.sampling import sample_loop
 from edgediff_export import int8_quality as iq
 from edgediff_export.quantize import RECIPES, Recipe, quantize_int8
 
@@ -59,49 +57,24 @@ def speeds(path: Path) -> dict:
     return {mode: {str(c): speed(path, mode, c) for c in SPEED_CELLS} for mode in ("lean", "fast")}
 
 
-class Reference:
-    """fp32's side of every comparison, computed once: ε on the band inputs and the images from the fixed noise."""
-
-    def __init__(self, data, config, snippets, guidance: float, metrics):
-        from edgediff_export.inputs import denoiser_inputs
-
-        fp32 = iq.session(DEFAULT_BUNDLE / "denoiser.onnx")
-        self.config, self.snippets, self.guidance, self.metrics = config, snippets, guidance, metrics
-        self.inputs = denoiser_inputs(data, config, iq.band_timesteps(), images_per_t=8, seed=11, null_fraction=0.2)
-        self.eps = iq.run_rows(fp32, self.inputs)
-        self.x_t = iq.cell_xt(self.inputs, fp32, self.eps.shape)
-        self.images = to_uint8(self.sample(fp32))
-
-    def sample(self, sess):
-        c = self.config
-        return sample_loop(iq.eps_fn_of(sess), geom=c.geometry, n=len(self.snippets), steps=25, seed=29,
-                           snippets=self.snippets, cells_per_call=16, guidance=self.guidance)
-
-    def compare(self, int8: Path) -> dict:
-        sess = iq.session(int8)
-        out = iq.band_errors(self.eps, iq.run_rows(sess, self.inputs), self.x_t, self.inputs["timestep"])
-        out.update(iq.image_report(self.images, to_uint8(self.sample(sess)), self.metrics))
-        return out
-
-
-def measure_lever(recipe: Recipe, work: Path, data, ref: Reference) -> dict:
+def measure_lever(recipe: Recipe, work: Path, data, ref: iq.Fp32Reference, metrics: dict) -> dict:
     dst = work / "int8.onnx"
     t0 = time.perf_counter()
     made = quantize_int8(DEFAULT_BUNDLE / "denoiser.onnx", dst, data, ref.config, recipe=recipe)
     row = {"recipe": recipe.to_dict(), "quantise_s": round(time.perf_counter() - t0, 1),
            "bytes": dst.stat().st_size, "method": made["method"]}
-    row.update(ref.compare(dst))
+    row.update(ref.compare(dst, metrics))
     row["ms_per_call"] = speeds(dst)
     return row
 
 
-def per_band_calibration(work: Path, data, ref: Reference) -> dict:
+def per_band_calibration(work: Path, data, ref: iq.Fp32Reference) -> dict:
     """One model per calibration band, each evaluated on the bands it covers."""
     out: dict = {"bands": [list(b) for b in CALIB_BANDS], "rel_error_by_band": {}, "x0_rel_error_by_band": {}}
     for lo, hi in CALIB_BANDS:
         dst = work / f"band{lo}.onnx"
         quantize_int8(DEFAULT_BUNDLE / "denoiser.onnx", dst, data, ref.config, recipe=Recipe(band=(lo, hi)))
-        r = iq.band_errors(ref.eps, iq.run_rows(iq.session(dst), ref.inputs), ref.x_t, ref.inputs["timestep"])
+        r = ref.band_errors(dst)
         for band in iq.BANDS:
             if lo <= band[0] and band[1] <= hi:
                 name = iq.band_name(band)
@@ -217,12 +190,12 @@ def main() -> None:
     snippets = data.bank[np.random.default_rng(23).integers(0, len(data.bank), a.images)]
     levers = LEVERS if a.only is None else {k: LEVERS[k] for k in a.only.split(",")}
     rows: dict = {}
-    ref = Reference(data, config, snippets, guidance, metrics)
+    ref = iq.Fp32Reference(DEFAULT_BUNDLE / "denoiser.onnx", data, config, snippets, guidance=guidance)
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         fp32_speed = speeds(DEFAULT_BUNDLE / "denoiser.onnx")
         for name, recipe in levers.items():
-            rows[name] = measure_lever(recipe, work, data, ref)
+            rows[name] = measure_lever(recipe, work, data, ref, metrics)
             r = rows[name]
             r["speedup_vs_fp32"] = {m: {c: fp32_speed[m][c] / r["ms_per_call"][m][c] for c in fp32_speed[m]}
                                     for m in fp32_speed}

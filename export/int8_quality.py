@@ -84,20 +84,6 @@ def band_errors(eps_ref: np.ndarray, eps_q: np.ndarray, x_t: np.ndarray, t: np.n
             "rel_error": rel(eps_q - eps_ref, eps_ref), "max_abs": float(np.abs(eps_q - eps_ref).max())}
 
 
-def eps_report(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, images_per_t: int = 8,
-               seed: int = 0, schedule: Schedule = Schedule()) -> dict:
-    """Per-band ε and x₀ errors of `int8` against `fp32` on real inputs (every cell, a fifth null snippets)."""
-    ts = band_timesteps()
-    inputs = denoiser_inputs(data, config, ts, images_per_t=images_per_t, seed=seed + 11, null_fraction=0.2,
-                             schedule=schedule)
-    ref_s, q_s = session(fp32), session(int8)
-    eps_ref, eps_q = run_rows(ref_s, inputs), run_rows(q_s, inputs)
-    t = inputs["timestep"]
-    out = band_errors(eps_ref, eps_q, cell_xt(inputs, ref_s, eps_ref.shape), t, schedule)
-    out["rows_checked"] = int(len(eps_ref))
-    return out
-
-
 def eps_fn_of(sess):
     """The sampler's positional denoiser over a session, fed by the session's own input names (in file order)."""
     names = [i.name for i in sess.get_inputs()]
@@ -106,15 +92,6 @@ def eps_fn_of(sess):
         return sess.run(None, dict(zip(names, args)))[0]
 
     return eps_fn
-
-
-def sample_pair(fp32: Path, int8: Path, config: ModelConfig, snippets: np.ndarray, *, steps: int = 25,
-                guidance: float = 1.0, seed: int = 0, cells_per_call: int = 16,
-                schedule: Schedule = Schedule()) -> tuple[np.ndarray, np.ndarray]:
-    """The same noise and snippets through both denoisers → two float image sets [n, C, H, W] in [-1, 1]."""
-    kw = dict(geom=config.geometry, n=len(snippets), steps=steps, seed=seed, snippets=snippets,
-              cells_per_call=cells_per_call, schedule=schedule, guidance=guidance)
-    return sample_loop(eps_fn_of(session(fp32)), **kw), sample_loop(eps_fn_of(session(int8)), **kw)
 
 
 def psnr(a_u8: np.ndarray, b_u8: np.ndarray) -> float:
@@ -135,22 +112,56 @@ def image_report(ref_u8: np.ndarray, q_u8: np.ndarray, metrics: dict[str, Metric
             "fd_delta": fd}
 
 
+class Fp32Reference:
+    """fp32's side of every int8 comparison, computed once: ε on real band inputs (every cell, a fifth null
+    snippets) and the images from fixed noise and snippets. `measure_int8` compares one int8 file with it; the
+    levers benchmark compares many, so all rows and the manifest are measured the same way."""
+
+    def __init__(self, fp32: Path, data: RunData, config: ModelConfig, snippets: np.ndarray, *, guidance: float,
+                 steps: int = 25, seed: int = 0, images_per_t: int = 8, cells_per_call: int = 16,
+                 schedule: Schedule = Schedule()):
+        from edgediff.images import to_uint8
+
+        sess = session(fp32)
+        self.config, self.schedule = config, schedule
+        self.inputs = denoiser_inputs(data, config, band_timesteps(), images_per_t=images_per_t, seed=seed + 11,
+                                      null_fraction=0.2, schedule=schedule)
+        self.eps = run_rows(sess, self.inputs)
+        self.x_t = cell_xt(self.inputs, sess, self.eps.shape)
+        self.sampling = dict(geom=config.geometry, n=len(snippets), steps=steps, seed=seed + 29, snippets=snippets,
+                             cells_per_call=cells_per_call, schedule=schedule, guidance=guidance)
+        self.images = to_uint8(sample_loop(eps_fn_of(sess), **self.sampling))
+
+    def band_errors(self, model: Path) -> dict:
+        """ε and x₀ error per band of `model` against fp32 (see module docstring)."""
+        out = band_errors(self.eps, run_rows(session(model), self.inputs), self.x_t, self.inputs["timestep"],
+                          self.schedule)
+        out["rows_checked"] = int(len(self.eps))
+        return out
+
+    def compare(self, int8: Path, metrics: dict[str, Metric]) -> dict:
+        """Everything for one int8 file: band errors, then its images against fp32's (PSNR, each metric's change)."""
+        from edgediff.images import to_uint8
+
+        out = self.band_errors(int8)
+        images = to_uint8(sample_loop(eps_fn_of(session(int8)), **self.sampling))
+        out.update(image_report(self.images, images, metrics))
+        return out
+
+
 def measure_int8(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, metrics: dict[str, Metric],
                  images: int = 256, steps: int = 25, guidance: float = 1.0, seed: int = 0,
                  schedule: Schedule = Schedule()) -> dict:
-    """Everything above for one int8 file: what the manifest records as `quality.int8` (besides how it was made)."""
-    from edgediff.images import to_uint8
-
-    out = eps_report(fp32, int8, data, config, seed=seed, schedule=schedule)
+    """What the manifest records as `quality.int8` (besides how it was made): `Fp32Reference.compare` on `images`
+    images conditioned on random bank entries (the null snippet and no guidance without a bank)."""
     rng = np.random.default_rng(seed + 23)
     if data.bank is not None:
         snippets = data.bank[rng.integers(0, len(data.bank), images)].astype(np.float32)
     else:
         snippets = np.zeros((images, config.snippet_dim), dtype=np.float32)
         guidance = 1.0
-    ref, q = sample_pair(fp32, int8, config, snippets, steps=steps, guidance=guidance, seed=seed + 29,
-                         schedule=schedule)
-    out.update(image_report(to_uint8(ref), to_uint8(q), metrics))
+    ref = Fp32Reference(fp32, data, config, snippets, guidance=guidance, steps=steps, seed=seed, schedule=schedule)
+    out = ref.compare(int8, metrics)
     out["images"] = {"n": int(images), "ddim_steps": int(steps), "guidance": float(guidance), "seed": int(seed + 29)}
     return out
 

@@ -121,3 +121,22 @@ def run_fresh(module: str | None, args: Sequence[str] = (), *, code: str | None 
         tail = p.stderr.strip()[-2000:] or "(nothing on stderr)"
         raise RuntimeError(f"{what} {' '.join(map(str, args))[:300]} failed (exit {p.returncode}): {tail}")
     return result
+
+
+def interleaved_ms(sessions: dict, feeds: dict, rounds: int = 20) -> dict[str, float]:
+    """Median ms per call of each onnxruntime session on the same `feeds`, calls alternated session by session
+    after one warm-up call each: on shared cores, alternating makes every variant see the same load, so their
+    ratio means something even when the absolute times do not."""
+    import time
+
+    import numpy as np
+
+    for s in sessions.values():
+        s.run(None, feeds)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, feeds)
+            times[k].append((time.perf_counter() - t0) * 1000)
+    return {k: float(np.median(v)) for k, v in times.items()}

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, interleaved_ms, machine_info, write_json
 
 IMAGENET_ENTRIES = 1_281_167
 GMEM_FLOAT_BANK_BYTES = IMAGENET_ENTRIES * 768 * 4  # DINOv2 ViT-B CLS, fp32: the 3.9 GB of the GMem paper
@@ -77,23 +77,6 @@ def sample(sess, manifest, snippets: np.ndarray, steps: int, seed: int, batch_im
     return np.concatenate(out)
 
 
-def interleaved_ms(paths: dict[str, Path], cells: int, rounds: int = 20) -> dict[str, float]:
-    """Median ms per call of `cells` cells, alternating the variants call by call."""
-    from edgediff.runtime.profile import example_feeds
-
-    sessions = {k: session(p) for k, p in paths.items()}
-    feeds = example_feeds(next(iter(sessions.values())), cells)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for k, s in sessions.items():
-        s.run(None, feeds)  # warm-up
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run(None, feeds)
-            times[k].append((time.perf_counter() - t0) * 1000)
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, default=Path("/work/runs/default"))
@@ -111,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.quick:
         a.n, a.steps = 32, 8
 
-    from edgediff.bundle import open_bundle
+    from edgediff.bundle import open_bundle, resolve
     from edgediff.data import load_dataset
     from edgediff.encoders import dataset_features
     from edgediff.lut import decode, lut_bytes, mean_cosine, train_pq
@@ -193,8 +176,11 @@ def main(argv: list[str] | None = None) -> None:
 
         prof = m.memory_profile.variants
         sizes = {v: m.files[r].bytes for v, r in (("fp32", "denoiser_fp32"), ("int8", "denoiser_int8"))}
-        inter = {c: interleaved_ms({"fp32": bundle / "denoiser.onnx", "int8": bundle / "denoiser.int8.onnx"}, c)
-                 for c in (4, 16, 64)}
+        from edgediff.runtime.profile import example_feeds
+
+        sessions = {v: session(resolve(bundle, m.files[r])) for v, r in (("fp32", "denoiser_fp32"),
+                                                                          ("int8", "denoiser_int8"))}
+        inter = {c: interleaved_ms(sessions, example_feeds(sessions["fp32"], c)) for c in (4, 16, 64)}
         variants = {}
         for v in ("fp32", "int8"):
             variants[v] = {

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, run_fresh, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, interleaved_ms, machine_info, run_fresh, write_json
 from edgediff.data import load_dataset
 from edgediff.bundle import DEFAULT_BUNDLE
 from edgediff_export import int8_quality as iq
@@ -89,8 +89,6 @@ def alternating_speed(bundle: Path, rows: tuple[int, ...] = (4, 16), rounds: int
     alternately (the cores are shared: alternating makes all see the same load), per session mode: median ms per
     call and each one's speed-up over fp32. One DDIM step of the sampler is a fixed number of such calls, so the
     per-call ratio is the per-step ratio."""
-    import numpy as np
-
     from edgediff.bundle import read_manifest, resolve
     from edgediff.runtime.profile import example_feeds
     from edgediff.runtime.session import MODES, create_session
@@ -101,14 +99,7 @@ def alternating_speed(bundle: Path, rows: tuple[int, ...] = (4, 16), rounds: int
     for mode in ("lean", "fast"):
         s = {v: create_session(path, MODES[mode]) for v, path in paths.items()}
         for k in rows:
-            feeds = example_feeds(s["fp32"], k)
-            times: dict[str, list] = {v: [] for v in s}
-            for _ in range(rounds):
-                for v in s:
-                    t0 = time.perf_counter()
-                    s[v].run(None, feeds)
-                    times[v].append(1000 * (time.perf_counter() - t0))
-            med = {v: float(np.median(t[2:])) for v, t in times.items()}
+            med = interleaved_ms(s, example_feeds(s["fp32"], k), rounds)
             row = {"fp32_ms": round(med["fp32"], 3), "int8_ms": round(med["int8"], 3),
                    "speedup": round(med["fp32"] / med["int8"], 3)}
             row.update({f"{v}_speedup": round(med["fp32"] / med[v], 3) for v in extra or {}})

@@ -179,7 +179,8 @@ def _stage_run(stage: Path, run_dir: Path, model, config, meta: dict, data: RunD
     quality: dict = {"parity_fp32": parity}
     files = {"denoiser_fp32": FILES["denoiser_fp32"]}
     if options.int8:
-        quality["int8"] = build_int8(fp32, stage / FILES["denoiser_int8"], data, config, meta, options,
+        quality["int8"] = build_int8(fp32, stage / FILES["denoiser_int8"], data, config,
+                                     meta.get("train", {}).get("data", "emoji"), options,
                                      guidance=sampling.get("guidance", 1.0), log=log)
         files["denoiser_int8"] = FILES["denoiser_int8"]
     lut = _stage_lut(bank, options.lut_bytes, stage, options.seed, quality, files, log)
@@ -258,10 +259,11 @@ def to_ort_format(stage: Path, files: dict[str, str], check_inputs: dict[str, np
     return {"saved_at": ORT_SAVE_LEVEL, "max_abs_vs_onnx": worst}
 
 
-def build_int8(fp32: Path, dst: Path, data: RunData, config, meta: dict, options: ExportOptions, *,
+def build_int8(fp32: Path, dst: Path, data: RunData, config, data_name: str, options: ExportOptions, *,
                guidance: float, log: Callable[[str], None]) -> dict:
     """Quantise by `options.int8_recipe` on `options`' calibration set, then measure what int8 changes
-    (int8_quality) unless `options.int8_measure` is off: the manifest's `quality.int8`."""
+    (int8_quality, against the `data_name` images) unless `options.int8_measure` is off: the manifest's
+    `quality.int8`."""
     from edgediff.data import load_dataset
     from edgediff.bundle_info import int8_lines
     from edgediff_export.int8_quality import default_metrics, measure_int8
@@ -271,7 +273,7 @@ def build_int8(fp32: Path, dst: Path, data: RunData, config, meta: dict, options
                            calib_timesteps=options.calib_timesteps, calib_rows=options.calib_rows)
     if not options.int8_measure:
         return report
-    dataset = load_dataset(meta.get("train", {}).get("data", "emoji"), config.image_size)
+    dataset = load_dataset(data_name, config.image_size)
     report.update(measure_int8(fp32, dst, data, config, metrics=default_metrics(dataset), guidance=guidance,
                                seed=options.seed, images=options.int8_images))
     for line in int8_lines(report):

@@ -50,9 +50,8 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
             shutil.copy(resolve(bundle_dir, m.files[role]), stage / rel)
         quality = replace(m.quality, ort_format=None)
         if int8:
-            meta = {"train": {"data": m.training.get("data") or "emoji"}}
             quality = replace(quality, int8=build_int8(stage / files["denoiser_fp32"], stage / FILES["denoiser_int8"],
-                                                       data, config, meta, options,
+                                                       data, config, m.training.get("data") or "emoji", options,
                                                        guidance=sampling.get("guidance", 1.0), log=log))
             files["denoiser_int8"] = FILES["denoiser_int8"]
         if options.ort_format:

@@ -10,8 +10,11 @@ import json
 import time
 from pathlib import Path
 
+from edgediff.models.config import preset
+
 STEPS = 20
-WIDTHS = dict(dim=64, mults=(1, 2, 2), num_res_blocks=1)  # edgediff's default UNet widths (~4.5M parameters)
+# the unet-l preset (ModelConfig's defaults, ~4.5M parameters): the bundles these rows measure are untrained
+WIDTHS = dict({k: v for k, v in preset("unet-l").items() if k != "backbone"}, num_res_blocks=1)
 CALIB_TIMESTEPS = (800, 200)  # int8 calibration of the benchmark bundles: one row per timestep and cell
 
 

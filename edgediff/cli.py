@@ -265,22 +265,13 @@ def eval_(
     """Quality of a run or bundle: FD and KID against real images in Lite0 space (the bank's) and in an independent
     network's, and the seam ratio (1.0 = invisible)."""
     _require_training_extras("eval")
-    from edgediff.encoders_independent import LABEL
-    from edgediff.evaluate import eval_command
+    from edgediff.evaluate import eval_command, format_scores
 
     with _on_interrupt("interrupted: no scores or files written"):
         result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
                               interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance,
                               other_data=other_data, precision=precision, log=typer.echo)
-    typer.echo(
-        f"FD-Lite0 {result['fd_lite0']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  |  "
-        f"FD-{LABEL} {result['fd_independent']:.2f}  KID {result['kid_independent']:.4f} ± "
-        f"{result['kid_independent_std']:.4f} (independent)  "
-        f"seam ratio {result['seam_border']:.3f} at cell borders, {result['seam_midcell']:.3f} mid-cell (real images: "
-        f"{result['seam_border_real']:.3f}, {result['seam_midcell_real']:.3f})  "
-        f"[{result['n_generated']} generated vs {result['n_real']} real of {result['data']}, {steps} DDIM steps, "
-        f"guidance {result['guidance']:g}" + (f", {result['precision']}" if "precision" in result else "") + "]"
-    )
+    typer.echo(format_scores(result))
     for path in (save, json_out):
         if path is not None:
             typer.echo(f"wrote {path}")

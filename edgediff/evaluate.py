@@ -236,3 +236,19 @@ def _eval_bundle(bundle_dir: Path, data: str, n: int, steps: int, seed: int, sni
                   memory=manifest.lut is not None, guidance=run.plan.guidance, precision=run.plan.variant)
     _save_grid(run.images, save)
     return result
+
+
+def format_scores(result: dict) -> str:
+    """The one line `edgediff eval` prints: both metrics, the seam ratios against real images', and what was
+    compared with what (as audit.format_summary does for the audit)."""
+    from edgediff.encoders_independent import LABEL
+
+    r = result
+    return (
+        f"FD-Lite0 {r['fd_lite0']:.2f}  KID {r['kid']:.4f} ± {r['kid_std']:.4f}  |  "
+        f"FD-{LABEL} {r['fd_independent']:.2f}  KID {r['kid_independent']:.4f} ± {r['kid_independent_std']:.4f} "
+        f"(independent)  seam ratio {r['seam_border']:.3f} at cell borders, {r['seam_midcell']:.3f} mid-cell "
+        f"(real images: {r['seam_border_real']:.3f}, {r['seam_midcell_real']:.3f})  [{r['n_generated']} generated vs "
+        f"{r['n_real']} real of {r['data']}, {r['sampler_steps']} DDIM steps, guidance {r['guidance']:g}"
+        + (f", {r['precision']}" if "precision" in r else "") + "]"
+    )

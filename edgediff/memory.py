@@ -119,29 +119,28 @@ def build_full_bank(own_feats: np.ndarray, flipped_feats: np.ndarray, info: dict
     return Bank(own=own, flipped=flipped, dim=int(f), info=info, pca_mean=mean, pca_components=comps)
 
 
-def bank_for_training(dataset, cfg) -> Bank:
-    """The memory bank of `dataset` for a TrainConfig: encoder features (cached per dataset key) or cfg.features;
-    PCA-reduced to snippet_dim, or the full feature with --snippet-mode gmem."""
-    if getattr(cfg, "snippet_mode", "pca") == "gmem":
-        from edgediff.encoders import ENCODER_NAME, dataset_features
+def _features(dataset, cfg) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(own, flipped, provenance): the user's --features (their flip keeps the same row: a user's features have no
+    flipped counterpart) or the encoder's, cached per dataset key."""
+    if cfg.features:
+        own = load_user_features(cfg.features, len(dataset))
+        return own, own, {"encoder": "user", "source": str(cfg.features), "flip": "same"}
+    from edgediff.encoders import ENCODER_NAME, dataset_features
 
-        own = load_user_features(cfg.features, len(dataset)) if cfg.features else dataset_features(dataset)
-        flipped = own if cfg.features else dataset_features(dataset, flipped=True)
-        return build_full_bank(own, flipped, {"encoder": "user" if cfg.features else ENCODER_NAME,
-                                              "source": str(cfg.features or f"cache:{dataset.key}"),
-                                              "flip": "same" if cfg.features else "encoded"})
+    return (dataset_features(dataset, flipped=False), dataset_features(dataset, flipped=True),
+            {"encoder": ENCODER_NAME, "source": f"cache:{dataset.key}", "flip": "encoded"})
+
+
+def bank_for_training(dataset, cfg) -> Bank:
+    """The memory bank of `dataset` for a TrainConfig: PCA-reduced to snippet_dim, or the full feature with
+    --snippet-mode gmem."""
+    if cfg.snippet_mode == "gmem":
+        return build_full_bank(*_features(dataset, cfg))
     dim = int(cfg.model.get("snippet_dim", DEFAULT_PCA_DIM)) if cfg.model else DEFAULT_PCA_DIM
     if dim < 1:
         raise EdgediffError(f"snippet_dim {dim} must be >= 1 when training with the memory bank (or use --no-memory)")
-    if cfg.features:
-        own = load_user_features(cfg.features, len(dataset))
-        # A user's features have no flipped counterpart: the flipped image keeps its own snippet.
-        return build_bank(own, own, dim, {"encoder": "user", "source": str(cfg.features), "flip": "same"})
-    from edgediff.encoders import ENCODER_NAME, dataset_features
-
-    own = dataset_features(dataset, flipped=False)
-    flipped = dataset_features(dataset, flipped=True)
-    return build_bank(own, flipped, dim, {"encoder": ENCODER_NAME, "source": f"cache:{dataset.key}", "flip": "encoded"})
+    own, flipped, info = _features(dataset, cfg)
+    return build_bank(own, flipped, dim, info)
 
 
 def save_run_bank(run_dir: str | Path, bank: Snippets) -> Path | None:

@@ -52,6 +52,13 @@ def add_noise(x0: np.ndarray, noise: np.ndarray, t: np.ndarray, alphas_cumprod: 
     return (np.sqrt(a) * x0 + np.sqrt(1.0 - a) * noise).astype(x0.dtype)
 
 
+def predict_x0(x_t: np.ndarray, eps: np.ndarray, a, clip: bool = True) -> np.ndarray:
+    """x_0 = (x_t − √(1−ᾱ) ε) / √ᾱ for ᾱ = `a` (a scalar, or per-row values broadcast over the batch), clipped to
+    the image range as the DDIM step clips it."""
+    x0 = (x_t - np.sqrt(1.0 - a) * eps) / np.sqrt(a)
+    return np.clip(x0, -1.0, 1.0) if clip else x0
+
+
 def ddim_step(
     x_t: np.ndarray, eps: np.ndarray, t: int, t_prev: int, alphas_cumprod: np.ndarray, clip: bool = True
 ) -> np.ndarray:
@@ -62,8 +69,6 @@ def ddim_step(
     """
     a_t = float(alphas_cumprod[t])
     a_prev = float(alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
-    x0 = (x_t - np.sqrt(1.0 - a_t) * eps) / np.sqrt(a_t)
-    if clip:
-        x0 = np.clip(x0, -1.0, 1.0)
+    x0 = predict_x0(x_t, eps, a_t, clip)
     eps = (x_t - np.sqrt(a_t) * x0) / np.sqrt(1.0 - a_t)
     return (np.sqrt(a_prev) * x0 + np.sqrt(1.0 - a_prev) * eps).astype(x_t.dtype)

@@ -30,7 +30,7 @@ from edgediff.errors import EdgediffError
 from edgediff.interface import crop_centre
 from edgediff.models.config import ModelConfig
 from edgediff.sampling import sample_loop
-from edgediff.schedule import Schedule
+from edgediff.schedule import Schedule, predict_x0
 from edgediff_export.inputs import RunData, denoiser_inputs
 from edgediff_export.onnx_export import run_rows, session  # noqa: F401  (re-exported: tests and benchmarks use them here)
 
@@ -67,10 +67,7 @@ def band_errors(eps_ref: np.ndarray, eps_q: np.ndarray, x_t: np.ndarray, t: np.n
     acp = schedule.alphas_cumprod()
     a = acp[t].reshape(-1, *([1] * (eps_ref.ndim - 1)))
 
-    def x0(eps):
-        return np.clip((x_t - np.sqrt(1.0 - a) * eps) / np.sqrt(a), -1.0, 1.0)
-
-    x0_ref, x0_q = x0(eps_ref), x0(eps_q)
+    x0_ref, x0_q = predict_x0(x_t, eps_ref, a), predict_x0(x_t, eps_q, a)
     by_eps, by_x0, rows = {}, {}, {}
     for band in bands:
         m = (t >= band[0]) & (t <= band[1])

@@ -119,15 +119,24 @@ def _load_session():
     return _session
 
 
+def resized(images_u8: np.ndarray, size: int, divisor: float = 1.0):
+    """uint8 [N, H, W, 3] → float torch [N, 3, size, size] ÷ `divisor`, bilinear antialiased resize: what both
+    encoders' preprocessing starts with."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.array(images_u8, dtype=np.uint8)).permute(0, 3, 1, 2).float() / divisor  # a copy
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
 def preprocess(images_u8: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """uint8 [N, H, W, 3] → float32 [N, 3, size, size] (224 unless told), bilinear (antialiased) resize and
     ImageNet normalisation."""
     import torch
-    import torch.nn.functional as F
 
-    x = torch.from_numpy(np.array(images_u8, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0  # a writable copy
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = resized(images_u8, size, divisor=255.0)
     x = (x - torch.from_numpy(MEAN)[None, :, None, None]) / torch.from_numpy(STD)[None, :, None, None]
     return x.numpy()
 
@@ -162,9 +171,8 @@ def encode(images_u8: np.ndarray, batch: int = BATCH, progress: bool = False, en
 
 def _backend(encoder: str):
     """(uint8 batch → features, feature dim, display label) for an encoder name."""
-    if encoder == "lite0":
-        session = _load_session()
-        return (lambda chunk: session.run(None, {"image": preprocess(chunk)})[0]), FEATURE_DIM, "Lite0"
+    if encoder == "lite0":  # the session loads on the first batch: asking for the dim loads nothing
+        return (lambda chunk: _load_session().run(None, {"image": preprocess(chunk)})[0]), FEATURE_DIM, "Lite0"
     if encoder == "independent":
         from edgediff import encoders_independent as ind
 
@@ -203,10 +211,4 @@ def dataset_features(dataset, flipped: bool = False, progress: bool = True, enco
 
 
 def _backend_dim(encoder: str) -> int:
-    if encoder == "independent":
-        from edgediff.encoders_independent import FEATURE_DIM as dim
-
-        return dim
-    if encoder != "lite0":
-        raise EdgediffError(f"unknown encoder {encoder!r}: use 'lite0' or 'independent'")
-    return FEATURE_DIM
+    return _backend(encoder)[1]

@@ -85,11 +85,10 @@ def _load_session():
 def preprocess(images_u8: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, 3] RGB → float32 [N, 224, 224, 3] BGR, mean-subtracted, 0..255 scale (the model's NHWC)."""
     import torch
-    import torch.nn.functional as F
 
-    x = torch.from_numpy(np.array(images_u8, dtype=np.uint8)).permute(0, 3, 1, 2).float()
-    if x.shape[-1] != INPUT_SIZE or x.shape[-2] != INPUT_SIZE:
-        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
+    from edgediff.encoders import resized
+
+    x = resized(images_u8, INPUT_SIZE)
     x = x.flip(1).permute(0, 2, 3, 1) - torch.from_numpy(MEAN_BGR)
     return np.ascontiguousarray(x.numpy(), dtype=np.float32)
 

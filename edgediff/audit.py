@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from edgediff.errors import EdgediffError
+from edgediff.errors import TRAIN_INSTALL, EdgediffError
 from edgediff.evaluate import (
     RUN, SAMPLES, SOURCES, Source, generate_from_bundle, generate_from_run, resolve_data, resolve_source,
 )
@@ -39,21 +39,24 @@ SAMPLES_PNG = "samples.png"
 
 def audit_source(target: Path | None, samples: Path | None) -> Source:
     """What to audit: a folder of samples (--samples), else a run or a bundle, told apart by the resolver `eval`
-    uses too (edgediff.evaluate.resolve_source)."""
+    uses too (edgediff.evaluate.resolve_source); neither given: the default bundle shipped in the package."""
     if samples is not None:
         if not Path(samples).is_dir():
             raise EdgediffError(f"--samples {samples}: no such folder; pass a folder of generated PNG/JPEG images")
         return Source(SAMPLES, Path(samples))
-    if target is None:
-        raise EdgediffError("pass a RUN_DIR or BUNDLE_DIR to audit, or --samples FOLDER of generated images")
     return resolve_source(target, alternatives=f"{SOURCES}, or --samples FOLDER of generated images")
 
 
 def default_out(source: Source) -> Path:
     """RUN_DIR/audit for a run; a sibling '<name>_audit' folder otherwise (never inside a checksummed bundle,
-    never inside the samples folder, whose next audit would read the sheet as a sample)."""
+    never inside the samples folder, whose next audit would read the sheet as a sample). The shipped bundles
+    live inside the installed package: their audits go to the current folder instead."""
+    from edgediff.shipped import PACKAGE
+
     if source.kind == RUN:
         return source.path / "audit"
+    if PACKAGE in source.path.resolve().parents:
+        return Path(f"{source.path.name}_audit")
     return source.path.parent / f"{source.path.name}_audit"
 
 
@@ -114,7 +117,7 @@ def _feature_space(samples: np.ndarray, train_ds, flips: bool, log: Callable[[st
     try:
         from edgediff.encoders import dataset_features, encode
     except ImportError as e:  # the device install has no torch
-        reason = f"the encoder is not importable ({e}); pip install 'edgediff[train]'"
+        reason = f"the encoder is not importable ({e}); install it {TRAIN_INSTALL}"
         log(f"feature space skipped: {reason}")
         return {"skipped": reason}
     from edgediff.memorization import memorized, nearest_groups
@@ -273,8 +276,8 @@ def audit(
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """Generate (or read) samples, measure them against the training set, write the sheet and the JSON.
-    `data` None: the data the run or bundle records (required for --samples); an earlier audit in `out` is only
-    replaced with `overwrite`."""
+    `target` None (and no `samples`): the default bundle. `data` None: the data the run or bundle records (required
+    for --samples); an earlier audit in `out` is only replaced with `overwrite`."""
     from edgediff.files import atomic_write_bytes
     from edgediff.images import make_grid, save_png
     from edgediff.memorization import MEMORIZED_RATIO

@@ -168,9 +168,18 @@ def is_bundle(path: str | Path) -> bool:
 
 
 def resolve_bundle(bundle_dir: str | Path | None) -> Path:
-    """The bundle to use: the given folder, else the default bundle shipped in the package (if installed)."""
+    """The bundle to use: the given folder or shipped model's name (edgediff.shipped), else the default bundle
+    shipped in the package (if installed). A
+    training run in its place is named as one, with the command that makes a bundle of it: "not an edgediff
+    bundle (re-export it)" sent a new user looking for a bundle they never had."""
+    from edgediff.shipped import expand
+
     if bundle_dir is not None:
-        return Path(bundle_dir)
+        path = expand(bundle_dir)
+        if not is_bundle(path) and ((path / "checkpoints").is_dir() or (path / "run.json").is_file()):
+            raise EdgediffError(f"{path} is a training run: export it first with 'edgediff export {path} --out "
+                                "BUNDLE'")
+        return path
     if not (DEFAULT_BUNDLE / MANIFEST_NAME).is_file():
         raise EdgediffError("no default bundle is installed in this edgediff package yet; pass BUNDLE_DIR "
                             "(a folder written by `edgediff export`)")

@@ -129,7 +129,8 @@ def describe(manifest: Manifest, bundle_dir: str | Path = "") -> str:
 def bundle_info(bundle_dir: str | Path | None = None) -> str:
     """Validate (schema, paths, sizes, sha256) and describe; raises BundleError on a bundle the device would refuse.
     None: the default bundle shipped in the package (what `edgediff sample` uses without a BUNDLE_DIR)."""
-    if bundle_dir is None:
-        bundle_dir = resolve_bundle(None)
-    manifest = open_bundle(bundle_dir)
-    return describe(manifest, bundle_dir)
+    from edgediff.shipped import listing
+
+    shown = resolve_bundle(bundle_dir)
+    manifest = open_bundle(shown)
+    return describe(manifest, shown) + ("\n" + listing() if bundle_dir is None else "")

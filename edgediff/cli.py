@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 
-from edgediff.errors import EdgediffError, Interrupted
+from edgediff.errors import TRAIN_INSTALL, EdgediffError, Interrupted
 from edgediff.models.config import ModelConfig  # torch-free: the widths' defaults live there
 from edgediff.units import MIB
 
@@ -48,8 +48,8 @@ def _require_training_extras(command: str) -> None:
 
     missing = [m for m in TRAINING_MODULES if importlib.util.find_spec(m) is None]
     if missing:
-        raise EdgediffError(f"'edgediff {command}' needs the training extras ({', '.join(missing)} not installed): "
-                            "pip install 'edgediff[train]'")
+        raise EdgediffError(f"'edgediff {command}' needs the training extras ({', '.join(missing)} not installed); "
+                            f"install them {TRAIN_INSTALL}")
 
 
 def _on_interrupt(message: str):
@@ -70,6 +70,8 @@ def _report_training(result: dict, out: Path) -> None:
     """One line on what `edgediff train` did: where the checkpoint and previews are, or why nothing was trained."""
     from edgediff.progress import rate_text
 
+    if not result.get("main_process", True):
+        return
     if result["trained"] == 0:
         typer.echo(f"{out} is already at step {result['steps']} (= --steps): nothing to train; raise --steps to "
                    "continue")
@@ -84,10 +86,9 @@ def _report_training(result: dict, out: Path) -> None:
 @app.command()
 def train(
     data: str = typer.Option("emoji", help="'emoji' (built in) or a folder of PNG/JPEG/WebP images."),
-    image_size: int = typer.Option(32, help="Training resolution in pixels (square)."),
-    grid: int = typer.Option(2, help="Cells per side: grid×grid patches; 1 = full-image baseline."),
-    halo: int = typer.Option(0, help="Pixels of the neighbouring cells each cell sees (0: none; 4 removes seams "
-                                     "at 16 px cells)."),
+    image_size: Optional[int] = typer.Option(None, help="Training resolution in pixels (square) [default: the preset's, else 32]."),
+    grid: Optional[int] = typer.Option(None, help="Cells per side: grid×grid patches; 1 = full-image baseline [default: the preset's, else 2]."),
+    halo: Optional[int] = typer.Option(None, help="Pixels of the neighbouring cells each cell sees [default: the preset's, else 4 with cells (what every shipped model uses; 0 shows the grid as seams) and 0 at grid 1]."),
     init_from: Optional[Path] = typer.Option(None, help="Start from the weights of a bundle or run of the same "
                                                         "widths (a halo model may start from a halo-0 one)."),
     backbone: Optional[str] = typer.Option(None, help="unet, dis (state-space) or dit (attention) [default: the preset's, else unet]."),
@@ -95,11 +96,12 @@ def train(
     batch_size: int = typer.Option(64, help="Examples per step, summed over all processes."),
     out: Path = typer.Option(Path("runs/default"), help="Run directory for checkpoints, samples and logs."),
     no_memory: bool = typer.Option(False, "--no-memory", help="Train without the memory bank (null snippet)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint, with the run's own settings (any other value is refused)."),
+    override: Optional[list[str]] = typer.Option(None, "--override", help="With --resume: let this optimisation setting (e.g. lr, batch-size, ema-decay) take its new value from the current step on; recorded in run.json and the bundle. Repeat for several."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     lr: float = typer.Option(2e-4, help="AdamW learning rate."),
     seed: int = typer.Option(0, min=0, help="Seed: fixes data order, noise and initialisation."),
-    preset: Optional[str] = typer.Option(None, help="A named model size to start from: unet-s, unet-m (the default bundle's), unet-l, dis-s or dit-s; explicit --backbone/--dim/--mults/--depth win."),
+    preset: Optional[str] = typer.Option(None, help="A named model size to start from: unet-s, unet-m (the default bundle's), unet-l, dis-s or dit-s; or a recipe that also sets the geometry: emoji-128. Explicit flags win."),
     dim: Optional[int] = typer.Option(None, help=f"Base channel width of the network [default: the preset's, else {ModelConfig.dim}]."),
     mults: Optional[str] = typer.Option(None, help=f"UNet width multipliers per level, comma separated [default: the preset's, else {','.join(map(str, ModelConfig.mults))}]."),
     depth: Optional[int] = typer.Option(None, min=1, help=f"Blocks of the DiS / DiT backbones [default: the preset's, else {ModelConfig.depth}]."),
@@ -110,15 +112,16 @@ def train(
     align_until: int = typer.Option(0, help="Step after which --align turns off (0: never)."),
     features: Optional[Path] = typer.Option(None, help="Your own .npy features (one row per image) for the bank."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
-    sample_every: int = typer.Option(500, help="Steps between preview grids (0: only at the end... and never if 0)."),
+    sample_every: int = typer.Option(500, help="Steps between preview grids in RUN_DIR/samples (0: no previews)."),
     ema_decay: float = typer.Option(0.999, help="EMA decay of the weights that get exported."),
 ) -> None:
     """Train a patch denoiser (torch; CUDA when present; several GPUs through torchrun)."""
     _require_training_extras("train")
-    from edgediff.models.config import model_choice
+    from edgediff.models.config import geometry_choice, model_choice
     from edgediff.train import TrainConfig, train as run_train
 
     backbone, widths = model_choice(preset, backbone, dim, mults, depth)
+    image_size, grid, halo = geometry_choice(preset, image_size, grid, halo)
     cfg = TrainConfig(
         data=data, out=str(out), image_size=image_size, grid=grid, halo=halo, backbone=backbone, steps=steps,
         init_from=str(init_from) if init_from else None,
@@ -129,9 +132,9 @@ def train(
         model=widths,
     )
     try:
-        result = run_train(cfg, resume=resume, log=typer.echo)
+        result = run_train(cfg, resume=resume, log=typer.echo, overrides=tuple(override or ()))
     except KeyboardInterrupt:
-        from edgediff.train import interrupted_message
+        from edgediff.resume import interrupted_message
 
         raise Interrupted(interrupted_message(out)) from None
     _report_training(result, out)
@@ -140,7 +143,8 @@ def train(
 @app.command()
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'edgediff train', or a bundle (rebuilt from its fp32 ONNX: add --int8 / --ort)."),
-    out: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced atomically if it is a bundle)."),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write: a new or empty folder, or a bundle with --overwrite."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the bundle already at --out (atomically: it stays whole until the new one is complete)."),
     int8: bool = typer.Option(False, "--int8", help="Also ship a static QDQ int8 denoiser (calibrated on the data)."),
     lut_bytes: int = typer.Option(8, "--lut-bytes", help="Bytes per memory-bank entry in the PQ lookup table."),
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Measure the memory profile (fresh processes)."),
@@ -154,20 +158,19 @@ def export(
     from edgediff_export import ExportOptions, export_run
 
     options = ExportOptions(int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
-                            int8_recipe=int8_recipe, ort_format=ort, int8_images=int8_images)
+                            int8_recipe=int8_recipe, ort_format=ort, int8_images=int8_images, overwrite=overwrite)
     with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
         result = export_run(run_dir, out, options, log=typer.echo)
-    files = ", ".join(f"{f.path} ({f.bytes / MIB:.2f} MiB)" for f in result.manifest.files.values())
-    typer.echo(f"exported {run_dir} → {result.out}: {files}; inspect with 'edgediff info {result.out}'")
+    typer.echo(result.summary(run_dir))
 
 
 @app.command()
 def sample(
-    bundle_dir: Optional[Path] = typer.Argument(None, help="A bundle folder; left out: the default bundle shipped inside edgediff."),
+    bundle_dir: Optional[Path] = typer.Argument(None, help="A bundle folder, or a shipped model's name (emoji-32, emoji-128: 'edgediff info' lists them); left out: emoji-32, the default."),
     n: int = typer.Option(16, "--n", help="Number of images."),
     steps: int = typer.Option(25, help="DDIM steps."),
     seed: str = typer.Option("0", help="Seed (an integer >= 0, or 'random': a fresh one, printed): the same seed gives the same images whatever the plan."),
-    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Peak RSS of the whole process, e.g. 96MiB, 96MB, 100000000 (default: half the available memory)."),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Peak RSS of the whole process, e.g. 96MiB, 96MB, 100000000 (default: what the process holds at start plus half the available memory; the plan line prints the figure)."),
     snippet: Optional[int] = typer.Option(None, "--snippet", help="Condition every image on memory-bank entry INDEX."),
     interpolate: Optional[str] = typer.Option(None, "--interpolate", help="I,J,ALPHA: slerp between bank entries I and J."),
     out: Path = typer.Option(Path("samples.png"), "--out", help="Grid image to write: .png, .jpg/.jpeg or .webp (format from the extension; the folder must exist)."),
@@ -176,6 +179,7 @@ def sample(
     threads: Optional[int] = typer.Option(None, min=1, help="onnxruntime threads (default: the cores this process may use)."),
     cells_per_call: Optional[int] = typer.Option(None, "--cells-per-call", help="Pin the cells per denoiser call instead of planning it."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (1 = none; default: the bundle's recommendation)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print the plan's tuning knobs: session mode, onnxruntime arena cap, the leanest plan's peak."),
 ) -> None:
     """Sample images on device (numpy + onnxruntime only), planned to stay under --memory-budget."""
     import time
@@ -192,7 +196,7 @@ def sample(
     request = SampleRequest(n=n, steps=steps, seed=seed_value, memory_budget=budget, snippet=snippet,
                             interpolate=interpolate, precision=precision, threads=threads,
                             cells_per_call=cells_per_call, guidance=guidance)
-    result = sample_to_files(bundle_dir, request, out, out_dir, log=typer.echo)
+    result = sample_to_files(bundle_dir, request, out, out_dir, log=typer.echo, verbose=verbose)
     peak = max(result.peak_mb, rss.peak_mb())  # writing the files is part of the run the budget is about
     budget_note = f" (budget {budget / MIB:.1f} MiB)" if budget is not None else ""
     typer.echo(f"peak RSS {peak:.1f} MiB{budget_note}, wall time {time.perf_counter() - t0:.2f} s")
@@ -200,26 +204,33 @@ def sample(
 
 
 def sample_to_files(bundle_dir: Optional[Path], request: SampleRequest, out: Optional[Path],
-                    out_dir: Optional[Path], log: Callable[[str], None] = typer.echo) -> SampleResult:
+                    out_dir: Optional[Path], log: Callable[[str], None] = typer.echo,
+                    verbose: bool = False) -> SampleResult:
     """What `edgediff sample` does once its options are parsed: refuse outputs that could not be written before
-    any work, sample with a progress bar (edgediff.runtime.sampler.BundleSampler, which writes nothing), then write
-    the grid and the single images. Returns the SampleResult; benchmarks call this to measure the command's run."""
+    any work, sample with a progress bar (edgediff.runtime.sampler.BundleSampler, which writes nothing), writing
+    each image into `out_dir` as its pass finishes (Ctrl-C keeps those), then the grid. Returns the SampleResult;
+    benchmarks call this to measure the command's run."""
     from edgediff import images as imgio
     from edgediff.progress import Progress
     from edgediff.runtime.sampler import BundleSampler
 
-    sampler = BundleSampler(bundle_dir, request, log=log)
+    sampler = BundleSampler(bundle_dir, request, log=log, verbose=verbose)
     if out is not None:
         imgio.check_output_file(out, "--out")
     if out_dir is not None:
         imgio.check_output_dir(out_dir, "--out-dir")
+    folder = imgio.FolderWriter(out_dir, request.seed, request.n) if out_dir is not None else None
     bar = Progress("sampling", request.n * request.steps)
     try:
-        with _on_interrupt("interrupted while sampling: no image written"):
-            result = sampler.run(on_step=bar.step_callback())
+        result = sampler.run(on_step=bar.step_callback(), on_images=folder.write if folder else None)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while sampling: {folder.kept() if folder else 'no image written'}") from None
     finally:
         bar.close()
-    imgio.write_images(result.images, out, out_dir, seed=request.seed)
+    if out is not None:
+        kept = f"; kept all {request.n} image(s) in {out_dir}" if folder else ""
+        with _on_interrupt(f"interrupted while writing the grid: {out} not written{kept}"):
+            imgio.save_image(imgio.make_grid(result.images), out)
     return result
 
 
@@ -239,7 +250,7 @@ def _parse_seed(text: str) -> int:
 
 
 @app.command()
-def info(bundle_dir: Optional[Path] = typer.Argument(None, help="A bundle folder written by 'edgediff export'; left out: the default bundle shipped inside edgediff.")) -> None:
+def info(bundle_dir: Optional[Path] = typer.Argument(None, help="A bundle folder written by 'edgediff export', or a shipped model's name; left out: the default, and the list of shipped models.")) -> None:
     """Check a bundle (schema, paths, sizes, sha256) and print its manifest readably."""
     from edgediff.bundle_info import bundle_info
 
@@ -248,7 +259,7 @@ def info(bundle_dir: Optional[Path] = typer.Argument(None, help="A bundle folder
 
 @app.command("eval")
 def eval_(
-    run_dir: Path = typer.Argument(..., help="A RUN_DIR from 'edgediff train' (torch) or a BUNDLE_DIR (device runtime)."),
+    run_dir: Optional[Path] = typer.Argument(None, help="A RUN_DIR from 'edgediff train' (torch), a BUNDLE_DIR (device runtime) or a shipped model's name; left out: the default bundle shipped inside edgediff."),
     data: Optional[str] = typer.Option(None, help="The real images to compare with: 'emoji' or a folder (default: the data the run or bundle records it was trained on)."),
     other_data: bool = typer.Option(False, "--other-data", help="Allow a --data other than the recorded training data."),
     n: int = typer.Option(1000, "--n", help="Number of generated images (FD-Lite0 is biased upward for small n)."),
@@ -279,7 +290,7 @@ def eval_(
 
 @app.command()
 def audit(
-    target: Optional[Path] = typer.Argument(None, help="A RUN_DIR (torch EMA model) or BUNDLE_DIR (device runtime) to sample from."),
+    target: Optional[Path] = typer.Argument(None, help="A RUN_DIR (torch EMA model) or BUNDLE_DIR (device runtime) to sample from; left out (and no --samples): the default bundle shipped inside edgediff."),
     data: Optional[str] = typer.Option(None, help="The training images: 'emoji' or a folder (default: the data the run or bundle records; required with --samples)."),
     other_data: bool = typer.Option(False, "--other-data", help="Allow a --data other than the recorded training data."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier audit in the output folder."),

@@ -23,6 +23,10 @@ EMOJI_FONT_PATHS = (
     "/System/Library/Fonts/Apple Color Emoji.ttc",
 )
 EMOJI_RANGES = ((0x1F300, 0x1FAFF), (0x2600, 0x27BF))
+# The font's bitmaps are drawn at one size; a glyph plus its margin spans up to this many pixels. Below it a glyph's
+# crop is padded (not enlarged) to the requested side, so no emoji is ever upsampled at sizes up to 128 px.
+EMOJI_NATIVE_SIDE = 136
+EMOJI_RENDER_VERSION = 2  # part of the cache key: v2 pads small glyphs instead of upsampling them (sizes > 51 px)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
@@ -41,9 +45,21 @@ class Dataset:
     name: str
     key: str
     skipped: int = 0
+    skipped_names: tuple[str, ...] = ()  # the unreadable files, relative to the folder: a count alone helps no one
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def content_sha256(self) -> str:
+        """The images' own bytes (not file names or times): what `--resume` compares to refuse changed data."""
+        return hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()
+
+    def skipped_text(self, limit: int = 3) -> str:
+        """The skipped files for a log line: the first `limit` names, then "and N more" (a folder of thousands of
+        broken files must not flood the log)."""
+        names = list(self.skipped_names[:limit])
+        rest = self.skipped - len(names)
+        return ", ".join(names) + (f" and {rest} more" if rest > 0 else "")
 
     def as_float(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
         """NCHW float32 in [-1, 1]: the model's working range."""
@@ -107,37 +123,45 @@ def find_emoji_font() -> str:
     )
 
 
-def render_emoji(image_size: int) -> np.ndarray:
-    """Render every single-codepoint emoji the font has, tightly cropped with a small margin."""
+def emoji_glyphs():
+    """(canvas, ink box) of every single-codepoint emoji the font draws, in a fixed order: the font's own pixels,
+    before any crop or resize."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.truetype(find_emoji_font(), 109)  # a bitmap font: 109 is its only size
-    out = []
     for lo, hi in EMOJI_RANGES:
         for cp in range(lo, hi + 1):
             canvas = Image.new("RGBA", (160, 160), (0, 0, 0, 0))
             ImageDraw.Draw(canvas).text((8, 8), chr(cp), font=font, embedded_color=True)
             box = canvas.getbbox()
-            if box is None:
-                continue
-            x0, y0, x1, y1 = box
-            side = max(x1 - x0, y1 - y0) + 8
-            cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
-            crop = canvas.crop((cx - side // 2, cy - side // 2, cx - side // 2 + side, cy - side // 2 + side))
-            out.append(np.asarray(_fit(crop, image_size), dtype=np.uint8))
+            if box is not None:
+                yield canvas, box
+
+
+def render_emoji(image_size: int) -> np.ndarray:
+    """Render every single-codepoint emoji the font has, cropped square with a small margin. A glyph smaller than
+    the requested side (up to the font's native EMOJI_NATIVE_SIDE) gets a wider transparent margin instead of being
+    enlarged: at 128 px, 165 of the 1,300 glyphs would otherwise be upsampled (blurred)."""
+    out = []
+    for canvas, (x0, y0, x1, y1) in emoji_glyphs():
+        side = max(max(x1 - x0, y1 - y0) + 8, min(image_size, EMOJI_NATIVE_SIDE))
+        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+        crop = canvas.crop((cx - side // 2, cy - side // 2, cx - side // 2 + side, cy - side // 2 + side))
+        out.append(np.asarray(_fit(crop, image_size), dtype=np.uint8))
     if not out:
         raise EdgediffError("the emoji font rendered no glyphs: reinstall fonts-noto-color-emoji")
     return np.stack(out)
 
 
 def load_emoji(image_size: int) -> Dataset:
-    path = cache_dir() / f"emoji_{image_size}.npy"
+    key = f"emoji_v{EMOJI_RENDER_VERSION}_{image_size}"
+    path = cache_dir() / f"{key}.npy"
     if path.exists():
         images = np.load(path)
     else:
         images = render_emoji(image_size)
         _save_cache(path, images)
-    return Dataset(images=images, name="emoji", key=f"emoji_{image_size}")
+    return Dataset(images=images, name="emoji", key=key)
 
 
 def load_folder(root: Path, image_size: int) -> Dataset:
@@ -153,22 +177,26 @@ def load_folder(root: Path, image_size: int) -> Dataset:
     key = f"folder_{h.hexdigest()[:16]}_{image_size}"
     path = cache_dir() / f"{key}.npz"
     if path.exists():
-        z = np.load(path)
-        return Dataset(images=z["images"], name=str(root), key=key, skipped=int(z["skipped"]))
-    images, skipped = [], 0
+        z = np.load(path, allow_pickle=False)
+        # a cache written before the names were recorded is read again when it skipped files, to name them
+        if "skipped_names" in z.files or int(z["skipped"]) == 0:
+            names = tuple(str(n) for n in z["skipped_names"]) if "skipped_names" in z.files else ()
+            return Dataset(images=z["images"], name=str(root), key=key, skipped=int(z["skipped"]),
+                           skipped_names=names)
+    images, skipped = [], []
     for p in files:
         try:
             with Image.open(p) as img:
                 images.append(np.asarray(_fit(img, image_size), dtype=np.uint8))
         except (UnidentifiedImageError, OSError, ValueError):
-            skipped += 1
+            skipped.append(str(p.relative_to(root)))
     if not images:
         raise EdgediffError(f"--data {root}: none of the {len(files)} image files could be read; check the files")
     arr = np.stack(images)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, images=arr, skipped=np.int64(skipped))
+    np.savez(tmp, images=arr, skipped=np.int64(len(skipped)), skipped_names=np.array(skipped, dtype=str))
     os.replace(tmp, path)
-    return Dataset(images=arr, name=str(root), key=key, skipped=skipped)
+    return Dataset(images=arr, name=str(root), key=key, skipped=len(skipped), skipped_names=tuple(skipped))
 
 
 def write_square_images(folder: str | Path, n: int = 8, size: int = 20, seed: int = 0) -> Path:

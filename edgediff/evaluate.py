@@ -65,10 +65,17 @@ class Source:
         return data_spec(data) if isinstance(data, str) and data else None
 
 
-def resolve_source(path: str | Path, alternatives: str = SOURCES) -> Source:
+def resolve_source(path: str | Path | None, alternatives: str = SOURCES) -> Source:
     """A bundle has manifest.json (and no checkpoints/); a run has checkpoints/ or run.json. `alternatives` is
-    what the error asks for instead (audit adds --samples)."""
-    path = Path(path)
+    what the error asks for instead (audit adds --samples). None is the default bundle shipped in the package, as
+    for `sample` and `info`: every command reads the same thing when no path is given."""
+    if path is None:
+        from edgediff.bundle import resolve_bundle
+
+        return Source(BUNDLE, resolve_bundle(None))
+    from edgediff.shipped import expand
+
+    path = expand(path)
     if not path.exists():
         raise EdgediffError(f"{path}: no such folder; pass {alternatives}")
     if is_bundle(path):
@@ -148,13 +155,14 @@ def generate_from_bundle(bundle_dir: Path, n: int, steps: int, seed: int, *, sni
 
 
 def eval_command(
-    run_dir: str | Path, data: str | None = None, n: int = 1000, steps: int = 25, seed: int = 0,
+    run_dir: str | Path | None, data: str | None = None, n: int = 1000, steps: int = 25, seed: int = 0,
     snippet: int | None = None, interpolate: str | None = None, like: str | Path | None = None,
     save: str | Path | None = None, json_out: str | Path | None = None, guidance: float | None = None,
     other_data: bool = False, precision: str = "auto", log: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """What `edgediff eval` does: pick the snippets (random bank entries unless told), sample, score, write files.
-    `data` None: the data the run or bundle records it was trained on (see `resolve_data`)."""
+    `run_dir` None: the default bundle. `data` None: the data the run or bundle records it was trained on (see
+    `resolve_data`)."""
     source = resolve_source(run_dir)
     data = resolve_data(source, data, other_data)
     if source.kind == BUNDLE and like is not None:

@@ -74,10 +74,11 @@ def check_output_file(path: str | Path, flag: str = "--out") -> Path:
     """Refuse, before any work, an output image that could not be written: unknown format, a directory, a
     missing or unwritable folder. (The file itself is replaced by a rename, so its own mode does not matter.)"""
     path = Path(path)
+    if path.is_dir() or (not path.suffix and not path.exists()):  # a folder, or a name that reads as one
+        what = "it is a directory" if path.is_dir() else "it has no image extension (a folder?)"
+        raise EdgediffError(f"cannot write {flag} {path}: {what}; name an image file, e.g. "
+                            f"{path / 'samples.png'}, or use --out-dir {path} for one file per image")
     image_format(path, flag)
-    if path.is_dir():
-        raise EdgediffError(f"cannot write {flag} {path}: it is a directory; name an image file, e.g. "
-                            f"{path / 'samples.png'}")
     _writable_dir(path.parent, flag, path)
     return path
 
@@ -124,6 +125,40 @@ def image_name(seed: int, index: int) -> str:
     return f"seed{seed}_{index:04d}.png"
 
 
+def _make_out_dir(out_dir: str | Path) -> Path:
+    """Create --out-dir itself (its parent must exist: check_output_dir said so before the work began)."""
+    try:
+        Path(out_dir).mkdir(exist_ok=True)
+    except OSError as e:
+        raise EdgediffError(f"cannot write --out-dir {out_dir}: {e.strerror or e}; choose a writable folder") from None
+    return Path(out_dir)
+
+
+class FolderWriter:
+    """Writes the images of one run into --out-dir as each pass finishes (each file atomic, named by
+    `image_name`), so that Ctrl-C keeps every finished image instead of none; the folder is created only when the
+    first image is ready."""
+
+    def __init__(self, folder: str | Path, seed: int, total: int):
+        self.folder, self.seed, self.total, self.written = Path(folder), seed, total, 0
+
+    def write(self, start: int, images_u8: np.ndarray) -> None:
+        """Save images `start`, `start + 1`, ... (the `on_images` callback of BundleSampler.run)."""
+        if self.written == 0:
+            _make_out_dir(self.folder)
+        for i, im in enumerate(images_u8):
+            save_image(im, self.folder / image_name(self.seed, start + i))
+            self.written += 1
+
+    def kept(self) -> str:
+        """What an interrupt leaves, for its one line: the finished images and where they are, or nothing."""
+        if self.written == 0:
+            return "no image written"
+        last = image_name(self.seed, self.written - 1)
+        return (f"kept {self.written} of {self.total} image(s) in {self.folder} ({image_name(self.seed, 0)} to "
+                f"{last}), each complete")
+
+
 def write_images(images_u8: np.ndarray, out: str | Path | None, out_dir: str | Path | None,
                  seed: int = 0) -> list[Path]:
     """The grid at `out` (format from its extension) and, with `out_dir`, every image as its own PNG named by
@@ -134,11 +169,7 @@ def write_images(images_u8: np.ndarray, out: str | Path | None, out_dir: str | P
         if out is not None:
             paths.append(save_image(make_grid(images_u8), out))
         if out_dir is not None:
-            try:
-                Path(out_dir).mkdir(exist_ok=True)
-            except OSError as e:
-                raise EdgediffError(f"cannot write --out-dir {out_dir}: {e.strerror or e}; choose a writable "
-                                    "folder") from None
+            _make_out_dir(out_dir)
             for i, im in enumerate(images_u8):
                 paths.append(save_image(im, Path(out_dir) / image_name(seed, i)))
     except KeyboardInterrupt:

@@ -60,11 +60,16 @@ def slerp(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
     return (u * ((1 - alpha) * na + alpha * nb)).astype(np.float32)
 
 
+def _check_alpha(alpha: float) -> float:
+    if not 0.0 <= alpha <= 1.0:
+        raise EdgediffError(f"--interpolate alpha {alpha} must be in [0, 1] (0 gives entry I, 1 gives entry J)")
+    return alpha
+
+
 def interpolate(bank: np.ndarray, i: int, j: int, alpha: float, n: int) -> np.ndarray:
     """slerp of rows i and j at `alpha`, repeated `n` times (--interpolate I,J,ALPHA)."""
     bank = _check_bank(bank)
-    if not 0.0 <= alpha <= 1.0:
-        raise EdgediffError(f"--interpolate alpha {alpha} must be in [0, 1] (0 gives entry I, 1 gives entry J)")
+    _check_alpha(alpha)
     a = bank[_check_index(i, len(bank), "--interpolate")]
     b = bank[_check_index(j, len(bank), "--interpolate")]
     return np.repeat(slerp(a, b, alpha)[None], n, axis=0)
@@ -90,6 +95,21 @@ def project(features: np.ndarray, mean: np.ndarray, components: np.ndarray) -> n
     s = components.shape[0]
     z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12) * np.sqrt(s)
     return z.astype(np.float32)
+
+
+def check_choice(entries: int, snippet: int | None = None,
+                 interpolate_spec: str | tuple[int, int, float] | None = None) -> None:
+    """Refuse what `choose` would refuse, knowing only the bank's size: the device checks a request this way before
+    it reads the bank or prints anything."""
+    if snippet is not None and interpolate_spec is not None:
+        raise EdgediffError("use either --snippet or --interpolate, not both")
+    if snippet is not None:
+        _check_index(snippet, entries, "--snippet")
+    if interpolate_spec is not None:
+        i, j, alpha = parse_interpolate(interpolate_spec) if isinstance(interpolate_spec, str) else interpolate_spec
+        _check_alpha(alpha)
+        _check_index(i, entries, "--interpolate")
+        _check_index(j, entries, "--interpolate")
 
 
 def choose(

@@ -30,6 +30,7 @@ from edgediff.memory import Snippets
 from edgediff.models.layers import (alphas_cumprod_torch, halo_patches_torch, pad_global_torch, pool_global_torch,
                                      split_torch)
 from edgediff.progress import Progress
+from edgediff.resume import ResumePoint, check_resume, check_same_images
 
 
 @dataclass
@@ -68,6 +69,8 @@ class TrainConfig:
     device: str = "auto"
     model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, mults, ...)
     init_from: str | None = None  # bundle or run whose weights start a fresh run (edgediff.warmstart)
+    # settings changed by `--resume --override NAME`: [{"step", "flag", "was", "now"}] (edgediff.resume)
+    overrides: list = field(default_factory=list)
 
     def model_config(self, snippet_dim: int = 64) -> ModelConfig:
         base = ModelConfig(image_size=self.image_size, grid=self.grid, backbone=self.backbone, snippet_dim=snippet_dim,
@@ -100,7 +103,10 @@ class TrainConfig:
             parts.append(f"--align {self.align:g} --align-until {self.align_until}")
         if self.init_from:
             parts.append(f"--init-from {self.init_from}")
-        return " ".join(parts + [f"--out {self.out}"])
+        line = " ".join(parts + [f"--out {self.out}"])
+        # an override is not a flag of the first command: say where each one took effect
+        return line + "".join(f"; resumed at step {o['step']} with {o['flag']} {o['now']} --override "
+                              f"{o['flag'][2:]}" for o in self.overrides)
 
     def validate(self) -> None:
         checks = [
@@ -242,7 +248,8 @@ def make_batch(
 
 def _write_run_json(out: Path, cfg: TrainConfig, mcfg: ModelConfig, dataset: Dataset, snippets: Snippets) -> None:
     body = {"train": asdict(cfg), "model": mcfg.to_dict(), "data": {"name": dataset.name, "key": dataset.key,
-            "images": len(dataset), "skipped": dataset.skipped}, "memory": snippets.info}
+            "images": len(dataset), "skipped": dataset.skipped, "sha256": dataset.content_sha256()},
+            "memory": snippets.info}
     path = out / "run.json"
     if path.exists():
         old = json.loads(path.read_text())
@@ -285,54 +292,15 @@ def save_preview(model, mcfg: ModelConfig, snippets: Snippets, path: Path, seed:
     return save_png(make_grid(to_uint8(imgs)), path, scale=2)
 
 
-def interrupted_message(out: Path) -> str:
-    """The line Ctrl-C prints: the checkpoint a later --resume continues from (nothing half-written survives)."""
-    try:
-        found = latest_checkpoint(Path(out)) if (Path(out) / "checkpoints").exists() else None
-    except EdgediffError:
-        found = None
-    if found is None:
-        return f"interrupted before the first checkpoint: nothing kept in {out}"
-    return f"interrupted: kept {found[0]} (step {found[1]['step']}); continue with --resume"
-
-
-def check_resume(cfg: TrainConfig, out: Path, resume: bool) -> tuple[Path, dict] | None:
-    """The checkpoint to continue from. Refuses, before any data or bank is loaded: a resume of a folder with no
-    run, a run without --resume, and a resume whose data, image size, memory settings or step count do not fit
-    the run (it would otherwise rebuild the bank, rewrite run.json and train on something else)."""
-    found = latest_checkpoint(out) if out.exists() else None
-    if not resume:
-        if found is not None:
-            raise EdgediffError(f"{out} already holds a run; add --resume to continue it or pick a new --out")
-        return None
-    if not (out / "run.json").is_file():
-        raise EdgediffError(f"--resume: {out} holds no run (no run.json); drop --resume to start a new run there "
-                            "or pass the --out of an existing run")
-    try:
-        old = json.loads((out / "run.json").read_text())["train"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise EdgediffError(f"--resume: {out}/run.json is unreadable ({e}); start a new run with a new --out") from e
-    new = asdict(cfg)
-    for key, flag in (("data", "--data"), ("image_size", "--image-size"), ("memory", "--no-memory"),
-                      ("features", "--features")):
-        was, now = old.get(key), new[key]
-        if key == "data" and isinstance(was, str):
-            was = data_spec(was)
-        if key in old and was != now:
-            raise EdgediffError(f"--resume: this run was trained with {key} {was!r}, not {now!r}; resume with the "
-                                f"run's own {flag} setting or start a new run with a new --out")
-    done = int(found[1]["step"]) if found is not None else 0
-    if cfg.steps < done:
-        raise EdgediffError(f"--steps {cfg.steps} is fewer than the {done} steps this run has done; --steps is the "
-                            f"new total: pass more than {done}")
-    return found
-
-
-def _load_run(cfg: TrainConfig, out: Path, dist: Distributed, log: Callable[[str], None]):
-    """Dataset, memory bank and model config of the run; run.json and the bank written by rank 0."""
+def _load_run(cfg: TrainConfig, out: Path, dist: Distributed, point: ResumePoint | None,
+              log: Callable[[str], None]):
+    """Dataset, memory bank and model config of the run; run.json and the bank written by rank 0, and only when
+    there is something to train (a no-op resume changes nothing on disk)."""
     dataset = load_dataset(cfg.data, cfg.image_size)
+    check_same_images(point, cfg.data, dataset.content_sha256(), len(dataset))
     if dataset.skipped and dist.main:
-        log(f"skipped {dataset.skipped} unreadable image file(s) in {cfg.data}; training on {len(dataset)} images")
+        log(f"skipped {dataset.skipped} unreadable image file(s) in {cfg.data} ({dataset.skipped_text()}); "
+            f"training on {len(dataset)} images")
     if cfg.memory and dist.main:
         log(f"memory bank of {len(dataset)} images and their mirrors (Lite0 features are computed on the first run "
             "with this data, then cached)")
@@ -342,7 +310,7 @@ def _load_run(cfg: TrainConfig, out: Path, dist: Distributed, log: Callable[[str
         mcfg.geometry
     except ValueError as e:
         raise EdgediffError(str(e)) from e
-    if dist.main:
+    if dist.main and (point is None or point.step < cfg.steps):
         out.mkdir(parents=True, exist_ok=True)
         _write_run_json(out, cfg, mcfg, dataset, snippets)
         if cfg.memory:
@@ -420,13 +388,15 @@ class _Run:
     step: int = 0
     losses: list[float] = field(default_factory=list)
     last_preview: Path | None = None
+    seconds: float = 0.0  # training wall time up to `step`, summed over resumes (what a training cost is quoted from)
 
 
-def _setup(cfg: TrainConfig, found: tuple[Path, dict] | None, out: Path, dist: Distributed,
+def _setup(cfg: TrainConfig, point: ResumePoint | None, out: Path, dist: Distributed,
            log: Callable[[str], None]) -> _Run:
     """Data, bank, model (seeded; warm-started with --init-from on a fresh run only), EMA copy, the alignment
     head and the optimiser. The EMA is copied before the aligner hooks the model: only the trained model is hooked."""
-    dataset, snippets, mcfg = _load_run(cfg, out, dist, log)
+    dataset, snippets, mcfg = _load_run(cfg, out, dist, point, log)
+    found = point.checkpoint if point is not None else None
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     if cfg.init_from and found is None:
@@ -450,13 +420,15 @@ def _setup(cfg: TrainConfig, found: tuple[Path, dict] | None, out: Path, dist: D
                 extra=extra)
 
 
-def _restore(run: _Run, found: tuple[Path, dict] | None, resume: bool, log: Callable[[str], None]) -> None:
+def _restore(run: _Run, point: ResumePoint | None, log: Callable[[str], None]) -> None:
     """Continue from the checkpoint `check_resume` found: weights, EMA, optimiser, step and the loss history."""
+    found = point.checkpoint if point is not None else None
     if found is not None:
         tensor_path, meta = found
         run.step = restore(tensor_path, meta, run.model, run.ema, run.opt, run.extra)
         run.losses = list(meta.get("losses", []))
-    if resume and run.dist.main:
+        run.seconds = float(meta.get("train_seconds", 0.0))
+    if point is not None and run.dist.main:
         log(f"resumed from step {run.step}" + (f" ({found[0]})" if found else " (no checkpoint had been written)"))
 
 
@@ -488,8 +460,9 @@ def _loop(run: _Run, progress: bool, log: Callable[[str], None]) -> float:
             run.losses.append(loss_value)
             checkpoint = dist.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps)
             if checkpoint:
-                save_checkpoint(run.out, step, run.model, run.ema, run.opt, dict(meta_base, losses=run.losses),
-                                run.extra)
+                seconds = run.seconds + time.perf_counter() - t0
+                save_checkpoint(run.out, step, run.model, run.ema, run.opt,
+                                dict(meta_base, losses=run.losses, train_seconds=round(seconds, 2)), run.extra)
             shown.update(step, note=f"  loss {loss_value:.4f}", line=checkpoint)
             if dist.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
                 preview = _preview(run.ema, run.mcfg, run.snippets, cfg, step, since, device, log)
@@ -503,7 +476,7 @@ def _loop(run: _Run, progress: bool, log: Callable[[str], None]) -> float:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          log: Callable[[str], None] = lambda s: None) -> dict:
+          log: Callable[[str], None] = lambda s: None, overrides: tuple[str, ...] = ()) -> dict:
     """Run (or resume) training; returns {'losses': [...], 'steps_per_s': float, 'run_dir': str, ...}.
     The steps: check the config and processes, set up, restore, loop, finish (the result)."""
     cfg.validate()
@@ -512,9 +485,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if cfg.batch_size % dist.world:
         raise EdgediffError(f"--batch-size {cfg.batch_size} must be divisible by the {dist.world} processes")
     out = Path(cfg.out)
-    found = check_resume(cfg, out, resume)
-    run = _setup(cfg, found, out, dist, log)
-    _restore(run, found, resume, log)
+    cfg, point = check_resume(cfg, resume, overrides)
+    run = _setup(cfg, point, out, dist, log)
+    _restore(run, point, log)
     start_step = run.step
     t0 = _loop(run, progress, log)
     elapsed = time.perf_counter() - t0
@@ -528,4 +501,5 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         "steps_per_s": done / elapsed if elapsed > 0 and done else math.nan,
         "params": count_params(run.model),
         "last_preview": str(run.last_preview) if run.last_preview else None,
+        "main_process": dist.main,  # under torchrun only rank 0 reports
     }

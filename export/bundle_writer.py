@@ -18,7 +18,7 @@ import numpy as np
 
 import edgediff
 from edgediff.bundle import (FILES, MANIFEST_NAME, SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, Quality,
-                             TensorSpec, file_entry, staging_dir, write_bundle)
+                             TensorSpec, file_entry, is_bundle, staging_dir, write_bundle)
 from edgediff.errors import EdgediffError
 from edgediff.files import atomic_write_bytes
 from edgediff.lut import mean_cosine, train_pq
@@ -39,6 +39,18 @@ class ExportResult:
     out: Path
     manifest: Manifest
     messages: list[str] = field(default_factory=list)
+    source: str = "run"  # "run": exported from a training run; "bundle": rebuilt from a bundle's own fp32 ONNX
+
+    def summary(self, source_dir: str | Path) -> str:
+        """The command's last line: what was read (a run, or a bundle rebuilt), which training step the weights
+        are, and what was written. It once said "exported BUNDLE" for a rebuild, and never named the step."""
+        step = self.manifest.training.get("step", "unknown")
+        files = ", ".join(f"{f.path} ({f.bytes / MIB:.2f} MiB)" for f in self.manifest.files.values())
+        if self.source == "bundle":
+            what = f"rebuilt bundle {source_dir} (training step {step}) from its own fp32 ONNX as {self.out}"
+        else:
+            what = f"exported training run {source_dir} at step {step} (EMA weights) → {self.out}"
+        return f"{what}: {files}; inspect with 'edgediff info {self.out}'"
 
 
 def tensor_specs(onnx_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -95,22 +107,26 @@ def parity_inputs(data: RunData, config, options: ExportOptions) -> dict[str, np
                            null_fraction=0.25)
 
 
-def check_out(out: Path, run_dir: Path) -> None:
-    """`write_bundle` replaces `out` wholesale: only ever let it replace an earlier bundle or an empty folder."""
-    o, r = out.resolve(), run_dir.resolve()
-    if o == r or o in r.parents:
-        raise EdgediffError(f"--out {out} contains the run {run_dir}; choose a separate bundle folder")
+def check_out(out: Path, source: Path, overwrite: bool = False) -> None:
+    """`write_bundle` replaces `out` wholesale: only ever let it replace an empty folder, or an earlier bundle when
+    the user said `--overwrite` (a silent replace once dropped a bundle's int8 file without a word)."""
+    o, r = out.resolve(), source.resolve()
+    if o != r and o in r.parents or (o == r and not is_bundle(source)):
+        raise EdgediffError(f"--out {out} contains the run {source}; choose a separate bundle folder")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())):
         raise EdgediffError(f"--out {out} exists and is not an edgediff bundle; choose a new or empty folder")
+    if (out / MANIFEST_NAME).is_file() and not overwrite:
+        raise EdgediffError(f"--out {out} already holds a bundle; add --overwrite to replace it or choose a new "
+                            "folder")
 
 
-def _check_run(run_dir: Path, out: Path, lut_bytes: int) -> None:
+def _check_run(run_dir: Path, out: Path, lut_bytes: int, overwrite: bool) -> None:
     """Refuse a missing run, an impossible LUT size or an unsafe --out before anything is loaded or staged."""
     if not run_dir.is_dir():
         raise EdgediffError(f"RUN_DIR {run_dir} is not a directory; pass the --out folder of 'edgediff train'")
     if lut_bytes < 1:
         raise EdgediffError(f"--lut-bytes {lut_bytes} must be >= 1 (bytes per bank entry, e.g. 8)")
-    check_out(out, run_dir)
+    check_out(out, run_dir, overwrite)
 
 
 def _stage_fp32(model, config, data: RunData, stage: Path, options: ExportOptions, log: Callable[[str], None]):
@@ -154,7 +170,8 @@ def _run_manifest(stage: Path, specs: tuple[list[TensorSpec], list[TensorSpec]],
         model_config=config,
         training={"run_dir": str(run_dir.resolve()), "step": int(meta.get("step", 0)),
                   "data": meta.get("train", {}).get("data"), "memory": lut is not None,
-                  "settings": meta.get("train", {}), "command": _train_command(meta)},
+                  "settings": meta.get("train", {}), "command": _train_command(meta),
+                  "train_seconds": meta.get("train_seconds")},  # wall time to this step (None: not recorded)
         quality=Quality(**quality),
         sampling=sampling,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -165,6 +182,7 @@ def _run_manifest(stage: Path, specs: tuple[list[TensorSpec], list[TensorSpec]],
 
 def _add_profile(stage: Path, manifest: Manifest, options: ExportOptions, log: Callable[[str], None]) -> None:
     """Measure the memory profile last, on the staged files themselves, so the planner budgets what ships."""
+    log("measuring the memory profile of each denoiser in fresh processes")
     manifest.memory_profile = measure_profile_of(stage, manifest, options)
     if manifest.memory_profile is not None:
         for name, v in manifest.memory_profile.variants.items():
@@ -203,7 +221,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
         if options.lut_bytes != DEFAULT_LUT_BYTES:
             raise EdgediffError("--lut-bytes needs the run's float bank; a bundle keeps its lookup table: drop it")
         return rebundle(run_dir, out, options, log=log)
-    _check_run(run_dir, out, options.lut_bytes)
+    _check_run(run_dir, out, options.lut_bytes, options.overwrite)
     model, config, meta = load_ema_model(run_dir)
     data = load_run_data(run_dir, meta, config, seed=options.seed)
     bank = load_run_bank(run_dir, meta)
@@ -270,9 +288,11 @@ def build_int8(fp32: Path, dst: Path, data: RunData, config, data_name: str, opt
     from edgediff_export.quantize import quantize_int8
 
     report = quantize_int8(fp32, dst, data, config, seed=options.seed, recipe=options.int8_recipe,
-                           calib_timesteps=options.calib_timesteps, calib_rows=options.calib_rows)
+                           calib_timesteps=options.calib_timesteps, calib_rows=options.calib_rows, log=log)
     if not options.int8_measure:
         return report
+    log(f"int8: sampling {options.int8_images} images through fp32 and int8 from the same noise, to measure what "
+        "int8 changes")
     dataset = load_dataset(data_name, config.image_size)
     report.update(measure_int8(fp32, dst, data, config, metrics=default_metrics(dataset), guidance=guidance,
                                seed=options.seed, images=options.int8_images))

@@ -49,3 +49,4 @@ class ExportOptions:
     calib_rows: int = CALIB_ROWS
     parity_timesteps: tuple[int, ...] = PARITY_TIMESTEPS
     seed: int = 0
+    overwrite: bool = False  # replace a bundle already at --out (else refused before any work)

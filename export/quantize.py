@@ -19,6 +19,8 @@ model after `quant_pre_process(skip_symbolic_shape=True)` (symbolic shape infere
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import platform
 import shutil
@@ -26,6 +28,7 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -146,6 +149,12 @@ class _Reader:
         return next(self._batches, None)
 
 
+def _quiet():
+    """Swallow what onnxruntime's calibrators print() (five lines per pass, twice with the sensitivity pass): the
+    export prints its own progress instead."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
 def _preprocess(src: Path, dst: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -166,8 +175,9 @@ def _quantize_optimum(src: Path, dst: Path, calib: dict[str, np.ndarray], preset
     calib_config = CalibrationConfig(dataset_name="edgediff-real-inputs", dataset_config_name="timesteps-x-cells",
                                      dataset_split="train", dataset_num_samples=len(rows),
                                      method=CalibrationMethod.MinMax, moving_average=False)
-    ranges = quantizer.fit(dataset=rows, calibration_config=calib_config,
-                           onnx_augmented_model_name=str(work / "augmented.onnx"), batch_size=32)
+    with _quiet():
+        ranges = quantizer.fit(dataset=rows, calibration_config=calib_config,
+                               onnx_augmented_model_name=str(work / "augmented.onnx"), batch_size=32)
     out_dir = work / "optimum_out"
     produced = quantizer.quantize(qconfig, out_dir, file_suffix="int8", calibration_tensors_range=ranges)
     shutil.move(str(Path(produced) / f"{src.stem}_int8.onnx"), dst)
@@ -185,30 +195,35 @@ def _quantize_ort(src: Path, dst: Path, calib: dict[str, np.ndarray], preset: st
     model, exclude = _prepared(src, recipe)
     prepared = src.with_name(f"{src.stem}.prepared.onnx")
     onnx_save(model, prepared)
-    quantize_static(
-        str(prepared), str(dst), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
-        activation_type=QuantType.QUInt8 if p["activations"] == "uint8" else QuantType.QInt8,
-        weight_type=QuantType.QUInt8 if p["weights"] == "uint8" else QuantType.QInt8,
-        op_types_to_quantize=list(CONV_OPS if recipe.conv_only else OPERATORS), calibrate_method=method,
-        nodes_to_exclude=sorted(set(exclude) | set(keep)),
-        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "CalibPercentile": 99.99},
-    )
+    with _quiet():
+        quantize_static(
+            str(prepared), str(dst), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+            reduce_range=False, activation_type=QuantType.QUInt8 if p["activations"] == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QUInt8 if p["weights"] == "uint8" else QuantType.QInt8,
+            op_types_to_quantize=list(CONV_OPS if recipe.conv_only else OPERATORS), calibrate_method=method,
+            nodes_to_exclude=sorted(set(exclude) | set(keep)),
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "CalibPercentile": 99.99},
+        )
     return prepared
 
 
 def _quantize_mixed(src: Path, dst: Path, calib: dict[str, np.ndarray], preset: str, recipe: "Recipe",
-                    fp32: Path, data: RunData, config: ModelConfig, seed: int) -> list[str]:
+                    fp32: Path, data: RunData, config: ModelConfig, seed: int,
+                    log: Callable[[str], None] = lambda s: None) -> list[str]:
     """Quantise fully, rank the quantised convolutions by how much ε error each one alone causes, quantise again
     with the most sensitive `recipe.fp32_conv_fraction` of them left fp32; returns their names (most sensitive
-    first)."""
+    first). Each of the three passes is announced in `log`: together they are most of an --int8 export's time."""
     import onnx
 
     from edgediff_export.sensitivity import rank_convs, restore_conv
 
     first = src.parent / "first_pass.int8.onnx"
+    log("int8: calibrating and quantising every convolution (pass 1 of 2)")
     prepared = _quantize_ort(src, first, calib, preset, recipe)
+    log("int8: ranking the convolutions by how much int8 moves ε, one at a time")
     ranked = rank_convs(fp32, first, prepared, data, config, work=src.parent, seed=seed)
     keep = [name for name, _ in ranked[: round(recipe.fp32_conv_fraction * len(ranked))]]
+    log(f"int8: quantising again with the {len(keep)} most sensitive of {len(ranked)} convolutions fp32 (pass 2 of 2)")
     _quantize_ort(src, dst, calib, preset, recipe, keep=tuple(keep))
     # Excluded convs get fp32 weights, but an input tensor that other (int8) consumers share still reaches them
     # through its Q/DQ pair: read the fp32 tensor instead, as the ranking measured them.
@@ -254,10 +269,11 @@ def have_optimum() -> bool:
 
 def quantize_int8(fp32: Path, dst: Path, data: RunData, config: ModelConfig, *, seed: int = 0,
                   method: str = "ort", recipe: str | Recipe = DEFAULT_RECIPE,
-                  calib_timesteps: tuple[int, ...] = CALIB_TIMESTEPS, calib_rows: int = CALIB_ROWS) -> dict:
+                  calib_timesteps: tuple[int, ...] = CALIB_TIMESTEPS, calib_rows: int = CALIB_ROWS,
+                  log: Callable[[str], None] = lambda s: None) -> dict:
     """Write the int8 model to `dst` by `recipe` (a name of RECIPES or a Recipe), calibrated on real inputs at
     `calib_timesteps` (at most `calib_rows` rows); returns how it was made (the errors it causes are measured by
-    int8_quality.measure_int8)."""
+    int8_quality.measure_int8). `log` gets one line per pass, onnxruntime's own prints are swallowed."""
     preset = cpu_preset()
     name = recipe if isinstance(recipe, str) else "custom"
     if isinstance(recipe, str):
@@ -280,6 +296,8 @@ def quantize_int8(fp32: Path, dst: Path, data: RunData, config: ModelConfig, *, 
                 "weights": "int8", "activations": "float32", "format": "QDQ weights", "per_channel": True}
     calib = calibration_inputs(data, config, seed=seed, band=recipe.band, timesteps=calib_timesteps,
                                max_rows=calib_rows)
+    log(f"int8: recipe {name}, calibrating on {len(calib['timestep'])} real inputs at "
+        f"{len(set(calib['timestep'].tolist()))} timesteps")
     work = Path(tempfile.mkdtemp(prefix="edgediff-int8-"))
     try:
         pre = _preprocess(fp32, work / "model.onnx")
@@ -291,7 +309,7 @@ def quantize_int8(fp32: Path, dst: Path, data: RunData, config: ModelConfig, *, 
             if use_optimum:
                 _quantize_optimum(pre, dst, calib, preset, work)
             elif recipe.fp32_conv_fraction:
-                kept = _quantize_mixed(pre, dst, calib, preset, recipe, fp32, data, config, seed)
+                kept = _quantize_mixed(pre, dst, calib, preset, recipe, fp32, data, config, seed, log)
             else:
                 _quantize_ort(pre, dst, calib, preset, recipe)
     except EdgediffError:

@@ -35,8 +35,7 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
     if not m.files["denoiser_fp32"].path.endswith(".onnx"):
         raise EdgediffError(f"{bundle_dir} holds no fp32 .onnx to rebuild from (it is already in ORT format); "
                             "export from the training run instead")
-    if out.resolve() != bundle_dir.resolve():
-        check_out(out, bundle_dir)
+    check_out(out, bundle_dir, options.overwrite)
     sampling = dict(m.sampling)
     if options.guidance is not None:
         sampling["guidance"] = resolve_guidance(options.guidance, has_bank=m.lut is not None)
@@ -61,9 +60,10 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
                            sampling=sampling, memory_profile=None, edgediff_version=edgediff.__version__,
                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         if options.profile:
+            log("measuring the memory profile of each denoiser in fresh processes")
             manifest.memory_profile = measure_profile_of(stage, manifest, options)
         write_bundle(out, manifest, stage)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return ExportResult(out=out, manifest=manifest, messages=[f"bundle written to {out}"])
+    return ExportResult(out=out, manifest=manifest, messages=[f"bundle written to {out}"], source="bundle")

@@ -181,3 +181,20 @@ def inside(path: str, root: Path) -> bool:
     """True when `path` (after resolving symlinks) is `root` or below it."""
     real, base = os.path.realpath(path), os.path.realpath(root)
     return real == base or real.startswith(base + os.sep)
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """The console entry point in this process; returns (exit code, stdout, stderr)."""
+    import sys
+
+    from edgediff.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["edgediff", *args])
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

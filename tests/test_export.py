@@ -163,6 +163,21 @@ def test_export_refuses_to_replace_a_folder_that_is_not_a_bundle(run_dir, tmp_pa
         export_run(run_dir, run_dir.parent)
 
 
+def test_export_never_replaces_a_bundle_without_overwrite(run_dir, bundle, tmp_path):
+    """Issue 24: `export RUN --out EXISTING_BUNDLE` once replaced it silently, dropping its int8 file."""
+    import shutil
+
+    existing = tmp_path / "existing"
+    shutil.copytree(bundle, existing)
+    before = {p.name: p.read_bytes() for p in existing.iterdir()}
+    for source in (run_dir, existing):  # from a run, and a bundle rebuilt in place
+        with pytest.raises(EdgediffError, match="already holds a bundle; add --overwrite"):
+            export_run(source, existing, ExportOptions(profile=False))
+    assert {p.name: p.read_bytes() for p in existing.iterdir()} == before
+    export_run(run_dir, existing, ExportOptions(profile=False, overwrite=True))
+    assert "denoiser_int8" not in open_bundle(existing).files  # replaced, as asked
+
+
 def test_lut_bytes_must_divide_the_snippet_dim(run_dir, tmp_path):
     with pytest.raises(EdgediffError, match="--lut-bytes 3"):
         export_run(run_dir, tmp_path / "b", ExportOptions(lut_bytes=3, profile=False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgediff.models.config import model_choice
+from edgediff.models.config import geometry_choice, model_choice
 from edgediff.errors import EdgediffError
 from edgediff.models.config import PRESETS, ModelConfig
 
@@ -25,7 +25,7 @@ def test_unet_m_is_the_shipped_default_bundles_network():
 def test_every_preset_builds(name):
     from edgediff.models import build_model, count_params
 
-    cfg = ModelConfig(image_size=32, grid=2, **PRESETS[name])
+    cfg = ModelConfig(**{"image_size": 32, "grid": 2, **PRESETS[name]})
     assert cfg.backbone == PRESETS[name]["backbone"] and count_params(build_model(cfg)) > 0
 
 
@@ -44,3 +44,13 @@ def test_an_unknown_preset_is_one_line_naming_the_known_ones():
         model_choice("unet-xxl", None, None, None, None)
     msg = str(e.value)
     assert "\n" not in msg and "--preset 'unet-xxl'" in msg and all(name in msg for name in PRESETS)
+
+
+def test_a_recipe_preset_sets_the_geometry_and_the_halo_defaults_to_the_shipped_models():
+    """Issue 24: --halo defaulted to 0 (visible seams) though every recipe uses 4; issue 23: emoji-128's geometry."""
+    assert geometry_choice(None, None, None, None) == (32, 2, 4)
+    assert geometry_choice(None, None, 1, None) == (32, 1, 0)  # a full-image model has no neighbours to see
+    assert geometry_choice(None, 16, 4, None) == (16, 4, 4)  # capped at the 4 px cell side
+    assert geometry_choice("emoji-128", None, None, None) == (128, 8, 4)
+    assert geometry_choice("emoji-128", None, 4, 8) == (128, 4, 8)  # explicit flags win
+    assert model_choice("emoji-128", None, None, None, None)[1]["dim"] == 40

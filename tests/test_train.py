@@ -117,5 +117,5 @@ def test_a_run_written_before_new_model_fields_still_resumes(tmp_path, image_fol
     train(_cfg(tmp_path, image_folder, steps=5), resume=True, progress=False)
     assert latest_checkpoint(tmp_path / "run")[1]["step"] == 5
     other = dict(tiny_model(), dim=tiny_model()["dim"] * 2)
-    with pytest.raises(EdgediffError, match="different model"):
+    with pytest.raises(EdgediffError, match="trained with --dim 8, not 16"):
         train(_cfg(tmp_path, image_folder, steps=6, model=other), resume=True, progress=False)

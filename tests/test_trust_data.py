@@ -81,3 +81,23 @@ def test_audit_defaults_to_the_recorded_data_and_keeps_earlier_audits(world, tmp
         audit(world["root"] / "run", data=str(world["other"]), n=4, steps=2, features=False, out=tmp_path / "b")
     again = audit(world["root"] / "bundle", n=4, steps=2, seed=1, features=False, out=out, overwrite=True)
     assert again["seed"] == 1 and (out / "audit.json").read_bytes() != before
+
+
+def test_emoji_at_128_px_are_never_upsampled():
+    """Issue 23: the font's bitmaps are ~136 px; a glyph smaller than the requested side is padded, not enlarged
+    (165 of the 1,300 were upsampled at 128 px). The smallest glyph keeps its native extent at 128 px."""
+    import numpy as np
+
+    from edgediff.data import emoji_glyphs, find_emoji_font, render_emoji
+
+    try:
+        find_emoji_font()
+    except EdgediffError:
+        pytest.skip("the emoji font is not installed")
+    extents = [max(x1 - x0, y1 - y0) for _, (x0, y0, x1, y1) in emoji_glyphs()]
+    images = render_emoji(128)
+    assert len(images) == len(extents)
+    smallest = int(np.argmin(extents))
+    ink = np.argwhere((images[smallest] < 250).any(axis=-1))
+    drawn = int((ink.max(axis=0) - ink.min(axis=0)).max()) + 1
+    assert extents[smallest] < 100 and drawn <= extents[smallest] + 2, (extents[smallest], drawn)

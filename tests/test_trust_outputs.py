@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability_support import make_bundle, one_line
+from reliability_support import make_bundle, one_line, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -20,19 +20,7 @@ def bundle(tmp_path_factory):
     return make_bundle(tmp_path_factory.mktemp("outputs") / "bundle")
 
 
-def _main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """The console entry point in this process; returns (exit code, stdout, stderr)."""
-    from edgediff.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["edgediff", *args])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_main = run_cli
 
 
 @pytest.fixture
@@ -47,7 +35,7 @@ def no_sampling(monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["directory", "missing_folder", "unknown_extension", "out_dir_parent_missing",
-                                  "out_dir_is_a_file"])
+                                  "out_dir_is_a_file", "no_extension"])
 def test_bad_output_is_refused_before_sampling(bundle, tmp_path, monkeypatch, capsys, no_sampling, case):
     (tmp_path / "a_dir").mkdir()
     (tmp_path / "a_file").write_text("x")
@@ -57,6 +45,7 @@ def test_bad_output_is_refused_before_sampling(bundle, tmp_path, monkeypatch, ca
         "unknown_extension": (tmp_path / "x.gif", []),
         "out_dir_parent_missing": (tmp_path / "x.png", ["--out-dir", str(tmp_path / "no" / "each")]),
         "out_dir_is_a_file": (tmp_path / "x.png", ["--out-dir", str(tmp_path / "a_file")]),
+        "no_extension": (tmp_path / "a_new_folder", []),
     }[case]
     code, _, err = _main(monkeypatch, capsys, "sample", str(bundle), "--n", "2", "--steps", "2", "--out", str(out),
                          *extra)
@@ -64,6 +53,8 @@ def test_bad_output_is_refused_before_sampling(bundle, tmp_path, monkeypatch, ca
     assert "--out" in err and "Traceback" not in err
     assert not (tmp_path / "nonexistent").exists() and not (tmp_path / "no").exists()
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.gif").exists()
+    if case in ("directory", "no_extension"):  # issue 24: it said "unknown image extension '(none)'"
+        assert "name an image file" in err and "(none)" not in err, err
 
 
 @pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".jpg", b"\xff\xd8\xff"), (".jpeg", b"\xff\xd8\xff"),

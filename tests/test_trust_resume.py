@@ -47,8 +47,66 @@ def test_resume_with_other_settings_is_refused_and_rewrites_nothing(run, tmp_pat
     before = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     with pytest.raises(EdgediffError) as err:
         train(_cfg(other if change == "data" else data, run_dir, steps=6, **kw), resume=True, progress=False)
-    assert one_line(str(err.value)) and change in str(err.value), str(err.value)
+    flag = {"data": "--data", "image_size": "--image-size", "memory": "--no-memory", "features": "--features"}[change]
+    assert one_line(str(err.value)) and flag in str(err.value), str(err.value)
     assert {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def _files(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("change, flag, was, now", [
+    (dict(lr=0.01), "--lr", "0.0002", "0.01"), (dict(batch_size=2), "--batch-size", "4", "2"),
+    (dict(ema_decay=0.9), "--ema-decay", "0.999", "0.9"), (dict(snippet_dropout=0.5), "--snippet-dropout", "0.2", "0.5"),
+    (dict(seed=3), "--seed", "0", "3"), (dict(grid=4), "--grid", "2", "4"), (dict(halo=2), "--halo", "0", "2"),
+    (dict(model=dict(tiny_model(), dim=16)), "--dim", "8", "16"), (dict(snippet_mode="gmem"), "--snippet-mode", "pca", "gmem"),
+])
+def test_resume_refuses_any_changed_setting_naming_flag_and_values(run, change, flag, was, now):
+    """Issue 24: `--resume --lr 0.01` trained on silently with the new rate; a 2,000-step model became noise."""
+    run_dir, data, _ = run
+    before = _files(run_dir)
+    with pytest.raises(EdgediffError) as err:
+        train(_cfg(data, run_dir, steps=6, **change), resume=True, progress=False)
+    msg = str(err.value)
+    assert one_line(msg) and len(msg) < 300 and f"{flag} {was}, not {now}" in msg, msg
+    assert _files(run_dir) == before
+
+
+def test_an_override_changes_the_setting_and_is_recorded(run):
+    run_dir, data, _ = run
+    result = train(_cfg(data, run_dir, steps=6, lr=1e-3), resume=True, progress=False, overrides=("--lr",))
+    assert result["steps"] == 6
+    recorded = json.loads((run_dir / "run.json").read_text())["train"]
+    assert recorded["lr"] == 1e-3 and recorded["overrides"] == [{"step": 4, "flag": "--lr", "was": 2e-4, "now": 1e-3}]
+    assert "; resumed at step 4 with --lr 0.001 --override lr" in TrainConfig(**recorded).command()
+    # the next resume compares with the overridden value; an architecture is never overridable
+    train(_cfg(data, run_dir, steps=7, lr=1e-3), resume=True, progress=False)
+    with pytest.raises(EdgediffError, match="--override grid: not a setting a resume may change"):
+        train(_cfg(data, run_dir, steps=8, lr=1e-3, grid=4), resume=True, progress=False, overrides=("grid",))
+
+
+def test_a_no_op_resume_changes_nothing_on_disk(run):
+    run_dir, data, _ = run
+    before = _files(run_dir)
+    result = train(_cfg(data, run_dir, steps=4, checkpoint_every=1, sample_every=3), resume=True, progress=False)
+    assert result["trained"] == 0 and _files(run_dir) == before
+
+
+def test_resume_refuses_a_data_folder_whose_images_changed(run, tmp_path):
+    run_dir, data, _ = run
+    grown = shutil.copytree(data, tmp_path / "grown")
+    recorded = json.loads((run_dir / "run.json").read_text())
+    recorded["train"]["data"] = str(grown)
+    (run_dir / "run.json").write_text(json.dumps(recorded))
+    write_images(tmp_path / "extra", n=2, size=16, seed=5)
+    for p in (tmp_path / "extra").iterdir():
+        shutil.copy(p, grown / f"new_{p.name}")
+    before = _files(run_dir)
+    with pytest.raises(EdgediffError) as err:
+        train(_cfg(grown, run_dir, steps=6), resume=True, progress=False)
+    assert one_line(str(err.value)) and "changed since this run started (now 10 images)" in str(err.value)
+    assert _files(run_dir) == before
 
 
 def test_resume_of_a_missing_run_is_refused(made, tmp_path):
@@ -67,13 +125,17 @@ def test_fewer_steps_than_done_is_one_line(run):
 
 
 def test_resume_logs_its_step_and_a_relative_data_path_still_matches(run, monkeypatch):
+    from edgediff.checkpoint import latest_checkpoint
+
     run_dir, data, _ = run
+    before = latest_checkpoint(run_dir)[1]["train_seconds"]
     monkeypatch.chdir(data.parent)
     lines: list[str] = []
     result = train(_cfg(Path(data.name), run_dir, steps=6), resume=True, progress=False, log=lines.append)
     assert result["steps"] == 6 and result["trained"] == 2
     assert any(line.startswith("resumed from step 4 (") and "ckpt-000004" in line for line in lines), lines
     assert json.loads((run_dir / "run.json").read_text())["train"]["data"] == str(data.resolve())
+    assert latest_checkpoint(run_dir)[1]["train_seconds"] > before > 0  # the training cost adds up over resumes
 
 
 def test_log_names_skipped_files_and_prints_plain_progress_lines(tmp_path, capsys):

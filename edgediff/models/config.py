@@ -75,7 +75,12 @@ PRESETS: dict[str, dict] = {
     "unet-l": {"backbone": "unet", "dim": 64, "mults": (1, 2, 2)},  # ModelConfig's own defaults
     "dis-s": {"backbone": "dis", "dim": 64, "depth": 6},  # state-space backbone (docs/dis.md)
     "dit-s": {"backbone": "dit", "dim": 64, "depth": 6},  # its attention twin
+    # A recipe: a network plus the image geometry it was chosen for (flags still win). 128 px in 8×8 cells of 16 px
+    # with a 4 px halo: each input is 24 px, so a step costs what a 32 px 2×2 step costs (docs/scale.md).
+    "emoji-128": {"backbone": "unet", "dim": 40, "mults": (1, 2, 2), "image_size": 128, "grid": 8, "halo": 4},
 }
+DEFAULT_IMAGE_SIZE, DEFAULT_GRID = 32, 2
+DEFAULT_HALO = 4  # what every shipped model uses: a cell sees 4 px of its neighbours (0 shows the grid as seams)
 
 
 def preset(name: str) -> dict:
@@ -85,6 +90,19 @@ def preset(name: str) -> dict:
     if name not in PRESETS:
         raise EdgediffError(f"--preset {name!r} is not a model preset; use one of {', '.join(PRESETS)}")
     return dict(PRESETS[name])
+
+
+def geometry_choice(preset_name: str | None, image_size: int | None, grid: int | None,
+                    halo: int | None) -> tuple[int, int, int]:
+    """(image size, grid, halo) as `edgediff train` resolves them: each flag given, else the preset's, else the
+    defaults. The default halo is DEFAULT_HALO for a grid of cells (capped at the cell side) and 0 for a full-image
+    model, which has no neighbours to see."""
+    chosen = preset(preset_name) if preset_name is not None else {}
+    size = image_size if image_size is not None else chosen.get("image_size", DEFAULT_IMAGE_SIZE)
+    cells = grid if grid is not None else chosen.get("grid", DEFAULT_GRID)
+    if halo is None:
+        halo = chosen.get("halo", 0 if cells <= 1 else min(DEFAULT_HALO, size // max(1, cells)))
+    return size, cells, halo
 
 
 def _parse_mults(mults: str) -> tuple[int, ...]:
@@ -105,7 +123,7 @@ def model_choice(preset_name: str | None, backbone: str | None, dim: int | None,
     base = {"backbone": ModelConfig.backbone, "dim": ModelConfig.dim, "mults": ModelConfig.mults,
             "depth": ModelConfig.depth}
     if preset_name is not None:
-        base.update(preset(preset_name))
+        base.update({k: v for k, v in preset(preset_name).items() if k in base})
     dim = base["dim"] if dim is None else dim
     mult_tuple = base["mults"] if mults is None else _parse_mults(mults)
     if dim < 1 or not mult_tuple or min(mult_tuple) < 1:

@@ -70,6 +70,7 @@ class Plan:
     breakdown: dict = field(default_factory=dict)
     est_ms_per_step: float | None = None
     guidance: float = 1.0
+    budget_default: bool = False  # budget_mb is the default (this process + half the available memory), not given
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -77,15 +78,27 @@ class Plan:
         return d
 
     def describe(self) -> str:
+        """The plan in plain words: which denoiser, how the work is batched, the expected peak and the budget it
+        must stay under. The tuning knobs behind it are `tuning()` (`sample --verbose`)."""
+        if self.budget_mb is None:
+            budget = "no memory budget"
+        else:
+            budget = f"budget {self.budget_mb:,.1f} MiB"
+            budget += " (the default: this process plus half the available memory)" if self.budget_default else ""
+        guided = "" if self.guidance == 1.0 else f", guidance {self.guidance:g} (each cell runs twice)"
+        return (f"plan: {self.variant} denoiser, {self.cells_per_call} cell(s) per call, {self.images_per_pass} "
+                f"image(s) at a time, {self.threads} thread(s){guided}; expected peak {self.estimate_mb:,.1f} MiB, "
+                f"{budget}")
+
+    def tuning(self) -> str:
+        """The knobs behind the plan, for whoever tunes it: session mode and settings, the arena cap (the budget's
+        headroom), the leanest plan's peak and the estimated time per step."""
         s = self.settings
-        cap = "uncapped arena" if s.cap_mb is None else f"arena capped at {s.cap_mb:.1f} MiB"
-        budget = "no budget" if self.budget_mb is None else f"budget {self.budget_mb:.1f} MiB"
+        cap = "uncapped" if s.cap_mb is None else f"capped at {s.cap_mb:,.1f} MiB"
         mmap = f", mmap threshold {s.mmap_threshold // 1024} KiB" if s.mmap_threshold else ""
-        return (f"plan: {self.variant} {self.mode} (opt {s.opt_level}, memory pattern {'on' if s.mem_pattern else 'off'}"
-                f"{mmap}), {self.cells_per_call} cell(s) per call, {self.images_per_pass} image(s) per pass, "
-                f"{'' if self.guidance == 1.0 else f'guidance {self.guidance:g} (2 rows per cell), '}"
-                f"{self.threads} thread(s), {cap}; estimated peak {self.estimate_mb:.1f} MiB ({budget}, "
-                f"floor {self.floor_mb:.1f} MiB)")
+        step = "" if self.est_ms_per_step is None else f", estimated {self.est_ms_per_step:,.1f} ms per step"
+        return (f"tuning: {self.mode} session (opt {s.opt_level}, memory pattern {'on' if s.mem_pattern else 'off'}"
+                f"{mmap}), onnxruntime arena {cap}; leanest plan peaks at {self.floor_mb:,.1f} MiB{step}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 Imports only numpy, onnxruntime and pillow (through edgediff.images) besides edgediff's own numpy modules; a test
 runs it with torch made unimportable. Order of work, chosen so that a budget that cannot be met costs nothing:
-read and validate the manifest → plan (refuse here, before any model file is read) → checksum the files the plan
-needs → decode the chosen snippets from the lookup table → create the session → sample pass by pass → uint8 images.
-`BundleSampler` writes nothing (the CLI writes the files, edgediff.images.write_images) and reports what it measured
-of itself (`Phases`: load time, RSS after loading, the sampling phase's peak, each step's time).
+read and validate the manifest and the snippet request → plan (refuse here, before any model file is read) →
+checksum the denoisers and the lookup table (a damaged denoiser the plan can do without is named in a warning and
+planned around) → only then print anything → decode the chosen snippets → create the session → sample pass by
+pass → uint8 images, handed to `on_images` as each pass finishes. `BundleSampler` writes nothing (the CLI writes the
+files, edgediff.images) and reports what it measured of itself (`Phases`: load time, RSS after loading, the
+sampling phase's peak, each step's time).
 
 Determinism: the initial noise of image i is the i-th slice of one seeded stream, drawn pass by pass (numpy's
 generator gives the same values whether drawn at once or in chunks), and snippets are chosen for all images up
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,12 +26,13 @@ import numpy as np
 import onnxruntime as ort  # imported before planning: its RSS is part of "the process now"
 
 from edgediff import images as imgio  # pillow comes in here, also before planning
-from edgediff.bundle import (ROLE, Manifest, MemoryProfile, check_model_interface, open_bundle, read_manifest, resolve,
-                             resolve_bundle)
+from edgediff.bundle import (ROLE, BundleError, Manifest, MemoryProfile, check_model_interface, open_bundle,
+                             read_manifest, resolve, resolve_bundle, verify_files)
 from edgediff.errors import EdgediffError
+from edgediff.int8_gate import int8_failures
 from edgediff.lut import decode
 from edgediff.runtime import rss
-from edgediff.runtime.planner import Plan, available_mb, plan_sampling
+from edgediff.runtime.planner import BudgetError, Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
 from edgediff.sampling import resolve_guidance, sample_loop
 from edgediff.schedule import Schedule
@@ -61,14 +64,23 @@ def load_profile(bundle: Path, manifest: Manifest, log: Callable[[str], None]):
     return measure_profile(bundle, manifest, modes=("lean",))
 
 
-def choose_snippets(bundle: Path, manifest: Manifest, n: int, seed: int, snippet: int | None,
-                    interpolate: str | None) -> np.ndarray:
-    """[n, snippet_dim] conditions: decoded from the LUT (a gather) and chosen by edgediff.snippets; a bundle
-    without a memory bank samples with the null (zero) snippet."""
+def check_conditions(manifest: Manifest, snippet: int | None, interpolate: str | None) -> None:
+    """Refuse --snippet / --interpolate that cannot work, from the manifest alone: before anything is read or
+    printed (a bad index once surfaced only after "sampling N image(s)..." had been announced)."""
     if manifest.lut is None:
         if snippet is not None or interpolate is not None:
             raise EdgediffError("this bundle has no memory bank (exported from a --no-memory run): drop --snippet / "
                                 "--interpolate")
+        return
+    snip.check_choice(manifest.lut.entries, snippet, interpolate)
+
+
+def choose_snippets(bundle: Path, manifest: Manifest, n: int, seed: int, snippet: int | None,
+                    interpolate: str | None) -> np.ndarray:
+    """[n, snippet_dim] conditions: decoded from the LUT (a gather) and chosen by edgediff.snippets; a bundle
+    without a memory bank samples with the null (zero) snippet."""
+    check_conditions(manifest, snippet, interpolate)
+    if manifest.lut is None:
         return np.zeros((n, manifest.snippet_dim), dtype=np.float32)
     try:  # checksummed, but the manifest could have been re-hashed over a hostile file: never unpickle, never crash
         codes = np.load(resolve(bundle, manifest.files["lut_codes"]), allow_pickle=False)
@@ -187,48 +199,55 @@ class BundleSampler:
 
     The order of work is the module docstring's: refuse bad counts here, plan before any model file is read,
     checksum what will be parsed, snippets before the session. Raises `EdgediffError` (a `BudgetError` for a
-    budget no plan can meet).
+    budget no plan can meet). `verbose` also logs the plan's tuning knobs (Plan.tuning).
     """
 
     def __init__(self, bundle_dir: str | Path | None = None, request: SampleRequest = SampleRequest(), *,
-                 log: Callable[[str], None] = lambda s: None):
+                 log: Callable[[str], None] = lambda s: None, verbose: bool = False):
         request.check()
         self.bundle_dir = bundle_dir
         self.request = request
         self.log = log
+        self.verbose = verbose
         self._opened: _Opened | None = None
         self._plan: Plan | None = None
 
     def plan(self) -> Plan:
         """The plan for this request in this process now (computed once; `run()` uses the same one). Reads the
-        bundle's manifest (and measures a profile a bundle lacks, in fresh processes); loads no model. It prepares
-        the process as sampling will run (glibc's mmap threshold, the libraries the run touches), because the
-        plan is made against what the process holds."""
+        bundle's manifest (and measures a profile a bundle lacks, in fresh processes), then, once the budget is
+        met, checksums the denoisers and the lookup table; loads no model. Prints nothing before all of that has
+        passed. It prepares the process as sampling will run (glibc's mmap threshold, the libraries the run
+        touches), because the plan is made against what the process holds."""
         if self._plan is not None:
             return self._plan
         rss.set_mmap_threshold(MMAP_THRESHOLD)  # first: every later allocation behaves as in the profiling process
         req = self.request
         bundle, manifest, schedule = _read_bundle(self.bundle_dir, req.steps)
+        check_conditions(manifest, req.snippet, req.interpolate)
         guidance = resolve_guidance(req.guidance, manifest.lut is not None,
                                     default=manifest.sampling.get("guidance", 1.0))
         profile = load_profile(bundle, manifest, self.log)
         warm_up()
-        self._opened = _Opened(bundle, manifest, schedule, guidance)
-        self._plan = _plan(req, manifest, profile, guidance)
-        self.log(self._plan.describe())  # before the work: what it will do (the progress bar then gives the time left)
-        return self._plan
+        plan, warnings = _checked_plan(req, bundle, manifest, profile, guidance)
+        self._opened, self._plan = _Opened(bundle, manifest, schedule, guidance), plan
+        for line in warnings:
+            self.log(line)
+        self.log(plan.describe())  # before the work: what it will do (the progress bar then gives the time left)
+        if self.verbose:
+            self.log(plan.tuning())
+        return plan
 
-    def run(self, on_step: Callable[[int, int], None] | None = None) -> SampleResult:
-        """Sample every image as planned; `on_step(done, total)` after each DDIM step of each pass."""
+    def run(self, on_step: Callable[[int, int], None] | None = None,
+            on_images: Callable[[int, np.ndarray], None] | None = None) -> SampleResult:
+        """Sample every image as planned; `on_step(done, total)` after each DDIM step of each pass and
+        `on_images(start, images_u8)` as each pass finishes, so a caller can keep finished images (Ctrl-C)."""
         plan, req = self.plan(), self.request
         bundle, manifest = self._opened.bundle, self._opened.manifest
+        conds = choose_snippets(bundle, manifest, req.n, req.seed, req.snippet, req.interpolate)  # checksummed
         self.log(f"sampling {req.n} image(s) × {req.steps} DDIM steps, seed {req.seed}")
-        roles = (ROLE[plan.variant],) + (("lut_codes", "lut_codebooks") if manifest.lut is not None else ())
-        open_bundle(bundle, roles=roles)  # sha256 of exactly what will be parsed, before parsing it
-        conds = choose_snippets(bundle, manifest, req.n, req.seed, req.snippet, req.interpolate)
         phases = Phases()
         eps_fn = _open_denoiser(bundle, manifest, plan, phases, reset_peak=req.phase_peaks)
-        images, floats = _sample_passes(req, self._opened, plan, eps_fn, conds, on_step, phases)
+        images, floats = _sample_passes(req, self._opened, plan, eps_fn, conds, on_step, phases, on_images)
         peak = max(phases.load_peak_mb, rss.peak_mb())  # the load's peak too, should the reset have forgotten it
         return SampleResult(images=images, plan=plan, peak_mb=round(peak, 1), phases=phases, floats=floats)
 
@@ -247,8 +266,9 @@ def _read_bundle(bundle_dir: str | Path | None, steps: int) -> tuple[Path, Manif
 
 
 def _plan(req: SampleRequest, manifest: Manifest, profile: MemoryProfile, guidance: float) -> Plan:
-    """The plan for `req`. With no budget (and the cap on) the planner works within half the machine's spare
-    memory, but the plan reports no budget: that is what the user asked for; the cap still prevents an OOM kill."""
+    """The plan for `req`. With no budget (and the cap on) the budget is what this process holds now plus half of
+    the machine's available memory, as `sample --help` says, and the plan says so (`budget_default`): it once
+    printed "no budget" next to an arena capped at that very figure."""
     budget_mb = None if req.memory_budget is None else req.memory_budget / rss.MIB
     auto = budget_mb is None and req.cap
     if auto:
@@ -258,9 +278,61 @@ def _plan(req: SampleRequest, manifest: Manifest, profile: MemoryProfile, guidan
                          peak_so_far_mb=rss.peak_mb(), budget_mb=budget_mb, precision=req.precision,
                          threads=req.threads, cells_per_call=req.cells_per_call, images_per_pass=req.images_per_pass,
                          cap=req.cap, keep_float=req.keep_float, mode=req.mode, guidance=guidance, auto=auto)
-    if auto:
-        plan.budget_mb = None
+    plan.budget_default = auto and budget_mb is not None
     return plan
+
+
+def _damaged_denoisers(bundle: Path, manifest: Manifest) -> dict[str, str]:
+    """{variant: why} for each denoiser file that fails its size or sha256 check. Every denoiser is checked, not
+    only the planned one: a flipped byte in the int8 file let `sample` run fp32 without a word while `info`
+    refused the whole bundle."""
+    damaged = {}
+    for variant, role in ROLE.items():
+        if role in manifest.files:
+            try:
+                verify_files(bundle, manifest, roles=(role,))
+            except BundleError as e:
+                damaged[variant] = str(e)
+    return damaged
+
+
+def _checked_plan(req: SampleRequest, bundle: Path, manifest: Manifest, profile: MemoryProfile,
+                  guidance: float) -> tuple[Plan, list[str]]:
+    """The plan, after checksumming what it may read, and the warnings to print before it. A budget refusal still
+    comes first (nothing read); then a damaged denoiser is refused if the run needs it (pinned --precision, or no
+    other), planned around with a warning if not; the lookup table must be intact."""
+    plan = _plan(req, manifest, profile, guidance)
+    damaged = _damaged_denoisers(bundle, manifest)
+    if plan.variant in damaged:
+        intact = [v for v in ROLE if ROLE[v] in manifest.files and v not in damaged]
+        if req.precision != "auto" or not intact:
+            raise BundleError(damaged[plan.variant])
+        manifest = replace(manifest, files={r: e for r, e in manifest.files.items() if r != ROLE[plan.variant]})
+        plan = _plan(req, manifest, profile, guidance)
+    if manifest.lut is not None:
+        verify_files(bundle, manifest, roles=("lut_codes", "lut_codebooks"))
+    warnings = [f"warning: {why} (this run uses the intact {plan.variant} denoiser)" for why in damaged.values()]
+    if plan.variant == "int8" and int8_failures(manifest.quality.int8):
+        warnings.append(_int8_gate_warning(req, manifest, profile, guidance))
+    return plan, warnings
+
+
+def _int8_gate_warning(req: SampleRequest, manifest: Manifest, profile: MemoryProfile, guidance: float) -> str:
+    """One line when int8 runs although it failed the bundle's quality gate (--precision int8, or a budget fp32
+    does not fit): its images may differ visibly from fp32's, and what would run fp32 instead."""
+    why = "; ".join(int8_failures(manifest.quality.int8))
+    if req.precision == "int8":
+        fix = "drop --precision int8 to run fp32"
+    else:
+        try:
+            _plan(replace(req, precision="fp32"), manifest, profile, guidance)
+            fix = "--precision fp32 runs fp32"
+        except BudgetError as e:
+            fix = f"fp32 needs --memory-budget {e.floor_mb:.0f}MiB or more"
+        except EdgediffError:
+            fix = "this bundle cannot run fp32 here"
+    return (f"warning: running the int8 denoiser although it failed the bundle's quality gate ({why}): images may "
+            f"differ visibly from fp32's; {fix}")
 
 
 def _open_denoiser(bundle: Path, manifest: Manifest, plan: Plan, phases: Phases, reset_peak: bool):
@@ -294,10 +366,12 @@ def _step_timer(phases: Phases, pass_index: int, steps: int, passes: int,
 
 
 def _sample_passes(req: SampleRequest, opened: _Opened, plan: Plan, eps_fn, conds: np.ndarray,
-                   on_step: Callable[[int, int], None] | None, phases: Phases
+                   on_step: Callable[[int, int], None] | None, phases: Phases,
+                   on_images: Callable[[int, np.ndarray], None] | None = None
                    ) -> tuple[np.ndarray, np.ndarray | None]:
     """All images, `plan.images_per_pass` at a time, as uint8 [n, H, W, C] (and float [n, C, H, W] with
-    keep_float). Each pass draws its slice of one seeded noise stream, so passes do not change the images."""
+    keep_float), each pass handed to `on_images(start, images)` when done. Each pass draws its slice of one seeded
+    noise stream, so passes do not change the images."""
     n, steps, seed, manifest = req.n, req.steps, req.seed, opened.manifest
     c, h = manifest.channels, manifest.image_size
     t0 = time.perf_counter()
@@ -319,6 +393,8 @@ def _sample_passes(req: SampleRequest, opened: _Opened, plan: Plan, eps_fn, cond
             if floats is not None:
                 floats[start + i] = x[i]
         del x
+        if on_images is not None:
+            on_images(start, result[start:stop])
     phases.sampling_s = time.perf_counter() - t0
     return result, floats
 

@@ -24,9 +24,11 @@ from edgediff.bundle import DEFAULT_BUNDLE
 BUNDLE: list[str] = []  # empty: the shipped default (the README's first command); --bundle sets another
 
 
-def run(extra: list[str], out: Path) -> dict:
-    cmd = [sys.executable, "-m", "edgediff.cli", "sample", *BUNDLE, "--n", "16", "--steps", "25", "--out", str(out),
-           *extra]
+def run(extra: list[str], out: Path, bundle: list[str] | None = None, n: int = 16, steps: int = 25) -> dict:
+    """`edgediff sample` in a fresh process: the peak RSS and sampling wall time it prints, its own wall time and
+    plan. `bundle` is the positional argument ([] = the shipped default; None = BUNDLE)."""
+    cmd = [sys.executable, "-m", "edgediff.cli", "sample", *(BUNDLE if bundle is None else bundle), "--n", str(n),
+           "--steps", str(steps), "--out", str(out), *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - t0

@@ -32,8 +32,10 @@ def make_data_folder(root: Path, n: int = 8) -> Path:
     return folder
 
 
-def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path, halo: int = 0) -> int:
-    """A run directory whose checkpoint holds an untrained model of WIDTHS at (resolution, grid); no memory bank.
+def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path, halo: int = 0,
+                       widths: dict | None = None) -> int:
+    """A run directory whose checkpoint holds an untrained model of `widths` (default WIDTHS) at (resolution, grid);
+    no memory bank.
 
     The UNet zero-initialises its last convs (its output would be exactly 0); they get small random weights here so
     the int8 calibration sees non-degenerate ranges, and every parameter a tiny jitter. Returns the parameter count.
@@ -44,7 +46,7 @@ def make_untrained_run(run_dir: Path, resolution: int, grid: int, data: Path, ha
     from edgediff.files import atomic_write_bytes
     from edgediff.models import ModelConfig, build_model, count_params
 
-    config = ModelConfig(image_size=resolution, grid=grid, halo=halo, **WIDTHS)
+    config = ModelConfig(image_size=resolution, grid=grid, halo=halo, **(WIDTHS if widths is None else widths))
     torch.manual_seed(0)
     model = build_model(config)
     params = count_params(model)

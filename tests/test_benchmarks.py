@@ -132,3 +132,16 @@ def test_fresh_process_results_come_back_and_failures_carry_the_child_stderr():
         run_fresh(None, [], code="import sys; print('{}'); sys.stderr.write('the child says why\\n'); sys.exit(3)")
     with pytest.raises(ValueError):
         run_fresh("benchmarks.peak_memory", [], code="pass")
+
+
+def test_scale_ratios_are_cell_model_over_full_image_model():
+    from benchmarks.scale import summarize
+
+    def row(fd_ind, fd_lite, peak, s_img, s_train):
+        return {"quality": {"fd_independent": fd_ind, "fd_lite0": fd_lite},
+                "memory": {"n16": {"peak_mb": peak, "s_per_image": s_img}},
+                "training": {"train_s_per_1000_steps": s_train}}
+
+    got = summarize(row(60.0, 80.0, 90.0, 3.0, 1500.0), row(120.0, 100.0, 300.0, 1.5, None))
+    assert got == {"fd_independent_vs_full": 0.5, "fd_lite0_vs_full": 0.8, "peak_vs_full_image": 0.3,
+                   "s_per_image_vs_full": 2.0, "train_s_per_1000_vs_full": None}

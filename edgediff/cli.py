@@ -166,7 +166,7 @@ def export(
 
 @app.command()
 def sample(
-    bundle_dir: Optional[Path] = typer.Argument(None, help="A bundle folder, or a shipped model's name (emoji-32, emoji-128: 'edgediff info' lists them); left out: emoji-32, the default."),
+    bundle_dir: Optional[Path] = typer.Argument(None, help="A bundle folder, or a shipped model's name ('edgediff info' lists them); left out: emoji-32, the default."),
     n: int = typer.Option(16, "--n", help="Number of images."),
     steps: int = typer.Option(25, help="DDIM steps."),
     seed: str = typer.Option("0", help="Seed (an integer >= 0, or 'random': a fresh one, printed): the same seed gives the same images whatever the plan."),

@@ -29,8 +29,8 @@ def shipped_bundle(name: str) -> Path:
     found = installed()
     if name not in found:
         have = ", ".join(found) or "none"
-        raise EdgediffError(f"{name!r} is neither a bundle folder nor a shipped model (shipped: {have}); pass a "
-                            "folder written by 'edgediff export'")
+        what = "is not shipped in this version of edgediff" if name in SHIPPED else "is not a shipped model"
+        raise EdgediffError(f"{name!r} {what} (shipped: {have}); pass a bundle folder written by 'edgediff export'")
     return found[name]
 
 

@@ -51,7 +51,7 @@ def _lite0_block_map(images_u8: np.ndarray, batch: int = 32) -> np.ndarray:
 def spatial_targets(dataset, flipped: bool = False) -> np.ndarray:
     """The encoder map of every image of `dataset` (or of its flips) [N, 320, 8, 8] float16, computed once, cached."""
     from edgediff.data import cache_dir
-    from edgediff.encoders import cached_array
+    from edgediff.encoder_io import cached_array
 
     d = cache_dir() / "features"
     d.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from edgediff.errors import TRAIN_INSTALL, EdgediffError
-from edgediff.evaluate import (
-    RUN, SAMPLES, SOURCES, Source, generate_from_bundle, generate_from_run, resolve_data, resolve_source,
-)
+from edgediff.evaluate import generate_from_bundle, generate_from_run
+from edgediff.sources import RUN, SAMPLES, SOURCES, Source, resolve_data, resolve_source
 
 if TYPE_CHECKING:
     from edgediff.memorization import Scan
@@ -39,7 +38,7 @@ SAMPLES_PNG = "samples.png"
 
 def audit_source(target: Path | None, samples: Path | None) -> Source:
     """What to audit: a folder of samples (--samples), else a run or a bundle, told apart by the resolver `eval`
-    uses too (edgediff.evaluate.resolve_source); neither given: the default bundle shipped in the package."""
+    uses too (edgediff.sources.resolve_source); neither given: the default bundle shipped in the package."""
     if samples is not None:
         if not Path(samples).is_dir():
             raise EdgediffError(f"--samples {samples}: no such folder; pass a folder of generated PNG/JPEG images")

@@ -403,6 +403,8 @@ def _model_value(mc: dict, f: Field, w: str) -> None:
         v = _need(mc, f.name, list, w)
         if not 1 <= len(v) <= 16 or not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 64 for x in v):
             raise BundleError(f"{w}.{f.name} must list 1 to 16 integers in 1..64; re-export the bundle")
+    elif isinstance(default, bool):
+        _need(mc, f.name, bool, w)
     elif isinstance(default, int):
         _int(mc, f.name, 0, 1 << 20, w)
     else:

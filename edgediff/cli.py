@@ -105,6 +105,7 @@ def train(
     dim: Optional[int] = typer.Option(None, help=f"Base channel width of the network [default: the preset's, else {ModelConfig.dim}]."),
     mults: Optional[str] = typer.Option(None, help=f"UNet width multipliers per level, comma separated [default: the preset's, else {','.join(map(str, ModelConfig.mults))}]."),
     depth: Optional[int] = typer.Option(None, min=1, help=f"Blocks of the DiS / DiT backbones [default: the preset's, else {ModelConfig.depth}]."),
+    position_map: Optional[bool] = typer.Option(None, "--position-map/--no-position-map", help="UNet: also draw the cell's position as a channel on the global content, so each cell can find its own place in the layout [default: the preset's, else off]."),
     snippet_dropout: float = typer.Option(0.2, help="Probability of training on the null snippet."),
     snippet_mode: str = typer.Option("pca", help="pca: PCA-reduced snippets (default); gmem: GMem's full normalised feature with element-wise dropout."),
     snippet_element_dropout: float = typer.Option(0.4, help="Element-wise snippet dropout of --snippet-mode gmem."),
@@ -120,7 +121,7 @@ def train(
     from edgediff.models.config import geometry_choice, model_choice
     from edgediff.train import TrainConfig, train as run_train
 
-    backbone, widths = model_choice(preset, backbone, dim, mults, depth)
+    backbone, widths = model_choice(preset, backbone, dim, mults, depth, position_map)
     image_size, grid, halo = geometry_choice(preset, image_size, grid, halo)
     cfg = TrainConfig(
         data=data, out=str(out), image_size=image_size, grid=grid, halo=halo, backbone=backbone, steps=steps,

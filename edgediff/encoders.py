@@ -16,14 +16,14 @@ batching and caching below.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 
 from edgediff.errors import TRAIN_INSTALL, EdgediffError
-from edgediff.files import atomic_write_bytes
+from edgediff import encoders_independent as ind
+from edgediff.encoder_io import cached_array, cached_onnx_session, resized
 
 ENCODER_NAME = "efficientnet-lite0"
 FEATURE_DIM = 1280
@@ -63,27 +63,6 @@ def _load_model():
     return _model
 
 
-def cached_onnx_session(filename: str, build):
-    """An onnxruntime CPU session of cache_dir()/encoders/FILENAME, first written by build(path) if missing.
-    A damaged cache file is deleted so that the next run rebuilds it."""
-    import onnxruntime as ort
-
-    from edgediff.data import cache_dir
-
-    d = cache_dir() / "encoders"
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / filename
-    if not path.exists():
-        build(path)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        path.unlink(missing_ok=True)
-        raise EdgediffError(f"the cached encoder {path} was unreadable ({e}) and was deleted; run again") from e
-
-
 def _export_onnx(path: Path) -> None:
     """Lite0 trunk + global average pool as ONNX (normalised 224 px NCHW in, [N, 1280] out), written atomically."""
     import torch
@@ -117,18 +96,6 @@ def _load_session():
     if _session is None:
         _session = cached_onnx_session("efficientnet_lite0_pooled.onnx", _export_onnx)
     return _session
-
-
-def resized(images_u8: np.ndarray, size: int, divisor: float = 1.0):
-    """uint8 [N, H, W, 3] → float torch [N, 3, size, size] ÷ `divisor`, bilinear antialiased resize: what both
-    encoders' preprocessing starts with."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(np.array(images_u8, dtype=np.uint8)).permute(0, 3, 1, 2).float() / divisor  # a copy
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return x
 
 
 def preprocess(images_u8: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
@@ -174,8 +141,6 @@ def _backend(encoder: str):
     if encoder == "lite0":  # the session loads on the first batch: asking for the dim loads nothing
         return (lambda chunk: _load_session().run(None, {"image": preprocess(chunk)})[0]), FEATURE_DIM, "Lite0"
     if encoder == "independent":
-        from edgediff import encoders_independent as ind
-
         return ind.encode_batch, ind.FEATURE_DIM, ind.LABEL
     raise EdgediffError(f"unknown encoder {encoder!r}: use 'lite0' or 'independent'")
 
@@ -186,20 +151,6 @@ def _features_path(key: str, flipped: bool, encoder: str = "lite0") -> Path:
     d = cache_dir() / "features"
     d.mkdir(parents=True, exist_ok=True)
     return d / f"{encoder}_{key}{'_flip' if flipped else ''}.npy"
-
-
-def cached_array(path: Path, shape: tuple, compute) -> np.ndarray:
-    """Load `path` if it holds an array of `shape`, else compute it and save it atomically: the one cache rule of
-    every per-dataset encoder output (pooled features, spatial maps)."""
-    if path.exists():
-        arr = np.load(path, allow_pickle=False)
-        if arr.shape == tuple(shape):
-            return arr
-    arr = compute()
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    atomic_write_bytes(path, buf.getvalue())
-    return arr
 
 
 def dataset_features(dataset, flipped: bool = False, progress: bool = True, encoder: str = "lite0") -> np.ndarray:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgediff.encoder_io import cached_onnx_session, resized
 from edgediff.errors import TRAIN_INSTALL, EdgediffError
 from edgediff.files import atomic_write_bytes, sha256_file
 
@@ -76,8 +77,6 @@ def _write_pooled(path: Path) -> None:
 def _load_session():
     global _session
     if _session is None:
-        from edgediff.encoders import cached_onnx_session
-
         _session = cached_onnx_session("open_nsfw_pooled.onnx", _write_pooled)
     return _session
 
@@ -85,8 +84,6 @@ def _load_session():
 def preprocess(images_u8: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, 3] RGB → float32 [N, 224, 224, 3] BGR, mean-subtracted, 0..255 scale (the model's NHWC)."""
     import torch
-
-    from edgediff.encoders import resized
 
     x = resized(images_u8, INPUT_SIZE)
     x = x.flip(1).permute(0, 2, 3, 1) - torch.from_numpy(MEAN_BGR)

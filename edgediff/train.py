@@ -93,6 +93,8 @@ class TrainConfig:
         ]
         if self.backbone != "unet":
             parts.append(f"--depth {m['depth']}")
+        if m.get("position_map"):
+            parts.append("--position-map")
         if not self.memory:
             parts.append("--no-memory")
         if self.features:

@@ -1,10 +1,11 @@
 """Warm start: begin a new run from another model's weights (`edgediff train --init-from PATH`).
 
 PATH is a bundle (its fp32 ONNX denoiser: the weights a user actually has, since runs stay on the training box) or a
-run folder (its latest checkpoint's EMA weights). Weights are matched by name and shape. The one planned mismatch is
-a halo: a halo model's first conv takes one more input channel (the validity mask, edgediff.interface), so a halo-0
-model's `conv_in` is widened with zero weights for that channel and the warm-started network computes exactly what
-the old one did on interior cells until training teaches it to use the mask.
+run folder (its latest checkpoint's EMA weights). Weights are matched by name and shape. The planned mismatches are
+input channels of the first conv: a halo model's validity mask (edgediff.interface) and a `position_map` model's
+"you are here" channel. A source without them has its `conv_in` widened with zero weights for those channels, so
+the warm-started network computes exactly what the old one did (on interior cells) until training teaches it to
+use them.
 """
 
 from __future__ import annotations
@@ -73,12 +74,19 @@ def source_weights(path: str | Path, model: torch.nn.Module) -> dict[str, np.nda
     raise EdgediffError(f"--init-from {path} is neither a bundle (manifest.json) nor a run folder; pass one of them")
 
 
-def widen_first_conv(weight: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """A halo-0 `conv_in` [out, 2C, k, k] → [out, 2C+1, k, k] with a zero column for the mask channel, which sits
-    right after the C channels of x_t (the UNet concatenates [patch incl. mask, global content])."""
-    c = config.channels
+def widen_first_conv(weight: np.ndarray, config: ModelConfig, target_in: int) -> np.ndarray:
+    """A `conv_in` [out, k_in, k, k] widened to `target_in` input channels with zero weights for the channels the
+    source lacks: the halo's validity mask (right after the C channels of x_t) and the position map (last), in the
+    order the UNet concatenates [patch incl. mask, global content, position map]. A source with one extra channel
+    is taken to have the mask (a halo model) when the target wants both."""
+    c, k_in = config.channels, weight.shape[1]
+    add_mask = bool(config.halo) and (k_in == 2 * c)
+    add_map = config.position_map and k_in + int(add_mask) < target_in
+    if k_in + int(add_mask) + int(add_map) != target_in:
+        return weight  # not a planned widening: the shape check in load_init_weights names it
     zeros = np.zeros((weight.shape[0], 1, *weight.shape[2:]), dtype=weight.dtype)
-    return np.concatenate([weight[:, :c], zeros, weight[:, c:]], axis=1)
+    parts = [weight[:, :c], *([zeros] if add_mask else []), weight[:, c:], *([zeros] if add_map else [])]
+    return np.concatenate(parts, axis=1)
 
 
 def load_init_weights(model: torch.nn.Module, path: str | Path, config: ModelConfig) -> int:
@@ -86,9 +94,8 @@ def load_init_weights(model: torch.nn.Module, path: str | Path, config: ModelCon
     fewer than all of the model's tensors can be filled: a half-initialised network is worse than a fresh one."""
     src = source_weights(path, model)
     state = model.state_dict()
-    if FIRST_CONV in src and FIRST_CONV in state and config.halo and \
-            src[FIRST_CONV].shape[1] + 1 == state[FIRST_CONV].shape[1]:
-        src[FIRST_CONV] = widen_first_conv(src[FIRST_CONV], config)
+    if FIRST_CONV in src and FIRST_CONV in state and src[FIRST_CONV].shape[1] < state[FIRST_CONV].shape[1]:
+        src[FIRST_CONV] = widen_first_conv(src[FIRST_CONV], config, state[FIRST_CONV].shape[1])
     missing = [k for k, v in state.items() if k not in src or tuple(src[k].shape) != tuple(v.shape)]
     if missing:
         raise EdgediffError(f"--init-from {path}: {len(missing)} of {len(state)} tensors do not match this model "

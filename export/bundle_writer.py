@@ -28,7 +28,7 @@ from edgediff.schedule import Schedule
 from edgediff.units import MIB
 from edgediff_export.inputs import RunData, denoiser_inputs, load_run_bank, load_run_data
 from edgediff_export.onnx_export import check_parity, export_onnx
-from edgediff_export.options import DEFAULT_LUT_BYTES, ExportOptions
+from edgediff_export.options import ExportOptions
 
 ORT_SAVE_LEVEL = "extended"  # portable across CPUs (ORT_ENABLE_ALL would bake this CPU's NCHWc layout into the file)
 _ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 10: "float16", 11: "float64"}
@@ -208,19 +208,13 @@ def _stage_run(stage: Path, run_dir: Path, model, config, meta: dict, data: RunD
     return _run_manifest(stage, specs, files, model, config, meta, run_dir, lut, quality, sampling)
 
 
-def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = ExportOptions(), *,
-               log: Callable[[str], None] = lambda s: None) -> ExportResult:
-    """RUN_DIR (latest checkpoint, EMA weights) → verified bundle at `out`, made as `options` say. A bundle in place
-    of RUN_DIR is rebuilt from its own fp32 ONNX (rebundle). Raises EdgediffError on any refusal."""
+def export_from_run(run_dir: str | Path, out: str | Path, options: ExportOptions = ExportOptions(), *,
+                    log: Callable[[str], None] = lambda s: None) -> ExportResult:
+    """RUN_DIR (latest checkpoint, EMA weights) → verified bundle at `out`, made as `options` say. Raises
+    EdgediffError on any refusal. (`edgediff_export.export_run` is the entry point that also takes a bundle.)"""
     from edgediff.checkpoint import load_ema_model
-    from edgediff.bundle import is_bundle
-    from edgediff_export.rebundle import rebundle
 
     run_dir, out = Path(run_dir), Path(out)
-    if is_bundle(run_dir):  # a bundle without its run (e.g. the shipped default): rebuild from its fp32 ONNX
-        if options.lut_bytes != DEFAULT_LUT_BYTES:
-            raise EdgediffError("--lut-bytes needs the run's float bank; a bundle keeps its lookup table: drop it")
-        return rebundle(run_dir, out, options, log=log)
     _check_run(run_dir, out, options.lut_bytes, options.overwrite)
     model, config, meta = load_ema_model(run_dir)
     data = load_run_data(run_dir, meta, config, seed=options.seed)

@@ -119,7 +119,8 @@ def test_eval_and_audit_tell_runs_from_bundles_with_one_resolver(tmp_path):
     from reliability_support import one_line
 
     from edgediff.audit import audit
-    from edgediff.evaluate import BUNDLE, RUN, eval_command, resolve_source
+    from edgediff.evaluate import eval_command
+    from edgediff.sources import BUNDLE, RUN, resolve_source
 
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "bundle").mkdir()

@@ -12,9 +12,9 @@ def build_model(config: ModelConfig):
 
         return PatchUNet(config)
     if config.backbone in ("dis", "dit"):
-        from edgediff.models.dis import PatchDiS
+        from edgediff.models.token_net import PatchTokenNet
 
-        return PatchDiS(config)
+        return PatchTokenNet(config)
     raise ValueError(f"unknown backbone {config.backbone!r}: use unet, dis or dit")
 
 

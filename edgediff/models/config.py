@@ -27,6 +27,10 @@ class ModelConfig(HasCellGeometry):
     num_res_blocks: int = 1
     snippet_dim: int = 64
     halo: int = 0  # pixels of the neighbouring cells' x_t the network sees around its cell (0: the cell alone)
+    # UNet only: the one-hot position also drawn as a "you are here" channel on the global content
+    # (edgediff.models.layers.position_map_torch). Why: the condition vector shifts every pixel alike, so without
+    # it a cell cannot tell which part of the global content is its own; at 8 × 8 cells that is most of the layout.
+    position_map: bool = False
     # DiS / DiT-only settings (ignored by the UNet)
     token_patch: int = 2
     depth: int = 6
@@ -55,6 +59,8 @@ class ModelConfig(HasCellGeometry):
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mults"] = list(self.mults)
+        if not self.position_map:  # written only when on: every model made before it keeps its records byte for byte
+            del d["position_map"]
         return d
 
     @classmethod
@@ -115,13 +121,13 @@ def _parse_mults(mults: str) -> tuple[int, ...]:
 
 
 def model_choice(preset_name: str | None, backbone: str | None, dim: int | None, mults: str | None,
-                 depth: int | None) -> tuple[str, dict]:
+                 depth: int | None, position_map: bool | None = None) -> tuple[str, dict]:
     """(backbone, TrainConfig.model) as `edgediff train` resolves them: ModelConfig's defaults, then the preset,
     then each flag given; widths no network can have are refused in one line."""
     from edgediff.errors import EdgediffError
 
     base = {"backbone": ModelConfig.backbone, "dim": ModelConfig.dim, "mults": ModelConfig.mults,
-            "depth": ModelConfig.depth}
+            "depth": ModelConfig.depth, "position_map": ModelConfig.position_map}
     if preset_name is not None:
         base.update({k: v for k, v in preset(preset_name).items() if k in base})
     dim = base["dim"] if dim is None else dim
@@ -129,4 +135,6 @@ def model_choice(preset_name: str | None, backbone: str | None, dim: int | None,
     if dim < 1 or not mult_tuple or min(mult_tuple) < 1:
         raise EdgediffError("--dim and --mults must be positive integers")
     widths = {"dim": dim, "mults": list(mult_tuple), "depth": base["depth"] if depth is None else depth}
+    if base["position_map"] if position_map is None else position_map:
+        widths["position_map"] = True  # recorded only when on, so runs without it keep their run.json as it was
     return backbone or base["backbone"], widths

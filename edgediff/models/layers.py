@@ -56,6 +56,27 @@ def pool_global_torch(images: torch.Tensor, grid: int) -> torch.Tensor:
     return F.avg_pool2d(images, kernel_size=grid) if grid > 1 else images
 
 
+def position_map_torch(position: torch.Tensor, grid: int, patch: int, halo: int) -> torch.Tensor:
+    """The one-hot position [B, grid²] drawn where its cell lies in the global content: [B, 1, p + 2m, p + 2m],
+    1 on the cell's share of the p × p global content, 0 elsewhere and on the halo padding (which the global content
+    has too). The global content is the whole image pooled to cell size, so cell (r, c) is the block of rows
+    r·p/grid … (r+1)·p/grid there; when grid > p several cells share one pixel and each gets its share summed to 1
+    over the block it covers. Made inside the network so the denoiser's inputs (and every bundle) stay the same."""
+    where = position.reshape(position.shape[0], 1, grid, grid)
+    if patch % grid == 0:
+        where = F.interpolate(where, scale_factor=patch // grid, mode="nearest") if patch > grid else where
+    else:  # validated: grid % patch == 0
+        k = grid // patch
+        where = F.avg_pool2d(where, k) * (k * k)
+    return F.pad(where, (halo, halo, halo, halo)) if halo else where
+
+
+def check_position_map(grid: int, patch: int) -> None:
+    """The map needs the cell grid to line up with the global content's pixels."""
+    if patch % grid and grid % patch:
+        raise ValueError(f"position_map needs the cell side ({patch}) and the grid ({grid}) to divide one another")
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of integer timesteps (any int/float dtype) → [B, dim]."""
     half = dim // 2

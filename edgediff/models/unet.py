@@ -1,7 +1,7 @@
 """The UNet patch denoiser: the default backbone, small enough for a device, conditioned in every block.
 
 Input is the noisy patch (with its halo and validity mask when the config has one) concatenated with the global
-content; the UNet runs over the whole input side and the halo is cropped off the output. The condition vector (time,
+content (and, with `position_map`, a channel marking the cell's place in it); the UNet runs over the whole input side and the halo is cropped off the output. The condition vector (time,
 position, memory snippet) drives a scale/shift after each GroupNorm. No attention: conv-only keeps activation
 memory linear in the patch area, which is what the memory planner relies on.
 """
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from edgediff.models.config import ModelConfig
 from edgediff.interface import crop_centre
-from edgediff.models.layers import ConditionEmbedding, group_norm
+from edgediff.models.layers import ConditionEmbedding, check_position_map, group_norm, position_map_torch
 
 
 class ResBlock(nn.Module):
@@ -49,7 +49,9 @@ class PatchUNet(nn.Module):
         cond_dim = 4 * dim
         self.embed = ConditionEmbedding(dim, config.num_cells, config.snippet_dim)
         self.cond_act = nn.SiLU()
-        self.conv_in = nn.Conv2d(config.patch_channels + c, dim, 3, padding=1)
+        if config.position_map:
+            check_position_map(config.grid, config.patch_size)
+        self.conv_in = nn.Conv2d(config.patch_channels + c + int(config.position_map), dim, 3, padding=1)
 
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -89,7 +91,11 @@ class PatchUNet(nn.Module):
 
     def forward(self, patch, global_content, timestep, position, snippet):
         cond = self.cond_act(self.embed(timestep, position, snippet))
-        h = self.conv_in(torch.cat([patch, global_content], dim=1))
+        inputs = [patch, global_content]
+        if self.config.position_map:
+            cfg = self.config
+            inputs.append(position_map_torch(position, cfg.grid, cfg.patch_size, cfg.halo))
+        h = self.conv_in(torch.cat(inputs, dim=1))
         hs = [h]
         nres = self.config.num_res_blocks
         blocks = iter(self.down)

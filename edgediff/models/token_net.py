@@ -1,4 +1,4 @@
-"""DiS: the patch denoiser as a token model with a state-space mixer (and its attention twin, DiT-style).
+"""DiS and DiT: the patch denoiser as a token model whose mixer is a state-space scan (DiS) or attention (DiT).
 
 Everything is a token (Fei et al., DiS): a time token, a grid-position token, a memory-snippet token, the global
 content cut into p×p pixel tokens, then the noisy patch cut the same way; plus a learned positional embedding.
@@ -50,13 +50,15 @@ class Block(nn.Module):
         return h + self.mixer(self.norm(h))
 
 
-class PatchDiS(nn.Module):
+class PatchTokenNet(nn.Module):
     """Token denoiser over one cell: forward(patch, global_content, timestep, position, snippet) → eps."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.backbone not in ("dis", "dit"):
-            raise ValueError(f"PatchDiS serves backbones dis and dit, not {config.backbone!r}")
+            raise ValueError(f"PatchTokenNet serves backbones dis and dit, not {config.backbone!r}")
+        if config.position_map:
+            raise ValueError("position_map is a UNet input channel; DiS / DiT see the position as a token")
         self.config = config
         c, dim, tp = config.channels, config.dim, config.token_patch
         p = config.input_side

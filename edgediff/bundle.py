@@ -27,7 +27,7 @@ from typing import Any
 from edgediff.errors import EdgediffError
 from edgediff.files import sha256_file
 from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, HasCellGeometry, input_specs, output_specs
-from edgediff.models.config import ModelConfig
+from edgediff.model_config import ModelConfig
 from edgediff.schedule import Schedule
 
 SCHEMA_VERSION = 1

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import typer
 
 from edgediff.errors import TRAIN_INSTALL, EdgediffError, Interrupted
-from edgediff.models.config import ModelConfig  # torch-free: the widths' defaults live there
+from edgediff.model_config import ModelConfig  # torch-free: the widths' defaults live there
 from edgediff.units import MIB
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def train(
 ) -> None:
     """Train a patch denoiser (torch; CUDA when present; several GPUs through torchrun)."""
     _require_training_extras("train")
-    from edgediff.models.config import geometry_choice, model_choice
+    from edgediff.model_config import geometry_choice, model_choice
     from edgediff.train import TrainConfig, train as run_train
 
     backbone, widths = model_choice(preset, backbone, dim, mults, depth)

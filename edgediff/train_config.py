@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from edgediff.errors import EdgediffError
 from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
-from edgediff.models.config import ModelConfig
+from edgediff.model_config import ModelConfig
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Model hyper-parameters as plain data: stored in checkpoints and manifests as JSON, no torch needed."""
+"""Model hyper-parameters and the named presets as plain data: stored in checkpoints and manifests as JSON. Torch-free
+(outside `edgediff/models/`), so the device side reads a manifest's model_config without importing any network code."""
 
 from __future__ import annotations
 

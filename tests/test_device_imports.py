@@ -30,6 +30,13 @@ def test_device_sampler_imports_nothing_of_the_training_side():
     assert _training_side(modules) == []
 
 
+def test_sampling_to_files_imports_nothing_of_the_training_side():
+    """What `edgediff sample` and the benchmarks run (the sampler plus writing the images) stays device-side too."""
+    modules = _modules_after("import edgediff.runtime.sample_files, edgediff.progress, edgediff.images")
+    assert "edgediff.runtime.sample_files" in modules
+    assert _training_side(modules) == []
+
+
 def test_the_forbidden_list_would_catch_a_training_import():
     """The filter itself: the prefixes match what a training import brings in (else the test above proves nothing)."""
     assert _training_side(["edgediff.models", "edgediff.models.unet", "edgediff.train", "edgediff.train_config",

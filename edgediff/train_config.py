@@ -7,11 +7,16 @@ Its own module (torch-free) so that reading a run's settings needs neither torch
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from edgediff.errors import EdgediffError
 from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from edgediff.model_config import ModelConfig
+
+# The ModelConfig fields TrainConfig sets itself (the geometry and the backbone: flags of their own, checked by
+# validate()) or that the data fixes (channels); `TrainConfig.model` may set every other one.
+OWNED_MODEL_FIELDS = frozenset({"image_size", "grid", "halo", "backbone", "channels"})
+MODEL_OVERRIDES = tuple(f.name for f in fields(ModelConfig) if f.name not in OWNED_MODEL_FIELDS)
 
 
 @dataclass
@@ -48,10 +53,17 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 100
     device: str = "auto"
-    model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, mults, ...)
+    model: dict = field(default_factory=dict)  # ModelConfig overrides: keys of MODEL_OVERRIDES (dim, mults, ...)
     init_from: str | None = None  # bundle or run whose weights start a fresh run (edgediff.warmstart)
     # settings changed by `--resume --override NAME`: [{"step", "flag", "was", "now"}] (edgediff.resume)
     overrides: list = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, recorded: dict) -> "TrainConfig":
+        """The settings a run.json or checkpoint records (its "train" object); keys this version does not know are
+        dropped, keys an older record lacks take their defaults (that run was trained with them)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in recorded.items() if k in known})
 
     def model_config(self, snippet_dim: int = 64) -> ModelConfig:
         base = ModelConfig(image_size=self.image_size, grid=self.grid, backbone=self.backbone, snippet_dim=snippet_dim,
@@ -119,3 +131,24 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise EdgediffError(msg)
+        self._validate_model()
+
+    def _validate_model(self) -> None:
+        """`model` names only ModelConfig fields it may set, each of its default's type: a misspelt key (`dims`)
+        was once merged late and silently dropped, training the default widths under a name that said otherwise."""
+        types = {f.name: type(f.default) for f in fields(ModelConfig) if f.name in MODEL_OVERRIDES}
+        for key, value in self.model.items():
+            if key not in types:
+                raise EdgediffError(f"model setting {key!r} is not one a run may set; use {', '.join(types)}")
+            if not _of_type(value, types[key]):
+                want = "a list of integers" if types[key] is tuple else types[key].__name__
+                raise EdgediffError(f"model setting {key} = {value!r} must be {want}")
+
+
+def _of_type(value: object, kind: type) -> bool:
+    """`value` fits a ModelConfig field whose default is of `kind`: a tuple field takes a list or tuple of ints (JSON
+    has no tuples), an int field an int that is not a bool."""
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    if kind is tuple:
+        return isinstance(value, (list, tuple)) and all(is_int(v) for v in value)
+    return is_int(value) if kind is int else isinstance(value, kind)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from edgediff.interface import HasCellGeometry
 from edgediff.patches import patch_size
@@ -39,7 +39,9 @@ class ModelConfig(HasCellGeometry):
     ssm_conv: int = 4  # kernel of each scan direction's causal depthwise conv
     ssm_chunk: int = 16  # SSD chunk length: cost is linear in tokens for any fixed chunk
     attn_headdim: int = 32  # attention head width of the dit twin
-    # (an untyped `extra` dict once sat here, read by nothing; records that still carry it load: from_dict drops it)
+    # Read by nothing, but every manifest and checkpoint on disk carries it: kept so that a manifest read and
+    # written back is the same bytes (tests/test_bundle.py), the format older edgediff versions read.
+    extra: dict = field(default_factory=dict)
 
     @property
     def patch_size(self) -> int:
@@ -60,8 +62,8 @@ class ModelConfig(HasCellGeometry):
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """The config a checkpoint or manifest records; keys this version does not know (a newer field, the old
-        `extra`) are dropped and keys it lacks (an older record) take their defaults."""
+        """The config a checkpoint or manifest records; keys this version does not know (a newer field) are
+        dropped and keys it lacks (an older record) take their defaults."""
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         if "mults" in kw:

@@ -39,7 +39,8 @@ REFUSE_FACTORS = [0.7, 0.8, 0.9]
 
 DRIVER = r"""
 import json, sys, time
-import edgediff.cli as cli  # the CLI's imports are part of a real `edgediff sample` process
+import edgediff.cli  # noqa: F401  (the CLI's imports are part of a real `edgediff sample` process)
+from edgediff.runtime.sample_files import sample_to_files
 from edgediff.runtime import rss
 from edgediff.runtime.sampler import SampleRequest
 from edgediff.runtime.planner import BudgetError
@@ -48,7 +49,7 @@ try:
     req = SampleRequest(n=a["n"], steps=a["steps"], seed=0, memory_budget=a.get("budget"), cells_per_call=a.get("cells"),
                         images_per_pass=a.get("images_per_pass"), cap=a.get("cap", True), mode=a.get("mode"))
     t0 = time.perf_counter()
-    r = cli.sample_to_files(a["bundle"], req, a.get("out"), None, log=lambda s: None)  # what `edgediff sample` runs
+    r = sample_to_files(a["bundle"], req, a.get("out"), None, log=lambda s: None)  # what `edgediff sample` runs
     peak = round(max(r.peak_mb, rss.peak_mb()), 1)  # writing the PNG is part of the run
     print(json.dumps({"accepted": True, "peak_mb": peak, "wall_s": round(time.perf_counter() - t0, 2),
                       "plan": r.plan.to_dict()}))

@@ -4,7 +4,7 @@ Every configuration runs in its own fresh Python process (a process that already
 heap and arena with it), and memory is the kernel's own accounting: VmRSS and VmHWM from /proc/self/status.
 
 edgediff rows: the real `edgediff sample BUNDLE --n 1 --steps 20 --precision P --memory-budget B` command line,
-run in-process by the probe (edgediff.cli.sample_to_files, what the command runs once its options are parsed), for
+run in-process by the probe (edgediff.runtime.sample_files.sample_to_files, what the command runs once its options are parsed), for
 resolutions 64, 128, 256, 512, grids 1 (the full-image baseline, same code path), 2, 4, 8 and fp32 / int8. B is the
 planner's own floor for that bundle (+1 MiB), asked for first in a separate process: so each row is "the smallest
 budget edgediff accepts", and the planner then picks its lean plan. The probe only observes: it reads the figures
@@ -107,7 +107,7 @@ def probe_floor(bundle: str, precision: str, steps: int, threads: int) -> dict:
     impossible budget (refused before any model file is read). Same imports as `probe_edgediff`, so the process
     holds what the measured run will hold when it plans."""
     import edgediff.cli as cli
-    import edgediff.runtime.sampler  # noqa: F401  (as in probe_edgediff)
+    import edgediff.runtime.sample_files  # noqa: F401  (as in probe_edgediff)
     from edgediff.runtime.planner import BudgetError
 
     out = Path(tempfile.mkdtemp(prefix="edgediff-bench-")) / "sample.png"
@@ -121,14 +121,15 @@ def probe_floor(bundle: str, precision: str, steps: int, threads: int) -> dict:
 
 
 def probe_edgediff(bundle: str, precision: str, steps: int, budget_mb: float | None, threads: int) -> dict:
-    """Run what `edgediff sample` runs (edgediff.cli.sample_to_files: check the output, plan, sample with the
+    """Run what `edgediff sample` runs (edgediff.runtime.sample_files.sample_to_files: check the output, plan, sample with the
     progress bar, write the PNG) in this process, and read the phase figures the runtime reports of itself
     (SampleResult.phases, with the peak reset after loading so that the sampling phase's peak is its own)."""
     import contextlib
     import io
 
-    import edgediff.cli as cli
+    import edgediff.cli  # noqa: F401  (the command's imports are part of its process)
     from edgediff.errors import EdgediffError
+    from edgediff.runtime.sample_files import sample_to_files
     from edgediff.runtime.sampler import Phases, SampleRequest
     from edgediff.units import parse_size
 
@@ -141,7 +142,7 @@ def probe_edgediff(bundle: str, precision: str, steps: int, budget_mb: float | N
     code, result = 0, None
     with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
         try:
-            result = cli.sample_to_files(Path(bundle), request, out, None, log=print)
+            result = sample_to_files(Path(bundle), request, out, None, log=print)
         except EdgediffError as e:  # what the command line would print, with its exit code
             print(f"error: {e}")
             code = 2

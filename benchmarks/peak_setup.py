@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from edgediff.models.config import preset
+from edgediff.model_config import preset
 
 STEPS = 20
 # the unet-l preset (ModelConfig's defaults, ~4.5M parameters): the bundles these rows measure are untrained

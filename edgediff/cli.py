@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Optional
 
 import typer
 
 from edgediff.errors import TRAIN_INSTALL, EdgediffError, Interrupted
-from edgediff.models.config import ModelConfig  # torch-free: the widths' defaults live there
+from edgediff.model_config import ModelConfig  # torch-free: the widths' defaults live there
 from edgediff.units import MIB
-
-if TYPE_CHECKING:
-    from edgediff.runtime.sampler import SampleRequest, SampleResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Patch diffusion for small devices.")
 
@@ -118,7 +115,7 @@ def train(
 ) -> None:
     """Train a patch denoiser (torch; CUDA when present; several GPUs through torchrun)."""
     _require_training_extras("train")
-    from edgediff.models.config import geometry_choice, model_choice
+    from edgediff.model_config import geometry_choice, model_choice
     from edgediff.train import TrainConfig, train as run_train
 
     backbone, widths = model_choice(preset, backbone, dim, mults, depth, position_map)
@@ -186,6 +183,7 @@ def sample(
     import time
 
     from edgediff.runtime import rss
+    from edgediff.runtime.sample_files import sample_to_files
     from edgediff.runtime.sampler import SampleRequest
     from edgediff.units import parse_size
 
@@ -202,37 +200,6 @@ def sample(
     budget_note = f" (budget {budget / MIB:.1f} MiB)" if budget is not None else ""
     typer.echo(f"peak RSS {peak:.1f} MiB{budget_note}, wall time {time.perf_counter() - t0:.2f} s")
     typer.echo(f"wrote {out}" + (f" and {n} images in {out_dir}" if out_dir is not None else ""))
-
-
-def sample_to_files(bundle_dir: Optional[Path], request: SampleRequest, out: Optional[Path],
-                    out_dir: Optional[Path], log: Callable[[str], None] = typer.echo,
-                    verbose: bool = False) -> SampleResult:
-    """What `edgediff sample` does once its options are parsed: refuse outputs that could not be written before
-    any work, sample with a progress bar (edgediff.runtime.sampler.BundleSampler, which writes nothing), writing
-    each image into `out_dir` as its pass finishes (Ctrl-C keeps those), then the grid. Returns the SampleResult;
-    benchmarks call this to measure the command's run."""
-    from edgediff import images as imgio
-    from edgediff.progress import Progress
-    from edgediff.runtime.sampler import BundleSampler
-
-    sampler = BundleSampler(bundle_dir, request, log=log, verbose=verbose)
-    if out is not None:
-        imgio.check_output_file(out, "--out")
-    if out_dir is not None:
-        imgio.check_output_dir(out_dir, "--out-dir")
-    folder = imgio.FolderWriter(out_dir, request.seed, request.n) if out_dir is not None else None
-    bar = Progress("sampling", request.n * request.steps)
-    try:
-        result = sampler.run(on_step=bar.step_callback(), on_images=folder.write if folder else None)
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted while sampling: {folder.kept() if folder else 'no image written'}") from None
-    finally:
-        bar.close()
-    if out is not None:
-        kept = f"; kept all {request.n} image(s) in {out_dir}" if folder else ""
-        with _on_interrupt(f"interrupted while writing the grid: {out} not written{kept}"):
-            imgio.save_image(imgio.make_grid(result.images), out)
-    return result
 
 
 def _parse_seed(text: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgediff.models.config import ModelConfig
+from edgediff.model_config import ModelConfig
 from edgediff.sampling import rows_per_cell, sample_loop
 
 

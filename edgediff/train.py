@@ -25,121 +25,13 @@ from edgediff.errors import EdgediffError
 from edgediff.files import atomic_write_bytes
 from edgediff.images import make_grid, save_png, to_uint8
 from edgediff.models import ModelConfig, build_model, count_params
-from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, CellGeometry
+from edgediff.interface import CellGeometry
 from edgediff.memory import Snippets
 from edgediff.models.layers import (alphas_cumprod_torch, halo_patches_torch, pad_global_torch, pool_global_torch,
                                      split_torch)
 from edgediff.progress import Progress
 from edgediff.resume import ResumePoint, check_resume, check_same_images
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run; saved to run.json so a run can be resumed, audited and rebuilt."""
-
-    data: str = "emoji"
-    out: str = "runs/default"
-    image_size: int = 32
-    grid: int = 2
-    halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.interface)
-    backbone: str = "unet"
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    warmup_steps: int = 100  # fixed, not a fraction of --steps, so a resumed run keeps the same LR schedule
-    seed: int = 0
-    memory: bool = True
-    snippet_dropout: float = 0.2  # probability of the whole-vector null snippet (what guidance contrasts with)
-    # "pca": snippets are PCA-reduced to snippet_dim (the default). "gmem": GMem's own recipe — the full
-    # L2-normalised encoder feature, and element-wise dropout (snippet_element_dropout, rescaled like nn.Dropout)
-    # on top of the whole-vector null.
-    snippet_mode: str = "pca"
-    snippet_element_dropout: float = 0.4  # GMem's value; used only with snippet_mode "gmem"
-    # Representation alignment (REPA): weight of the negative-cosine loss between a projection of an early UNet
-    # feature map and the frozen encoder's spatial map of the clean image (0 = off); it stops after align_until
-    # steps (0 = never). See edgediff/align.py.
-    align: float = 0.0
-    align_until: int = 0
-    features: str | None = None  # optional user-supplied .npy features instead of the built-in encoder
-    sample_every: int = 500
-    checkpoint_every: int = 100
-    device: str = "auto"
-    model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, mults, ...)
-    init_from: str | None = None  # bundle or run whose weights start a fresh run (edgediff.warmstart)
-    # settings changed by `--resume --override NAME`: [{"step", "flag", "was", "now"}] (edgediff.resume)
-    overrides: list = field(default_factory=list)
-
-    def model_config(self, snippet_dim: int = 64) -> ModelConfig:
-        base = ModelConfig(image_size=self.image_size, grid=self.grid, backbone=self.backbone, snippet_dim=snippet_dim,
-                           halo=self.halo)
-        # a GMem-mode bank fixes the snippet width (the encoder's feature dim): a snippet_dim override cannot apply
-        fixed = {"snippet_dim": snippet_dim} if self.snippet_mode == "gmem" and self.memory else {}
-        return ModelConfig.from_dict({**base.to_dict(), **self.model, **fixed})
-
-    def command(self, steps: int | None = None) -> str:
-        """The `edgediff train` line that rebuilds this run (recorded in bundles so anyone can retrain a model)."""
-        d = ModelConfig()  # the widths' one home: what --dim / --mults / --depth default to
-        m = {"dim": d.dim, "mults": list(d.mults), "depth": d.depth, **self.model}
-        parts = [
-            "edgediff train", f"--data {self.data}", f"--image-size {self.image_size}", f"--grid {self.grid}",
-            *([f"--halo {self.halo}"] if self.halo else []),
-            f"--backbone {self.backbone}", f"--dim {m['dim']}", f"--mults {','.join(str(x) for x in m['mults'])}",
-            f"--steps {steps if steps is not None else self.steps}", f"--batch-size {self.batch_size}",
-            f"--lr {self.lr:g}", f"--seed {self.seed}", f"--ema-decay {self.ema_decay:g}",
-            f"--snippet-dropout {self.snippet_dropout:g}",
-        ]
-        if self.backbone != "unet":
-            parts.append(f"--depth {m['depth']}")
-        if m.get("position_map"):
-            parts.append("--position-map")
-        if not self.memory:
-            parts.append("--no-memory")
-        if self.features:
-            parts.append(f"--features {self.features}")
-        if self.snippet_mode != "pca":
-            parts.append(f"--snippet-mode {self.snippet_mode} --snippet-element-dropout {self.snippet_element_dropout:g}")
-        if self.align:
-            parts.append(f"--align {self.align:g} --align-until {self.align_until}")
-        if self.init_from:
-            parts.append(f"--init-from {self.init_from}")
-        line = " ".join(parts + [f"--out {self.out}"])
-        # an override is not a flag of the first command: say where each one took effect
-        return line + "".join(f"; resumed at step {o['step']} with {o['flag']} {o['now']} --override "
-                              f"{o['flag'][2:]}" for o in self.overrides)
-
-    def validate(self) -> None:
-        checks = [
-            (self.steps >= 1, f"--steps {self.steps} must be >= 1"),
-            (self.batch_size >= 1, f"--batch-size {self.batch_size} must be >= 1"),
-            (MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE,
-             f"--image-size {self.image_size} must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE}"),
-            (self.grid >= 1, f"--grid {self.grid} must be >= 1"),
-            (self.grid >= 1 and self.image_size % self.grid == 0,
-             f"--grid {self.grid} does not divide --image-size {self.image_size}: pick a divisor"),
-            (self.grid < 1 or self.image_size < 1 or 0 <= self.halo <= self.image_size // self.grid,
-             f"--halo {self.halo} must be between 0 and the cell side {self.image_size // max(1, self.grid)}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"--lr {self.lr} must be a finite number > 0"),
-            (self.seed >= 0, f"--seed {self.seed} must be >= 0"),
-            (0.0 <= self.ema_decay < 1.0, f"--ema-decay {self.ema_decay} must be in [0, 1)"),
-            (0.0 <= self.snippet_dropout <= 1.0, f"--snippet-dropout {self.snippet_dropout} must be in [0, 1]"),
-            (self.snippet_mode in ("pca", "gmem"), f"--snippet-mode {self.snippet_mode}: use pca or gmem"),
-            (0.0 <= self.snippet_element_dropout < 1.0,
-             f"--snippet-element-dropout {self.snippet_element_dropout} must be in [0, 1)"),
-            (self.align >= 0 and math.isfinite(self.align), f"--align {self.align} must be a finite weight >= 0"),
-            (self.align_until >= 0, f"--align-until {self.align_until} must be >= 0 (0: align for the whole run)"),
-            (not self.align or self.backbone == "unet",
-             f"--align needs the unet backbone (it reads an early UNet feature map), not {self.backbone}"),
-            (self.checkpoint_every >= 1, f"--checkpoint-every {self.checkpoint_every} must be >= 1"),
-            (self.sample_every >= 0, f"--sample-every {self.sample_every} must be >= 0 (0 disables previews)"),
-            (self.backbone in ("unet", "dis", "dit"), f"--backbone {self.backbone}: use unet, dis or dit"),
-            (self.device in ("auto", "cpu", "cuda"), f"--device {self.device}: use auto, cpu or cuda"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise EdgediffError(msg)
+from edgediff.train_config import TrainConfig  # re-exported: `from edgediff.train import TrainConfig` keeps working
 
 
 def pick_device(name: str) -> torch.device:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from edgediff.errors import EdgediffError
-from edgediff.models.config import ModelConfig
+from edgediff.model_config import ModelConfig
 
 FIRST_CONV = "conv_in.weight"
 

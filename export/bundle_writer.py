@@ -297,8 +297,7 @@ def build_int8(fp32: Path, dst: Path, data: RunData, config, data_name: str, opt
 
 def _train_command(meta: dict) -> str:
     """The training command that made this checkpoint, with --steps set to the step actually exported."""
-    from edgediff.train import TrainConfig
+    from edgediff.train_config import TrainConfig
 
-    known = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: v for k, v in meta.get("train", {}).items() if k in known})
+    cfg = TrainConfig.from_dict(meta.get("train", {}))
     return cfg.command(steps=int(meta.get("step", cfg.steps)))

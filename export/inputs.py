@@ -14,7 +14,7 @@ import numpy as np
 
 from edgediff.data import load_dataset
 from edgediff.errors import EdgediffError
-from edgediff.models.config import ModelConfig
+from edgediff.model_config import ModelConfig
 from edgediff.interface import INPUT_NAMES, halo_patches, pad_global
 from edgediff.patches import onehot, pool_global
 from edgediff.schedule import Schedule, add_noise

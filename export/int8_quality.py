@@ -28,7 +28,7 @@ import numpy as np
 
 from edgediff.errors import EdgediffError
 from edgediff.interface import crop_centre
-from edgediff.models.config import ModelConfig
+from edgediff.model_config import ModelConfig
 from edgediff.sampling import sample_loop
 from edgediff.schedule import Schedule, predict_x0
 from edgediff_export.inputs import RunData, denoiser_inputs

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from edgediff.errors import EdgediffError
-from edgediff.models.config import ModelConfig
+from edgediff.model_config import ModelConfig
 from edgediff.interface import INPUT_NAMES, OUTPUT_NAMES
 from edgediff.models.layers import example_inputs
 

@@ -24,7 +24,7 @@ import numpy as np
 from edgediff.bundle import (SCHEMA_VERSION, LutSpec, Manifest, MemoryProfile, TensorSpec, VariantProfile,
                              file_entry, staging_dir, write_bundle)
 from edgediff.lut import train_pq
-from edgediff.models.config import ModelConfig
+from edgediff.model_config import ModelConfig
 from edgediff.schedule import Schedule
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from edgediff.models import build_model
-from edgediff.models.config import ModelConfig, model_choice
+from edgediff.model_config import ModelConfig, model_choice
 from edgediff.models.layers import example_inputs, position_map_torch
 from edgediff.patches import pool_global
 

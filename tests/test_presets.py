@@ -1,12 +1,12 @@
-"""Named model sizes (edgediff.models.config.PRESETS) and how `train --preset` combines them with explicit flags."""
+"""Named model sizes (edgediff.model_config.PRESETS) and how `train --preset` combines them with explicit flags."""
 
 from __future__ import annotations
 
 import pytest
 
-from edgediff.models.config import geometry_choice, model_choice
+from edgediff.model_config import geometry_choice, model_choice
 from edgediff.errors import EdgediffError
-from edgediff.models.config import PRESETS, ModelConfig
+from edgediff.model_config import PRESETS, ModelConfig
 
 
 def test_unet_m_is_the_shipped_default_bundles_network():

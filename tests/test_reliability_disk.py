@@ -149,7 +149,7 @@ def test_export_on_a_full_disk_leaves_no_bundle_and_keeps_the_old_one(short_run,
 
 def test_failed_final_rename_puts_the_old_bundle_back(tmp_path, monkeypatch):
     """write_bundle's swap: if moving the new bundle into place fails, the earlier bundle is restored."""
-    import edgediff.bundle as bundle_mod
+    import edgediff.bundle.disk as bundle_mod
 
     out = make_bundle(tmp_path / "bundle", seed=0)
     before = {p.name: p.read_bytes() for p in out.iterdir()}

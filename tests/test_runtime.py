@@ -202,7 +202,7 @@ def test_arena_cap_turns_into_a_clear_error(tiny):
 
 
 def test_profile_command_prints_a_valid_profile(tiny):
-    from edgediff.bundle import _profile
+    from edgediff.bundle.validate import _profile
 
     bundle, _, _ = tiny
     r = _run(BLOCK_TORCH + "from edgediff.runtime.profile import main\nsys.exit(main(sys.argv[1:]))\n",
@@ -250,3 +250,29 @@ def test_mmap_threshold_uses_the_mapped_libc_without_a_subprocess(monkeypatch):
     rss._mallopt.cache_clear()
     monkeypatch.setattr(ctypes.util, "find_library", no_lookup)
     assert rss.set_mmap_threshold(64 * 1024) is True
+
+
+def test_sampler_parses_the_manifest_once_even_without_a_profile(tiny, tmp_path, monkeypatch):
+    """A bundle without a memory profile has its denoisers checksummed before they are profiled: on the manifest
+    already read (open_bundle there once parsed manifest.json a second time and dropped the result)."""
+    import shutil
+
+    import edgediff.bundle.disk as disk
+    import edgediff.runtime.profile as profile
+    from edgediff.bundle import read_manifest
+    from edgediff.runtime.sampler import BundleSampler, SampleRequest
+
+    bundle = tmp_path / "no_profile"
+    shutil.copytree(tiny[0], bundle)
+    manifest = read_manifest(bundle)
+    measured, manifest.memory_profile = manifest.memory_profile, None
+    (bundle / "manifest.json").write_text(manifest.to_json())
+    parsed, checked = [], []
+    real_parse = disk.parse_manifest
+    monkeypatch.setattr(disk, "parse_manifest", lambda raw: parsed.append(1) or real_parse(raw))
+    monkeypatch.setattr(profile, "measure_profile", lambda *a, **k: checked.append(len(parsed)) or measured)
+    BundleSampler(bundle, SampleRequest(n=1, steps=2)).plan()
+    assert checked == [1] and len(parsed) == 1  # profiled once, after one parse; no second parse anywhere
+    (bundle / "denoiser.onnx").write_bytes(b"swapped")
+    with pytest.raises(disk.BundleError, match="denoiser.onnx"):  # the unprofiled files are still checksummed
+        BundleSampler(bundle, SampleRequest(n=1, steps=2)).plan()

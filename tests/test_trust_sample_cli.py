@@ -82,7 +82,7 @@ def test_ctrl_c_keeps_the_images_already_finished(bundle, tmp_path, monkeypatch)
     import edgediff.runtime.sampler as sampler
     from PIL import Image
 
-    from edgediff.cli import sample_to_files
+    from edgediff.runtime.sample_files import sample_to_files
     from edgediff.runtime.sampler import SampleRequest
 
     request = SampleRequest(n=3, steps=2, seed=5, images_per_pass=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgediff.models.config import ModelConfig
+from edgediff.model_config import ModelConfig
 
 
 def build_model(config: ModelConfig):

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgediff.models.config import ModelConfig
+from edgediff.model_config import ModelConfig
 from edgediff.interface import crop_centre
 from edgediff.models.layers import ConditionEmbedding, check_position_map, group_norm, position_map_torch
 

@@ -26,8 +26,8 @@ import numpy as np
 import onnxruntime as ort  # imported before planning: its RSS is part of "the process now"
 
 from edgediff import images as imgio  # pillow comes in here, also before planning
-from edgediff.bundle import (ROLE, BundleError, Manifest, MemoryProfile, check_model_interface, open_bundle,
-                             read_manifest, resolve, resolve_bundle, verify_files)
+from edgediff.bundle import (ROLE, BundleError, Manifest, MemoryProfile, check_model_interface, read_manifest,
+                             resolve, resolve_bundle, verify_files)
 from edgediff.errors import EdgediffError
 from edgediff.int8_gate import int8_failures
 from edgediff.lut import decode
@@ -60,7 +60,7 @@ def load_profile(bundle: Path, manifest: Manifest, log: Callable[[str], None]):
     from edgediff.runtime.profile import measure_profile
 
     log("the bundle carries no memory profile: measuring it now in fresh processes (export records it normally)")
-    open_bundle(bundle, roles=tuple(ROLE.values()))
+    verify_files(bundle, manifest, roles=tuple(ROLE.values()))  # the manifest already read: checksum, do not re-parse
     return measure_profile(bundle, manifest, modes=("lean",))
 
 

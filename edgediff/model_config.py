@@ -1,4 +1,5 @@
-"""Model hyper-parameters as plain data: stored in checkpoints and manifests as JSON, no torch needed."""
+"""Model hyper-parameters and the named presets as plain data: stored in checkpoints and manifests as JSON. Torch-free
+(outside `edgediff/models/`), so the device side reads a manifest's model_config without importing any network code."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class ModelConfig(HasCellGeometry):
     ssm_conv: int = 4  # kernel of each scan direction's causal depthwise conv
     ssm_chunk: int = 16  # SSD chunk length: cost is linear in tokens for any fixed chunk
     attn_headdim: int = 32  # attention head width of the dit twin
+    # Read by nothing, but every manifest and checkpoint on disk carries it: kept so that a manifest read and
+    # written back is the same bytes (tests/test_bundle.py), the format older edgediff versions read.
     extra: dict = field(default_factory=dict)
 
     @property
@@ -65,6 +68,8 @@ class ModelConfig(HasCellGeometry):
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        """The config a checkpoint or manifest records; keys this version does not know (a newer field) are
+        dropped and keys it lacks (an older record) take their defaults."""
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         if "mults" in kw:

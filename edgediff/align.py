@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgediff.errors import EdgediffError
-from edgediff.interface import crop_centre
+from edgediff.cells import crop_centre
 
 ALIGN_INPUT = 256  # Lite0 input size for the spatial map: 256 / 32 = 8×8
 ALIGN_CHANNELS = 320
@@ -75,7 +75,7 @@ class AlignProjector(nn.Module):
 
 def cell_regions(maps: torch.Tensor, cells: torch.Tensor, grid: int) -> torch.Tensor:
     """[B, C, M, M] maps → [B, C, M/grid, M/grid]: each example's own cell region (the cell split of the map)."""
-    from edgediff.models.layers import split_torch
+    from edgediff.models.cells import split_torch
 
     return split_torch(maps, grid)[torch.arange(len(maps), device=maps.device), cells]
 

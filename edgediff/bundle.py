@@ -26,7 +26,7 @@ from typing import Any
 
 from edgediff.errors import EdgediffError
 from edgediff.files import sha256_file
-from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, HasCellGeometry, input_specs, output_specs
+from edgediff.cells import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, HasCellGeometry, input_specs, output_specs
 from edgediff.models.config import ModelConfig
 from edgediff.schedule import Schedule
 
@@ -146,7 +146,7 @@ class Manifest(HasCellGeometry):
     sampling: dict = field(default_factory=dict)
     created: str = ""
     edgediff_version: str = ""
-    halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.interface); absent in older bundles = 0
+    halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.cells); absent in older bundles = 0
 
     def to_dict(self) -> dict:
         """The manifest.json object: each typed section written back as the plain object it is read from."""
@@ -468,7 +468,7 @@ def parse_manifest(raw: Any) -> Manifest:
 
 def expected_interface(m: Manifest) -> tuple[list[tuple[str, list]], list[tuple[str, list]]]:
     """(dtype, shape) of each input in the sampler's feeding order, and of the output: what the geometry fields
-    imply the denoiser must take and give (edgediff.interface is the one definition)."""
+    imply the denoiser must take and give (edgediff.cells is the one definition)."""
     strip = lambda specs: [(dtype, shape) for _, dtype, shape in specs]  # noqa: E731
     return strip(input_specs(m.geometry, m.snippet_dim)), strip(output_specs(m.geometry))
 

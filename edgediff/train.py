@@ -25,10 +25,10 @@ from edgediff.errors import EdgediffError
 from edgediff.files import atomic_write_bytes
 from edgediff.images import make_grid, save_png, to_uint8
 from edgediff.models import ModelConfig, build_model, count_params
-from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, CellGeometry
+from edgediff.cells import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, CellGeometry
 from edgediff.memory import Snippets
-from edgediff.models.layers import (alphas_cumprod_torch, halo_patches_torch, pad_global_torch, pool_global_torch,
-                                     split_torch)
+from edgediff.models.cells import cell_inputs_torch, split_torch
+from edgediff.models.layers import alphas_cumprod_torch
 from edgediff.progress import Progress
 from edgediff.resume import ResumePoint, check_resume, check_same_images
 
@@ -41,7 +41,7 @@ class TrainConfig:
     out: str = "runs/default"
     image_size: int = 32
     grid: int = 2
-    halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.interface)
+    halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.cells)
     backbone: str = "unet"
     steps: int = 1000
     batch_size: int = 64
@@ -230,10 +230,7 @@ def make_batch(
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
     ar = torch.arange(per_rank, device=dev)
     geom = CellGeometry(cfg.image_size, data.shape[1], cfg.grid, cfg.halo)
-    patch = halo_patches_torch(x_t, cells, geom)  # the cell (+ its neighbours' x_t); the loss stays on the cell
-    target = split_torch(noise, cfg.grid)[ar, cells]
-    glob = pad_global_torch(pool_global_torch(x_t, cfg.grid), geom.halo)
-    position = F.one_hot(cells, cfg.grid * cfg.grid).float()
+    target = split_torch(noise, cfg.grid)[ar, cells]  # the loss stays on the cell, whatever its halo
     if own is not None:
         sn = torch.where(flip.to(dev)[:, None], flipped[idx.to(dev)], own[idx.to(dev)]) * keep.to(dev)
         if cfg.snippet_mode == "gmem" and cfg.snippet_element_dropout > 0:  # drawn last: pca batches unchanged
@@ -241,9 +238,10 @@ def make_batch(
             sn = sn * ((torch.rand(sn.shape, generator=g) >= p).float() / (1 - p)).to(dev)
     else:
         sn = torch.zeros(per_rank, snippet_dim, device=dev)
+    inputs = cell_inputs_torch(x_t, ar, cells, t, sn, geom)
     if with_choice:
-        return (patch, glob, t, position, sn), target, (idx.to(dev), flip.to(dev), cells)
-    return (patch, glob, t, position, sn), target
+        return inputs, target, (idx.to(dev), flip.to(dev), cells)
+    return inputs, target
 
 
 def _write_run_json(out: Path, cfg: TrainConfig, mcfg: ModelConfig, dataset: Dataset, snippets: Snippets) -> None:

@@ -2,7 +2,7 @@
 
 PATH is a bundle (its fp32 ONNX denoiser: the weights a user actually has, since runs stay on the training box) or a
 run folder (its latest checkpoint's EMA weights). Weights are matched by name and shape. The one planned mismatch is
-a halo: a halo model's first conv takes one more input channel (the validity mask, edgediff.interface), so a halo-0
+a halo: a halo model's first conv takes one more input channel (the validity mask, edgediff.cells), so a halo-0
 model's `conv_in` is widened with zero weights for that channel and the warm-started network computes exactly what
 the old one did on interior cells until training teaches it to use the mask.
 """

@@ -1,4 +1,4 @@
-"""Halo cells: each cell sees m pixels of its neighbours' current x_t (edgediff.interface), predicts its centre.
+"""Halo cells: each cell sees m pixels of its neighbours' current x_t (edgediff.cells), predicts its centre.
 
 Checked here: the numpy crop and its torch twin agree (mask included); halo 0 is the original cell model to the
 byte; the step is synchronous (cells never see a neighbour's x_{t-1}); a halo bundle exports, verifies, is profiled
@@ -17,10 +17,10 @@ import torch
 
 from edgediff.bundle import BundleError, parse_manifest, read_manifest
 from edgediff.errors import EdgediffError
-from edgediff.interface import INPUT_NAMES, CellGeometry, example_feeds, halo_patches, input_specs
+from edgediff.cells import (INPUT_NAMES, CellGeometry, example_feeds, halo_patches, input_specs, onehot, pool_global,
+                            split)
 from edgediff.models import ModelConfig, build_model
-from edgediff.models.layers import halo_patches_torch
-from edgediff.patches import onehot, pool_global, split
+from edgediff.models.cells import halo_patches_torch
 from edgediff.runtime.sampler import sample_bundle
 from edgediff.sampling import sample_loop
 from edgediff.schedule import Schedule, ddim_step, ddim_timesteps
@@ -40,7 +40,7 @@ def test_halo_crop_matches_its_torch_twin_and_marks_the_image(halo):
     imgs, cells = np.array([0, 1, 2, 2]), np.array([0, 1, 2, 3])
     got = halo_patches(x, imgs, cells, geom)
     assert got.shape == (4, 3 + (halo > 0), 8 + 2 * halo, 8 + 2 * halo)
-    twin = halo_patches_torch(torch.from_numpy(x[imgs]), torch.from_numpy(cells), geom).numpy()
+    twin = halo_patches_torch(torch.from_numpy(x), torch.from_numpy(imgs), torch.from_numpy(cells), geom).numpy()
     np.testing.assert_array_equal(got, twin)
     centre = got[:, :3, halo : halo + 8, halo : halo + 8]
     np.testing.assert_array_equal(centre, split(x, 2)[imgs, cells])  # the cell itself, untouched

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgediff.models.config import ModelConfig
-from edgediff.interface import crop_centre
+from edgediff.cells import crop_centre
 from edgediff.models.layers import ConditionEmbedding, group_norm
 
 

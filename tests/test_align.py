@@ -8,7 +8,8 @@ import torch
 
 from conftest import tiny_model
 from edgediff.errors import EdgediffError
-from edgediff.train import TrainConfig, make_batch, train
+from edgediff.batches import TrainBatches
+from edgediff.train import TrainConfig, train
 
 
 def _cfg(tmp_path, data, **kw) -> TrainConfig:
@@ -36,8 +37,10 @@ def test_gmem_batches_drop_elements_and_pca_batches_are_unchanged():
     pca = TrainConfig(image_size=8, grid=2, batch_size=64, snippet_dropout=0.0)
     gmem = TrainConfig(image_size=8, grid=2, batch_size=64, snippet_dropout=0.0, snippet_mode="gmem",
                        snippet_element_dropout=0.4)
-    (p1, *_, s1), t1 = make_batch(3, pca, 0, data, own, flipped, acp, 64, 200)
-    (p2, *_, s2), t2 = make_batch(3, gmem, 0, data, own, flipped, acp, 64, 200)
+    b1 = TrainBatches(pca, 0, 64, data, own, flipped, acp, 200).get_batch(3)
+    b2 = TrainBatches(gmem, 0, 64, data, own, flipped, acp, 200).get_batch(3)
+    (p1, *_, s1), t1 = b1.inputs, b1.target
+    (p2, *_, s2), t2 = b2.inputs, b2.target
     assert torch.equal(p1, p2) and torch.equal(t1, t2)  # the extra draw comes last: everything else is the same
     assert torch.all(s1 == 1)
     values = s2.unique().double().numpy()

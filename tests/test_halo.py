@@ -166,13 +166,16 @@ def test_a_halo_model_warm_starts_from_a_halo_zero_bundle(tmp_path):
 
 def test_training_batches_cut_the_halo_from_the_whole_noisy_image():
     from edgediff.models.layers import alphas_cumprod_torch
-    from edgediff.train import TrainConfig, make_batch
+    from edgediff.batches import TrainBatches
+    from edgediff.train import TrainConfig
 
     data = torch.from_numpy(_images(4))
     acp = alphas_cumprod_torch()
     kw = dict(image_size=16, grid=2, batch_size=6, snippet_dropout=0.0)
-    (p0, g0, t0, pos0, _), target0 = make_batch(3, TrainConfig(**kw), 0, data, None, None, acp, 6, 8)
-    (p2, g2, t2, pos2, _), target2 = make_batch(3, TrainConfig(**kw, halo=2), 0, data, None, None, acp, 6, 8)
+    b0 = TrainBatches(TrainConfig(**kw), 0, 6, data, None, None, acp, 8).get_batch(3)
+    b2 = TrainBatches(TrainConfig(**kw, halo=2), 0, 6, data, None, None, acp, 8).get_batch(3)
+    (p0, g0, t0, pos0, _), target0 = b0.inputs, b0.target
+    (p2, g2, t2, pos2, _), target2 = b2.inputs, b2.target
     assert p2.shape == (6, 4, 12, 12) and g2.shape == (6, 3, 12, 12)
     torch.testing.assert_close(p2[:, :3, 2:10, 2:10], p0)  # the same draw: the centre is the halo-0 cell
     torch.testing.assert_close(g2[:, :, 2:10, 2:10], g0)

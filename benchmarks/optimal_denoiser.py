@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgediff.memorization import BLOCK_BYTES, Transform, flatten, stream_sq_dists
-from edgediff.patches import cell_slice, patch_size
+from edgediff.cells import cell_slice, patch_size
 from edgediff.schedule import Schedule
 
 
@@ -134,7 +134,7 @@ def sample_optimal(
     Runs the shared DDIM loop, so it differs from a trained model only in the denoiser: the reference sample set a
     model that memorised `stored` perfectly would produce.
     """
-    from edgediff.interface import CellGeometry
+    from edgediff.cells import CellGeometry
     from edgediff.sampling import sample_loop
 
     y = np.asarray(stored, dtype=np.float32)

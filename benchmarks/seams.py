@@ -6,7 +6,7 @@ runtime (`edgediff.runtime.sampler.sample_bundle`: onnxruntime, the shared numpy
 
 - full: the full-image model (grid 1), read at the lines a 2×2 grid would have;
 - halo0: today's cells, each seeing only itself (plus the pooled global content);
-- haloM: cells that also see M px of their neighbours' current x_t (edgediff.interface).
+- haloM: cells that also see M px of their neighbours' current x_t (edgediff.cells).
 
 Columns: params, steps, FD and KID in Lite0 space and in the independent network's (edgediff.metrics.quality_fields), seam ratio at the cell borders and at mid-cell lines (edgediff.metrics:
 step across the line ÷ steps on the lines beside it; 1.0 = invisible; the real images' values at the same lines are

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgediff.errors import EdgediffError
-from edgediff.interface import crop_centre
+from edgediff.cells import crop_centre
 
 ALIGN_INPUT = 256  # Lite0 input size for the spatial map: 256 / 32 = 8×8
 ALIGN_CHANNELS = 320
@@ -75,7 +75,7 @@ class AlignProjector(nn.Module):
 
 def cell_regions(maps: torch.Tensor, cells: torch.Tensor, grid: int) -> torch.Tensor:
     """[B, C, M, M] maps → [B, C, M/grid, M/grid]: each example's own cell region (the cell split of the map)."""
-    from edgediff.models.layers import split_torch
+    from edgediff.models.cells import split_torch
 
     return split_torch(maps, grid)[torch.arange(len(maps), device=maps.device), cells]
 
@@ -86,35 +86,28 @@ def negative_cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class Aligner:
-    """Hooks an early UNet block, holds the projector and the cached targets; `loss(choice)` after each forward."""
+    """The projector and the cached encoder maps; `loss(feature, batch)` scores the early UNet feature map that
+    `model(*inputs, return_features=True)` returns against each example's own region of its clean image's map."""
 
     def __init__(self, model: nn.Module, dataset, grid: int, device):
-        if not hasattr(model, "down") or len(model.down) == 0:
+        if not hasattr(model, "feature_channels"):
             raise EdgediffError("--align needs the unet backbone (it reads an early UNet feature map)")
         if MAP_SIZE % grid:
             raise EdgediffError(f"--align needs a grid that divides {MAP_SIZE} (1, 2, 4 or 8), not {grid}")
-        nres = model.config.num_res_blocks
-        k = min(nres, len(model.down) - 1)  # the first block of level 1 (after one downsampling), else level 0
-        block = model.down[k]
         self.grid = grid
         self.size = MAP_SIZE // grid
         geom = model.config.geometry
         # with halo cells the UNet sees p + 2·halo pixels: align only the centre (the cell itself)
         self.crop_frac = geom.halo / geom.side
-        self.projector = AlignProjector(block.conv2.out_channels).to(device)
+        self.projector = AlignProjector(model.feature_channels).to(device)
         self.own = torch.from_numpy(spatial_targets(dataset)).to(device)
         self.flipped = torch.from_numpy(spatial_targets(dataset, flipped=True)).to(device)
-        self._feature: torch.Tensor | None = None
-        block.register_forward_hook(lambda _m, _i, out: setattr(self, "_feature", out))
 
-    def loss(self, choice) -> torch.Tensor:
-        idx, flip, cells = choice
-        if self._feature is None:
-            raise EdgediffError("internal: the aligned UNet block did not run before Aligner.loss")
-        maps = torch.where(flip[:, None, None, None], self.flipped[idx], self.own[idx])
-        target = cell_regions(maps, cells, self.grid)
-        h = self._feature
-        c = int(round(self.crop_frac * h.shape[-1]))
-        pred = self.projector(crop_centre(h, c), self.size)
-        self._feature = None
+    def loss(self, feature: torch.Tensor, batch) -> torch.Tensor:
+        """Negative cosine between the projected `feature` and the encoder map of each example's image (its mirror
+        when the example was flipped), cut to the example's cell; `batch` is an edgediff.batches.Batch."""
+        maps = torch.where(batch.flipped[:, None, None, None], self.flipped[batch.image], self.own[batch.image])
+        target = cell_regions(maps, batch.cell, self.grid)
+        c = int(round(self.crop_frac * feature.shape[-1]))
+        pred = self.projector(crop_centre(feature, c), self.size)
         return negative_cosine(pred, target)

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgediff.errors import EdgediffError
 from edgediff.images import to_float
-from edgediff.interface import MAX_DATA_IMAGE_SIZE, MIN_DATA_IMAGE_SIZE
+from edgediff.cells import MAX_DATA_IMAGE_SIZE, MIN_DATA_IMAGE_SIZE
 
 EMOJI_FONT_PATHS = (
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
@@ -67,7 +67,7 @@ class Dataset:
 
 
 def check_image_size(image_size: int) -> None:
-    """The loader's range (edgediff.interface.MIN/MAX_DATA_IMAGE_SIZE), narrower than what a model may declare."""
+    """The loader's range (edgediff.cells.MIN/MAX_DATA_IMAGE_SIZE), narrower than what a model may declare."""
     if not MIN_DATA_IMAGE_SIZE <= image_size <= MAX_DATA_IMAGE_SIZE:
         raise EdgediffError(
             f"--image-size {image_size} is out of range: use {MIN_DATA_IMAGE_SIZE}..{MAX_DATA_IMAGE_SIZE} (e.g. 32)"

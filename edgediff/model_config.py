@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from edgediff.interface import HasCellGeometry
-from edgediff.patches import patch_size
+from edgediff.cells import HasCellGeometry, patch_size
 
 
 @dataclass(frozen=True)
@@ -16,7 +15,7 @@ class ModelConfig(HasCellGeometry):
 
     The network sees `patch` (C×p×p), `global_content` (C×p×p), `timestep`, `position` (one-hot, grid²) and
     `snippet` (memory-bank vector; zeros = null condition). grid = 1 is the full-image baseline. With `halo` m > 0
-    the spatial inputs are the cell plus m pixels of its neighbours (edgediff.interface), the output the cell only.
+    the spatial inputs are the cell plus m pixels of its neighbours (edgediff.cells), the output the cell only.
     """
 
     image_size: int = 32

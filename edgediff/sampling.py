@@ -20,8 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgediff.interface import CellGeometry, halo_patches, pad_global
-from edgediff.patches import cell_slice, onehot, pool_global
+from edgediff.cells import CellGeometry, cell_inputs, cell_slice, pool_global
 from edgediff.schedule import Schedule, ddim_step, ddim_timesteps
 
 EpsFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -114,7 +113,7 @@ def sample_loop(
     guidance: float = 1.0,
 ) -> np.ndarray:
     """Generate `n` images [n, C, H, W] in [-1, 1], at most `cells_per_call` rows per denoiser call, cut into cells
-    as `geom` says (size, channels, grid, halo: edgediff.interface). Callers pass the geometry of what they run
+    as `geom` says (size, channels, grid, halo: edgediff.cells). Callers pass the geometry of what they run
     (`manifest.geometry`, `config.geometry`), never its fields one by one: four callers once forgot the halo."""
     if cells_per_call < 1:
         raise ValueError(f"cells per call must be >= 1, got {cells_per_call}")
@@ -131,18 +130,11 @@ def sample_loop(
     calls = work_items(n, grid, cells_per_chunk(cells_per_call, guidance))
     for k, t in enumerate(ts):
         t_prev = int(ts[k + 1]) if k + 1 < len(ts) else -1
-        glob = pool_global(x, grid)
+        pooled = pool_global(x, grid)  # once per step: a call holds its own rows only
         for call in calls:
             imgs = np.fromiter((i for i, _ in call), dtype=np.int64, count=len(call))
             cells = np.fromiter((c for _, c in call), dtype=np.int64, count=len(call))
-            patch = halo_patches(x, imgs, cells, geom)
-            eps = eps_fn(
-                patch,
-                pad_global(glob[imgs], geom),
-                np.full(len(call), t, dtype=np.int64),
-                onehot(cells, grid),
-                snippets[imgs],
-            )
+            eps = eps_fn(*cell_inputs(x, imgs, cells, int(t), snippets, geom, pooled=pooled))
             for j, (i, c) in enumerate(call):
                 ys, xs = cell_slice(c, grid, p)
                 x_prev[i, :, ys, xs] = ddim_step(x[i, :, ys, xs], eps[j], int(t), t_prev, acp)

@@ -1,7 +1,10 @@
-"""The training loop: one random grid cell of one image at a random t per example.
+"""The training loop, shaped like nanoGPT's: set up, restore, then `train_step(run, step)` on
+`batches.get_batch(step)` until cfg.steps, with checkpoints and previews in between.
 
-Each step draws its randomness from a generator seeded by (seed, step, rank), so a resumed run replays
-exactly the batches an uninterrupted one would have seen: resume gives the same losses, by construction.
+Where the rest lives: the batches (one random cell of one image at a random t per example, a pure function of
+seed, step and rank, so a resumed run replays exactly the batches an uninterrupted one would have seen) in
+edgediff.batches; the denoiser's inputs in edgediff.cells (numpy) and edgediff.models.cells (its torch twin); the
+torchrun/DDP context in edgediff.distributed; previews in edgediff.preview; checkpoints in edgediff.checkpoint.
 """
 
 from __future__ import annotations
@@ -9,87 +12,26 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgediff.batches import TrainBatches
 from edgediff.checkpoint import latest_checkpoint, restore, save_checkpoint
 from edgediff.data import Dataset, data_spec, load_dataset
+from edgediff.distributed import Distributed, pick_device
 from edgediff.errors import EdgediffError
 from edgediff.files import atomic_write_bytes
-from edgediff.images import make_grid, save_png, to_uint8
-from edgediff.models import ModelConfig, build_model, count_params
-from edgediff.interface import CellGeometry
 from edgediff.memory import Snippets
-from edgediff.models.layers import (alphas_cumprod_torch, halo_patches_torch, pad_global_torch, pool_global_torch,
-                                     split_torch)
+from edgediff.models import ModelConfig, build_model, count_params
+from edgediff.preview import draw_preview
 from edgediff.progress import Progress
 from edgediff.resume import ResumePoint, check_resume, check_same_images
 from edgediff.train_config import TrainConfig  # re-exported: `from edgediff.train import TrainConfig` keeps working
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EdgediffError("--device cuda but no CUDA GPU is visible; use --device cpu or auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-class Distributed:
-    """torchrun/DDP context: nccl on CUDA, gloo on CPU; a single process when WORLD_SIZE is unset."""
-
-    def __init__(self, device: torch.device):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = device
-        if self.world > 1:
-            import torch.distributed as dist
-
-            if device.type == "cuda":
-                self.device = torch.device("cuda", self.local_rank)
-                torch.cuda.set_device(self.device)
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.world == 1:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        import torch.distributed as dist
-
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return float(t.item()) / self.world
-
-    def close(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
 
 
 def load_snippets(cfg: TrainConfig, dataset: Dataset) -> Snippets:
@@ -99,45 +41,6 @@ def load_snippets(cfg: TrainConfig, dataset: Dataset) -> Snippets:
     from edgediff.memory import bank_for_training
 
     return bank_for_training(dataset, cfg)
-
-
-def make_batch(
-    step: int, cfg: TrainConfig, rank: int, data: torch.Tensor, own: torch.Tensor | None, flipped: torch.Tensor | None,
-    acp: torch.Tensor, per_rank: int, snippet_dim: int, with_choice: bool = False,
-):
-    """The batch of step `step` on rank `rank`: a pure function of (seed, step, rank) and the data.
-    with_choice=True also returns (image index, flipped, cell) per example (what --align needs)."""
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 7919 + rank)
-    n = data.shape[0]
-    idx = torch.randint(0, n, (per_rank,), generator=g)
-    flip = torch.rand(per_rank, generator=g) < 0.5
-    t = torch.randint(0, acp.shape[0], (per_rank,), generator=g)
-    noise = torch.randn((per_rank, *data.shape[1:]), generator=g)
-    cells = torch.randint(0, cfg.grid * cfg.grid, (per_rank,), generator=g)
-    keep = (torch.rand(per_rank, generator=g) >= cfg.snippet_dropout).float()[:, None]
-
-    dev = data.device
-    x0 = data[idx.to(dev)]
-    x0 = torch.where(flip.to(dev)[:, None, None, None], x0.flip(-1), x0)
-    noise, t, cells = noise.to(dev), t.to(dev), cells.to(dev)
-    a = acp[t][:, None, None, None]
-    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-    ar = torch.arange(per_rank, device=dev)
-    geom = CellGeometry(cfg.image_size, data.shape[1], cfg.grid, cfg.halo)
-    patch = halo_patches_torch(x_t, cells, geom)  # the cell (+ its neighbours' x_t); the loss stays on the cell
-    target = split_torch(noise, cfg.grid)[ar, cells]
-    glob = pad_global_torch(pool_global_torch(x_t, cfg.grid), geom.halo)
-    position = F.one_hot(cells, cfg.grid * cfg.grid).float()
-    if own is not None:
-        sn = torch.where(flip.to(dev)[:, None], flipped[idx.to(dev)], own[idx.to(dev)]) * keep.to(dev)
-        if cfg.snippet_mode == "gmem" and cfg.snippet_element_dropout > 0:  # drawn last: pca batches unchanged
-            p = cfg.snippet_element_dropout
-            sn = sn * ((torch.rand(sn.shape, generator=g) >= p).float() / (1 - p)).to(dev)
-    else:
-        sn = torch.zeros(per_rank, snippet_dim, device=dev)
-    if with_choice:
-        return (patch, glob, t, position, sn), target, (idx.to(dev), flip.to(dev), cells)
-    return (patch, glob, t, position, sn), target
 
 
 def _write_run_json(out: Path, cfg: TrainConfig, mcfg: ModelConfig, dataset: Dataset, snippets: Snippets) -> None:
@@ -154,36 +57,6 @@ def _write_run_json(out: Path, cfg: TrainConfig, mcfg: ModelConfig, dataset: Dat
                 f"{out} holds a run with a different model ({old.get('model')}); use a new --out or the same settings"
             )
     atomic_write_bytes(path, json.dumps(body, indent=1).encode())
-
-
-PREVIEW_FRACTION = 0.05  # of the training time since the last preview
-PREVIEW_FREE_S = 3.0  # a preview estimated below this is always drawn: too short to matter
-PREVIEW_SIZES = ((16, 25), (16, 15), (9, 15), (16, 10), (9, 10), (4, 10))  # (images, DDIM steps), best first
-
-
-def preview_size(step_s: float, batch_size: int, steps_since: int, cells: int) -> tuple[int, int] | None:
-    """(images, DDIM steps) of the largest preview that costs at most PREVIEW_FRACTION of the training since the
-    last one (or PREVIEW_FREE_S), else None. Cost model, from this run's own measured step time: a training step
-    is forward + backward (≈ 3 forwards) of `batch_size` cells; a preview is images × steps × cells forwards."""
-    per_cell_s = step_s / (3.0 * batch_size)
-    allowed = max(PREVIEW_FRACTION * step_s * steps_since, PREVIEW_FREE_S)
-    for n, steps in PREVIEW_SIZES:
-        if n * steps * cells * per_cell_s <= allowed:
-            return n, steps
-    return None
-
-
-def save_preview(model, mcfg: ModelConfig, snippets: Snippets, path: Path, seed: int, device, n: int = 16,
-                 steps: int = 25) -> Path:
-    """A grid of `n` samples (`steps` DDIM steps) from the EMA model: the quick look at how training goes."""
-    from edgediff.torch_sampler import sample_torch
-
-    sn = None
-    if snippets.own is not None:
-        pick = np.random.default_rng(seed).integers(0, len(snippets.own), n)
-        sn = snippets.own[pick]
-    imgs = sample_torch(model, mcfg, n=n, steps=steps, seed=seed, snippets=sn, device=device)
-    return save_png(make_grid(to_uint8(imgs)), path, scale=2)
 
 
 def _load_run(cfg: TrainConfig, out: Path, dist: Distributed, point: ResumePoint | None,
@@ -214,57 +87,10 @@ def _load_run(cfg: TrainConfig, out: Path, dist: Distributed, point: ResumePoint
     return dataset, snippets, mcfg
 
 
-def _preview(ema, mcfg: ModelConfig, snippets: Snippets, cfg: TrainConfig, step: int, since: tuple[int, float],
-             device, log: Callable[[str], None]) -> Path | None:
-    """Draw the preview of `step`, sized by `preview_size` from the time trained since the last one; None when
-    even the smallest would cost too much (said once in the log)."""
-    steps_since = max(1, step - since[0])
-    size = preview_size((time.perf_counter() - since[1]) / steps_since, cfg.batch_size, steps_since, mcfg.num_cells)
-    if size is None:
-        log(f"preview at step {step} skipped: even {PREVIEW_SIZES[-1][0]} images × {PREVIEW_SIZES[-1][1]} steps would "
-            f"cost more than {PREVIEW_FRACTION:.0%} of the training since the last one (sample an export instead)")
-        return None
-    path = Path(cfg.out) / "samples" / f"step_{step:06d}.png"
-    log(f"preview at step {step}: {size[0]} images × {size[1]} DDIM steps → {path}")
-    return save_preview(ema, mcfg, snippets, path, cfg.seed, device, n=size[0], steps=size[1])
-
-
-def _optimise(step: int, cfg: TrainConfig, dist: Distributed, ddp_model, model, ema, opt, batch_args: tuple,
-              autocast, out: Path, aligner=None, extra: dict | None = None) -> float:
-    """One optimisation step (batch `step`, AdamW, gradient clipping, EMA update; plus the representation-alignment
-    term while `aligner` is on); returns the mean denoising loss."""
-    data, own, flipped, acp, per_rank, snippet_dim = batch_args
-    inputs, target, *choice = make_batch(step, cfg, dist.rank, data, own, flipped, acp, per_rank, snippet_dim,
-                                         with_choice=aligner is not None)
-    for group in opt.param_groups:
-        group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-    with autocast:
-        pred = ddp_model(*inputs)
-    loss = F.mse_loss(pred.float(), target)
-    objective = loss
-    if aligner is not None and (not cfg.align_until or step < cfg.align_until):
-        objective = loss + cfg.align * aligner.loss(choice[0])
-    if not torch.isfinite(loss):
-        last = latest_checkpoint(out)
-        where = f"the last good checkpoint is step {last[1]['step']}" if last else "no checkpoint was written yet"
-        raise EdgediffError(f"loss became {loss.item()} at step {step}; {where}: lower --lr and --resume")
-    opt.zero_grad(set_to_none=True)
-    objective.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    for m in (extra or {}).values():
-        torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
-    opt.step()
-    decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-    with torch.no_grad():
-        for pe, pm in zip(ema.parameters(), model.parameters()):
-            pe.lerp_(pm, 1 - decay)
-    return dist.mean(loss.item())
-
-
 @dataclass
 class _Run:
-    """The state of one training run, built by `_setup` and `_restore` and advanced by `_loop`: one value to pass
-    between the steps of `train` instead of a dozen locals."""
+    """The state of one training run, built by `_setup` and `_restore` and advanced by `train_step`: one value to
+    pass between the steps of `train` instead of a dozen locals."""
 
     cfg: TrainConfig
     out: Path
@@ -283,12 +109,59 @@ class _Run:
     losses: list[float] = field(default_factory=list)
     last_preview: Path | None = None
     seconds: float = 0.0  # training wall time up to `step`, summed over resumes (what a training cost is quoted from)
+    # set by `_loop` once the run is restored: the batches on the device, the (DDP-wrapped) model and its autocast
+    batches: TrainBatches | None = None
+    forward: torch.nn.Module | None = None
+    autocast: object = None
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up over warmup_steps, then constant: a pure function of the step, so resume keeps it."""
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+
+
+def _check_finite(loss: torch.Tensor, step: int, out: Path) -> None:
+    """Stop on a NaN/inf loss before it reaches the weights, naming the checkpoint to resume from."""
+    if not torch.isfinite(loss):
+        last = latest_checkpoint(out)
+        where = f"the last good checkpoint is step {last[1]['step']}" if last else "no checkpoint was written yet"
+        raise EdgediffError(f"loss became {loss.item()} at step {step}; {where}: lower --lr and --resume")
+
+
+def train_step(run: _Run, step: int) -> float:
+    """One optimisation step on batch `step`: the denoising loss (plus the representation-alignment term while
+    --align is on), AdamW with gradient clipping, then the EMA update. Returns the denoising loss, averaged over
+    the processes."""
+    cfg = run.cfg
+    batch = run.batches.get_batch(step)
+    for group in run.opt.param_groups:
+        group["lr"] = _lr(cfg, step)
+    aligning = run.aligner is not None and (not cfg.align_until or step < cfg.align_until)
+    with run.autocast:
+        if aligning:  # the early feature map REPA aligns comes back with the noise estimate
+            pred, feature = run.forward(*batch.inputs, return_features=True)
+        else:
+            pred = run.forward(*batch.inputs)
+    loss = F.mse_loss(pred.float(), batch.target)
+    objective = (loss + cfg.align * run.aligner.loss(feature, batch)) if aligning else loss
+    _check_finite(loss, step, run.out)
+    run.opt.zero_grad(set_to_none=True)
+    objective.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    for m in run.extra.values():
+        torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
+    run.opt.step()
+    decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, pm in zip(run.ema.parameters(), run.model.parameters()):
+            pe.lerp_(pm, 1 - decay)
+    return run.dist.mean(loss.item())
 
 
 def _setup(cfg: TrainConfig, point: ResumePoint | None, out: Path, dist: Distributed,
            log: Callable[[str], None]) -> _Run:
     """Data, bank, model (seeded; warm-started with --init-from on a fresh run only), EMA copy, the alignment
-    head and the optimiser. The EMA is copied before the aligner hooks the model: only the trained model is hooked."""
+    head and the optimiser."""
     dataset, snippets, mcfg = _load_run(cfg, out, dist, point, log)
     found = point.checkpoint if point is not None else None
     torch.manual_seed(cfg.seed)
@@ -331,13 +204,11 @@ def _loop(run: _Run, progress: bool, log: Callable[[str], None]) -> float:
     wait at the barrier so that a kill never finds them ahead), previews every sample_every steps. Returns when
     the loop itself started (perf_counter), so that steps per second leave out moving the data to the device."""
     cfg, dist, device, step = run.cfg, run.dist, run.device, run.step
-    ddp_model = dist.wrap(run.model)
-    data = torch.from_numpy(run.dataset.as_float()).to(device)
-    own = torch.from_numpy(run.snippets.own).to(device) if run.snippets.own is not None else None
-    flipped = torch.from_numpy(run.snippets.flipped).to(device) if run.snippets.flipped is not None else None
-    acp = alphas_cumprod_torch(device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    batch_args = (data, own, flipped, acp, run.per_rank, run.mcfg.snippet_dim)
+    run.forward = dist.wrap(run.model)
+    run.batches = TrainBatches.for_run(cfg, dist.rank, run.per_rank, run.dataset, run.snippets, run.mcfg.snippet_dim,
+                                       device)
+    run.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                    else torch.autocast("cpu", enabled=False))
     meta_base = {"train": asdict(cfg), "model": run.mcfg.to_dict(), "memory": run.snippets.info}
     if dist.main and step < cfg.steps:
         log(f"training steps {step + 1}-{cfg.steps} on {device} ({count_params(run.model):,} "
@@ -347,8 +218,7 @@ def _loop(run: _Run, progress: bool, log: Callable[[str], None]) -> float:
     since = (step, t0)
     try:
         while step < cfg.steps:
-            loss_value = _optimise(step, cfg, dist, ddp_model, run.model, run.ema, run.opt, batch_args, autocast,
-                                   run.out, run.aligner, run.extra)
+            loss_value = train_step(run, step)
             step += 1
             run.step = step
             run.losses.append(loss_value)
@@ -359,7 +229,7 @@ def _loop(run: _Run, progress: bool, log: Callable[[str], None]) -> float:
                                 dict(meta_base, losses=run.losses, train_seconds=round(seconds, 2)), run.extra)
             shown.update(step, note=f"  loss {loss_value:.4f}", line=checkpoint)
             if dist.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
-                preview = _preview(run.ema, run.mcfg, run.snippets, cfg, step, since, device, log)
+                preview = draw_preview(run.ema, run.mcfg, run.snippets, cfg, step, since, device, log)
                 run.last_preview = preview or run.last_preview
                 since = (step, time.perf_counter())
             if step % cfg.checkpoint_every == 0:

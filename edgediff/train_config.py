@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from edgediff.errors import EdgediffError
-from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from edgediff.cells import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from edgediff.model_config import ModelConfig
 
 # The ModelConfig fields TrainConfig sets itself (the geometry and the backbone: flags of their own, checked by
@@ -27,7 +27,7 @@ class TrainConfig:
     out: str = "runs/default"
     image_size: int = 32
     grid: int = 2
-    halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.interface)
+    halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.cells)
     backbone: str = "unet"
     steps: int = 1000
     batch_size: int = 64

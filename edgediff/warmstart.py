@@ -2,7 +2,7 @@
 
 PATH is a bundle (its fp32 ONNX denoiser: the weights a user actually has, since runs stay on the training box) or a
 run folder (its latest checkpoint's EMA weights). Weights are matched by name and shape. The planned mismatches are
-input channels of the first conv: a halo model's validity mask (edgediff.interface) and a `position_map` model's
+input channels of the first conv: a halo model's validity mask (edgediff.cells) and a `position_map` model's
 "you are here" channel. A source without them has its `conv_in` widened with zero weights for those channels, so
 the warm-started network computes exactly what the old one did (on interior cells) until training teaches it to
 use them.

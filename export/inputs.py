@@ -15,8 +15,7 @@ import numpy as np
 from edgediff.data import load_dataset
 from edgediff.errors import EdgediffError
 from edgediff.model_config import ModelConfig
-from edgediff.interface import INPUT_NAMES, halo_patches, pad_global
-from edgediff.patches import onehot, pool_global
+from edgediff.cells import INPUT_NAMES, cell_inputs
 from edgediff.schedule import Schedule, add_noise
 
 
@@ -82,8 +81,8 @@ def denoiser_inputs(data: RunData, config: ModelConfig, timesteps: list[int] | n
     """
     rng = np.random.default_rng(seed)
     acp = schedule.alphas_cumprod()
-    g, geom = config.grid, config.geometry
-    cells = g * g
+    geom = config.geometry
+    cells = geom.num_cells
     out: dict[str, list[np.ndarray]] = {k: [] for k in INPUT_NAMES}
     for t in np.asarray(timesteps, dtype=np.int64):
         pick = rng.choice(len(data.images), images_per_t, replace=len(data.images) < images_per_t)
@@ -91,10 +90,6 @@ def denoiser_inputs(data: RunData, config: ModelConfig, timesteps: list[int] | n
         x_t = add_noise(x0, rng.standard_normal(x0.shape, dtype=np.float32), np.full(len(pick), t), acp)
         rows_img = np.repeat(np.arange(len(pick)), cells)
         rows_cell = np.tile(np.arange(cells), len(pick))
-        out["patch"].append(halo_patches(x_t, rows_img, rows_cell, geom))
-        out["global_content"].append(pad_global(np.repeat(pool_global(x_t, g), cells, axis=0), geom))
-        out["timestep"].append(np.full(len(pick) * cells, t, dtype=np.int64))
-        out["position"].append(np.tile(onehot(np.arange(cells), g), (len(pick), 1)))
         if data.bank is not None and len(data.bank) == len(data.images):
             sn = data.bank[pick].copy()
         elif data.bank is not None:
@@ -102,7 +97,8 @@ def denoiser_inputs(data: RunData, config: ModelConfig, timesteps: list[int] | n
         else:
             sn = np.zeros((len(pick), config.snippet_dim), dtype=np.float32)
         sn[rng.random(len(pick)) < null_fraction] = 0.0
-        out["snippet"].append(np.repeat(sn, cells, axis=0))
+        for name, value in cell_inputs(x_t, rows_img, rows_cell, int(t), sn, geom)._asdict().items():
+            out[name].append(value)
     return {k: np.ascontiguousarray(np.concatenate(v)) for k, v in out.items()}
 
 

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from edgediff.errors import EdgediffError
-from edgediff.interface import crop_centre
+from edgediff.cells import crop_centre
 from edgediff.model_config import ModelConfig
 from edgediff.sampling import sample_loop
 from edgediff.schedule import Schedule, predict_x0

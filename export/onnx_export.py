@@ -19,8 +19,8 @@ import torch
 
 from edgediff.errors import EdgediffError
 from edgediff.model_config import ModelConfig
-from edgediff.interface import INPUT_NAMES, OUTPUT_NAMES
-from edgediff.models.layers import example_inputs
+from edgediff.cells import INPUT_NAMES, OUTPUT_NAMES
+from edgediff.models.cells import example_inputs
 
 OPSET = 18
 PARITY_TOL = 1e-4  # for cells up to PARITY_REF_SIDE px with outputs of unit scale; see parity_tolerance

@@ -8,7 +8,8 @@ import torch
 
 from conftest import tiny_model
 from edgediff.errors import EdgediffError
-from edgediff.train import TrainConfig, make_batch, train
+from edgediff.batches import TrainBatches
+from edgediff.train import TrainConfig, train
 
 
 def _cfg(tmp_path, data, **kw) -> TrainConfig:
@@ -27,6 +28,27 @@ def test_cell_regions_pick_each_cells_own_quadrant():
     assert torch.equal(out[0, 0], maps[0, 0, :4, 4:]) and torch.equal(out[1, 0], maps[1, 0, 4:, :4])
 
 
+def test_unet_returns_the_feature_map_it_is_aligned_on():
+    """REPA reads `forward(..., return_features=True)`: the same noise estimate, plus the output of the first block
+    after one downsampling (what a hook on down[feature_block] sees), with the channels the projector is built for."""
+    from edgediff.models import ModelConfig, build_model
+    from edgediff.models.cells import example_inputs
+
+    cfg = ModelConfig(image_size=16, grid=2, halo=2, dim=8, mults=(1, 2), snippet_dim=8)
+    model = build_model(cfg)
+    torch.nn.init.normal_(model.conv_out.weight)  # a non-zero output, so "the same estimate" says something
+    ex = list(example_inputs(cfg, batch=3).values())
+    seen = []
+    hook = model.down[model.feature_block].register_forward_hook(lambda _m, _i, out: seen.append(out))
+    eps = model(*ex)
+    eps2, feature = model(*ex, return_features=True)
+    hook.remove()
+    assert eps.abs().sum() > 0
+    torch.testing.assert_close(eps2, eps, rtol=0, atol=0)
+    assert torch.equal(feature, seen[1])
+    assert feature.shape == (3, model.feature_channels, 6, 6)  # input side 12 (8 + 2·2), halved once
+
+
 def test_gmem_batches_drop_elements_and_pca_batches_are_unchanged():
     from edgediff.models.layers import alphas_cumprod_torch
 
@@ -36,8 +58,10 @@ def test_gmem_batches_drop_elements_and_pca_batches_are_unchanged():
     pca = TrainConfig(image_size=8, grid=2, batch_size=64, snippet_dropout=0.0)
     gmem = TrainConfig(image_size=8, grid=2, batch_size=64, snippet_dropout=0.0, snippet_mode="gmem",
                        snippet_element_dropout=0.4)
-    (p1, *_, s1), t1 = make_batch(3, pca, 0, data, own, flipped, acp, 64, 200)
-    (p2, *_, s2), t2 = make_batch(3, gmem, 0, data, own, flipped, acp, 64, 200)
+    b1 = TrainBatches(pca, 0, 64, data, own, flipped, acp, 200).get_batch(3)
+    b2 = TrainBatches(gmem, 0, 64, data, own, flipped, acp, 200).get_batch(3)
+    (p1, *_, s1), t1 = b1.inputs, b1.target
+    (p2, *_, s2), t2 = b2.inputs, b2.target
     assert torch.equal(p1, p2) and torch.equal(t1, t2)  # the extra draw comes last: everything else is the same
     assert torch.all(s1 == 1)
     values = s2.unique().double().numpy()

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from edgediff.errors import EdgediffError
 from edgediff.models import ModelConfig, build_model
-from edgediff.interface import INPUT_NAMES, OUTPUT_NAMES
-from edgediff.models.layers import example_inputs
+from edgediff.cells import INPUT_NAMES, OUTPUT_NAMES
+from edgediff.models.cells import example_inputs
 from edgediff.models.ssm import BiSSMMixer, ScanBranch, ssd_chunked, ssd_sequential
 
 from conftest import tiny_model

@@ -20,7 +20,7 @@ from edgediff.bundle import open_bundle
 from edgediff.checkpoint import load_ema_model
 from edgediff.errors import EdgediffError
 from edgediff.lut import decode, mean_cosine
-from edgediff.interface import INPUT_NAMES
+from edgediff.cells import INPUT_NAMES
 from edgediff.sampling import sample_loop
 from edgediff.torch_sampler import sample_torch
 from edgediff_export import ExportOptions, export_run

@@ -10,7 +10,7 @@ import pytest
 
 from edgediff.bundle import BundleError, parse_manifest
 from edgediff.errors import EdgediffError
-from edgediff.interface import CellGeometry
+from edgediff.cells import CellGeometry
 from edgediff.sampling import guided, resolve_guidance, sample_loop
 
 from runtime_support import untrained_bundle

@@ -1,4 +1,4 @@
-"""Halo cells: each cell sees m pixels of its neighbours' current x_t (edgediff.interface), predicts its centre.
+"""Halo cells: each cell sees m pixels of its neighbours' current x_t (edgediff.cells), predicts its centre.
 
 Checked here: the numpy crop and its torch twin agree (mask included); halo 0 is the original cell model to the
 byte; the step is synchronous (cells never see a neighbour's x_{t-1}); a halo bundle exports, verifies, is profiled
@@ -17,10 +17,10 @@ import torch
 
 from edgediff.bundle import BundleError, parse_manifest, read_manifest
 from edgediff.errors import EdgediffError
-from edgediff.interface import INPUT_NAMES, CellGeometry, example_feeds, halo_patches, input_specs
+from edgediff.cells import (INPUT_NAMES, CellGeometry, example_feeds, halo_patches, input_specs, onehot, pool_global,
+                            split)
 from edgediff.models import ModelConfig, build_model
-from edgediff.models.layers import halo_patches_torch
-from edgediff.patches import onehot, pool_global, split
+from edgediff.models.cells import halo_patches_torch
 from edgediff.runtime.sampler import sample_bundle
 from edgediff.sampling import sample_loop
 from edgediff.schedule import Schedule, ddim_step, ddim_timesteps
@@ -40,7 +40,7 @@ def test_halo_crop_matches_its_torch_twin_and_marks_the_image(halo):
     imgs, cells = np.array([0, 1, 2, 2]), np.array([0, 1, 2, 3])
     got = halo_patches(x, imgs, cells, geom)
     assert got.shape == (4, 3 + (halo > 0), 8 + 2 * halo, 8 + 2 * halo)
-    twin = halo_patches_torch(torch.from_numpy(x[imgs]), torch.from_numpy(cells), geom).numpy()
+    twin = halo_patches_torch(torch.from_numpy(x), torch.from_numpy(imgs), torch.from_numpy(cells), geom).numpy()
     np.testing.assert_array_equal(got, twin)
     centre = got[:, :3, halo : halo + 8, halo : halo + 8]
     np.testing.assert_array_equal(centre, split(x, 2)[imgs, cells])  # the cell itself, untouched
@@ -166,13 +166,16 @@ def test_a_halo_model_warm_starts_from_a_halo_zero_bundle(tmp_path):
 
 def test_training_batches_cut_the_halo_from_the_whole_noisy_image():
     from edgediff.models.layers import alphas_cumprod_torch
-    from edgediff.train import TrainConfig, make_batch
+    from edgediff.batches import TrainBatches
+    from edgediff.train import TrainConfig
 
     data = torch.from_numpy(_images(4))
     acp = alphas_cumprod_torch()
     kw = dict(image_size=16, grid=2, batch_size=6, snippet_dropout=0.0)
-    (p0, g0, t0, pos0, _), target0 = make_batch(3, TrainConfig(**kw), 0, data, None, None, acp, 6, 8)
-    (p2, g2, t2, pos2, _), target2 = make_batch(3, TrainConfig(**kw, halo=2), 0, data, None, None, acp, 6, 8)
+    b0 = TrainBatches(TrainConfig(**kw), 0, 6, data, None, None, acp, 8).get_batch(3)
+    b2 = TrainBatches(TrainConfig(**kw, halo=2), 0, 6, data, None, None, acp, 8).get_batch(3)
+    (p0, g0, t0, pos0, _), target0 = b0.inputs, b0.target
+    (p2, g2, t2, pos2, _), target2 = b2.inputs, b2.target
     assert p2.shape == (6, 4, 12, 12) and g2.shape == (6, 3, 12, 12)
     torch.testing.assert_close(p2[:, :3, 2:10, 2:10], p0)  # the same draw: the centre is the halo-0 cell
     torch.testing.assert_close(g2[:, :, 2:10, 2:10], g0)

@@ -120,7 +120,7 @@ def test_sampler_from_optimal_denoiser_is_fully_memorised_at_grid_1():
 
 def test_patch_posterior_matches_gaussian_likelihood_on_what_the_cell_sees():
     """Brute force: observation o = A x_t (cell pixels + pooled image), likelihood with covariance ∝ A Aᵀ (pinv)."""
-    from edgediff.patches import cell_slice, pool_global
+    from edgediff.cells import cell_slice, pool_global
 
     rng = np.random.default_rng(4)
     grid, size, n = 2, 4, 7

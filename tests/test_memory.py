@@ -145,17 +145,28 @@ def test_train_writes_bank_and_eval_snippets_follow_it(tmp_path, cache):
 
 
 def test_flipped_images_get_their_own_snippet_in_batches():
+    """A mirrored example is conditioned on its mirror's snippet, an unmirrored one on its own: which image and
+    which orientation each example is are read from its pixels (not from the batch's own flags), so swapping own
+    and flipped, or ignoring the flip, or pairing a snippet with another image, fails here."""
     import torch
 
-    from edgediff.models.layers import alphas_cumprod_torch
-    from edgediff.train import TrainConfig, make_batch
+    from edgediff.batches import TrainBatches
+    from edgediff.train import TrainConfig
 
-    cfg = TrainConfig(image_size=8, grid=2, batch_size=64, snippet_dropout=0.0)
-    data = torch.randn(4, 3, 8, 8)
-    own, flipped = torch.full((4, 2), 1.0), torch.full((4, 2), -1.0)
-    own[:, 1] = flipped[:, 1] = torch.arange(4).float()
-    (patch, glob, t, pos, snip), _ = make_batch(0, cfg, 0, data, own, flipped, alphas_cumprod_torch(), 64, 2)
-    assert set(snip[:, 0].tolist()) == {1.0, -1.0}  # both orientations drawn, each with its own snippet
+    cfg = TrainConfig(image_size=8, grid=1, batch_size=64, snippet_dropout=0.0)
+    data = torch.randn(4, 3, 8, 8)  # random images: none is its own mirror
+    own = torch.randn(4, 2)
+    flipped = torch.randn(4, 2)
+    no_noise = torch.ones(1000)  # ᾱ = 1 at every t: x_t is the (mirrored or not) clean image itself
+    batch = TrainBatches(cfg, 0, 64, data, own, flipped, no_noise, 2).get_batch(0)
+    mirrored = []
+    for patch, snippet in zip(batch.inputs.patch, batch.inputs.snippet):
+        found = [(i, m) for i in range(4) for m in (False, True) if torch.equal(patch, data[i].flip(-1) if m else data[i])]
+        assert len(found) == 1
+        i, m = found[0]
+        assert torch.equal(snippet, flipped[i] if m else own[i])
+        mirrored.append(m)
+    assert 10 < sum(mirrored) < 54  # both orientations drawn
 
 
 @pytest.mark.slow

@@ -12,8 +12,8 @@ import torch
 
 from edgediff.models import build_model
 from edgediff.model_config import ModelConfig, model_choice
-from edgediff.models.layers import example_inputs, position_map_torch
-from edgediff.patches import pool_global
+from edgediff.models.cells import example_inputs, position_map_torch
+from edgediff.cells import pool_global
 
 
 @pytest.mark.parametrize("image_size,grid", [(32, 2), (128, 8), (64, 8), (32, 8), (16, 8)])

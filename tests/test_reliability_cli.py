@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import typing
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

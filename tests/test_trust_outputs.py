@@ -7,8 +7,6 @@ names per-image files by seed and index, and supports --seed random; plus the sm
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 

@@ -151,7 +151,7 @@ def test_log_names_skipped_files_and_prints_plain_progress_lines(tmp_path, capsy
 
 
 def test_preview_size_fits_the_training_it_follows():
-    from edgediff.train import preview_size
+    from edgediff.preview import preview_size
 
     assert preview_size(0.01, 8, 4, 4) == (16, 25)  # a tiny model: a preview of a second or two is always drawn
     # the case: --steps 1 at 384 px grid 4 (16 cells), ~10 s for a step of 64 cells: nothing fits, skip

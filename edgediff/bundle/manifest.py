@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from edgediff.errors import EdgediffError
-from edgediff.interface import HasCellGeometry
+from edgediff.cells import HasCellGeometry
 from edgediff.model_config import ModelConfig
 from edgediff.schedule import Schedule
 
@@ -130,7 +130,7 @@ class Manifest(HasCellGeometry):
     sampling: dict = field(default_factory=dict)
     created: str = ""
     edgediff_version: str = ""
-    halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.interface); absent in older bundles = 0
+    halo: int = 0  # pixels of neighbouring cells each cell sees (edgediff.cells); absent in older bundles = 0
 
     def to_dict(self) -> dict:
         """The manifest.json object: each typed section written back as the plain object it is read from."""

@@ -16,7 +16,7 @@ from typing import Any
 from edgediff.bundle.manifest import (FILE_ROLES, GEOMETRY_KEYS, MAX_FILE_BYTES, SCHEDULE_KINDS, SCHEMA_VERSION,
                                       BundleError, FileEntry, LutSpec, Manifest, MemoryProfile, Quality, TensorSpec,
                                       VariantProfile)
-from edgediff.interface import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, input_specs, output_specs
+from edgediff.cells import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, input_specs, output_specs
 from edgediff.model_config import ModelConfig
 from edgediff.schedule import Schedule
 
@@ -300,7 +300,7 @@ def parse_manifest(raw: Any) -> Manifest:
 
 def expected_interface(m: Manifest) -> tuple[list[tuple[str, list]], list[tuple[str, list]]]:
     """(dtype, shape) of each input in the sampler's feeding order, and of the output: what the geometry fields
-    imply the denoiser must take and give (edgediff.interface is the one definition)."""
+    imply the denoiser must take and give (edgediff.cells is the one definition)."""
     strip = lambda specs: [(dtype, shape) for _, dtype, shape in specs]  # noqa: E731
     return strip(input_specs(m.geometry, m.snippet_dim)), strip(output_specs(m.geometry))
 

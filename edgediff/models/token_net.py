@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from edgediff.errors import EdgediffError
 from edgediff.model_config import ModelConfig
-from edgediff.interface import crop_centre
+from edgediff.cells import crop_centre
 from edgediff.models.layers import timestep_embedding
 from edgediff.models.ssm import build_mixer
 

@@ -13,8 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgediff.model_config import ModelConfig
-from edgediff.interface import crop_centre
-from edgediff.models.layers import ConditionEmbedding, check_position_map, group_norm, position_map_torch
+from edgediff.cells import crop_centre
+from edgediff.models.cells import check_position_map, position_map_torch
+from edgediff.models.layers import ConditionEmbedding, group_norm
 
 
 class ResBlock(nn.Module):
@@ -40,7 +41,8 @@ class ResBlock(nn.Module):
 
 
 class PatchUNet(nn.Module):
-    """UNet over one cell: forward(patch, global_content, timestep, position, snippet) → predicted noise."""
+    """UNet over one cell: forward(patch, global_content, timestep, position, snippet) → predicted noise (the five
+    inputs of edgediff.cells, in that order)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -89,7 +91,20 @@ class PatchUNet(nn.Module):
                 "times: use fewer --mults, a smaller grid or a halo that keeps the side divisible"
             )
 
-    def forward(self, patch, global_content, timestep, position, snippet):
+    @property
+    def feature_block(self) -> int:
+        """Index in `down` of the block whose output `forward(..., return_features=True)` also returns: the first
+        block of level 1 (after one downsampling), else the last of level 0. Representation alignment (REPA,
+        edgediff.align) pulls this early map towards a pretrained encoder's features."""
+        return min(self.config.num_res_blocks, len(self.down) - 1)
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of that feature map (what the alignment projector takes)."""
+        return self.down[self.feature_block].conv2.out_channels
+
+    def forward(self, patch, global_content, timestep, position, snippet, return_features: bool = False):
+        """The noise estimate of the cell; with return_features=True, (eps, the `feature_block` output)."""
         cond = self.cond_act(self.embed(timestep, position, snippet))
         inputs = [patch, global_content]
         if self.config.position_map:
@@ -98,10 +113,13 @@ class PatchUNet(nn.Module):
         h = self.conv_in(torch.cat(inputs, dim=1))
         hs = [h]
         nres = self.config.num_res_blocks
-        blocks = iter(self.down)
+        blocks = iter(enumerate(self.down))
+        feature = None
         for i in range(len(self.config.mults)):
             for _ in range(nres):
-                h = next(blocks)(h, cond)
+                k, block = next(blocks)
+                h = block(h, cond)
+                feature = h if k == self.feature_block else feature
                 hs.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
@@ -115,4 +133,5 @@ class PatchUNet(nn.Module):
             if i < len(self.upsample):
                 h = F.interpolate(h, scale_factor=2.0, mode="nearest")
                 h = self.upsample[i](h)
-        return crop_centre(self.conv_out(F.silu(self.norm_out(h))), self.config.halo)
+        eps = crop_centre(self.conv_out(F.silu(self.norm_out(h))), self.config.halo)
+        return (eps, feature) if return_features else eps

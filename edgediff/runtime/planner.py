@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from edgediff.bundle import ROLE, Manifest, MemoryProfile, VariantProfile, variant_key
 from edgediff.errors import EdgediffError
 from edgediff.int8_gate import int8_ships
-from edgediff.interface import row_floats
+from edgediff.cells import row_floats
 from edgediff.sampling import calls_per_chunk, cells_per_chunk, rows_per_cell
 from edgediff.runtime.session import MODES, SessionSettings, default_threads
 from edgediff.units import MIB
@@ -162,7 +162,7 @@ def buffers_mb(m: Manifest, n: int, images_per_pass: int, cells: int, keep_float
     image = c * h * h * 4
     loop = 3 * images_per_pass * image  # x_T (the pass's noise), x_t, x_{t-1}
     loop += images_per_pass * c * p * p * 4  # pooled global content
-    # inputs and eps of one call (edgediff.interface.row_floats, halo included), and the DDIM temporaries
+    # inputs and eps of one call (edgediff.cells.row_floats, halo included), and the DDIM temporaries
     loop += cells * (row_floats(m.geometry, m.snippet_dim) + 5 * c * p * p + 1) * 4
     results = n * h * h * c  # uint8 images
     results += 3 * n * (h + 2) * (h + 2) * c  # the grid sheet, PIL's copy and the PNG encoder's buffer

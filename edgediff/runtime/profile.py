@@ -33,8 +33,7 @@ import numpy as np
 from edgediff.bundle import (FILES, MANIFEST_NAME, ROLE, Manifest, MemoryProfile, VariantProfile, read_manifest, resolve,
                              variant_key)
 from edgediff.errors import EdgediffError
-from edgediff.interface import CellGeometry
-from edgediff.interface import example_feeds as example_feeds_for
+from edgediff.cells import CellGeometry, example_feeds as example_feeds_for
 from edgediff.runtime import rss
 from edgediff.runtime.session import MODES, SessionSettings, create_session
 
@@ -70,7 +69,7 @@ def session_geometry(session) -> tuple[CellGeometry, int]:
 
 
 def example_feeds(session, cells: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Well-formed inputs for `cells` rows of this session's model (edgediff.interface.example_feeds)."""
+    """Well-formed inputs for `cells` rows of this session's model (edgediff.cells.example_feeds)."""
     geom, snippet_dim = session_geometry(session)
     return example_feeds_for(geom, snippet_dim, cells, seed)
 

@@ -1,23 +1,43 @@
-"""The denoiser's inputs and output, defined once (numpy only): names, dtypes, shapes, halo geometry, example feeds.
+"""Cells: how an image becomes the denoiser's five inputs, and its output back into an image (numpy only).
 
-Export, the manifest check, the device runtime, the profiler and training all read this module, so a change to what
-the network takes is made here and nowhere else.
+The one home of cell geometry and of the denoiser's interface. Training (through its torch twin,
+`edgediff.models.cells`, held equal by tests/test_cells.py), the sampling loop, export calibration, the manifest
+check, the device runtime and the profiler all read this module, so a change to what the network takes is made here
+and nowhere else. `cell_inputs` is where each input is built: the noisy cell with its halo, the global content, the
+timestep, the one-hot position and the memory snippet.
+
+Conventions: images are NCHW, a grid is `grid × grid` non-overlapping cells of side p, cell index = row * grid + col.
+The global content of x_t is the whole image average-pooled down to p × p, so every cell sees a coarse view of the
+entire image at the resolution of its own cell.
 
 A cell may carry a *halo* of m pixels: the network then sees its p × p cell of x_t plus m pixels of each neighbour's
 *current* x_t (side p + 2m), with a validity-mask channel (1 inside the image, 0 in the zero padding beyond its edge),
 and predicts the noise of the centre p × p only. Border pixels are then predicted from both sides of the border,
 which is what removes the cell grid from stitched images (benchmarks/results/seams.json). Halo 0 is the original cell
 model: C channels of side p, no mask channel, so bundles exported before halos existed keep their exact interface.
-The global content (x_t average-pooled to p × p) is zero-padded to the same side so it concatenates channel-wise.
+The global content is zero-padded to the same side so it concatenates channel-wise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
-INPUT_NAMES = ("patch", "global_content", "timestep", "position", "snippet")
+
+class CellInputs(NamedTuple):
+    """The denoiser's five inputs for a batch of rows, in feeding order (numpy arrays, or tensors from the torch
+    twin): `model(*inputs)` and `eps_fn(*inputs)` take them as they are, `inputs._asdict()` is an ONNX feed."""
+
+    patch: Any  # [B, C(+1 mask), s, s] the noisy cell and its halo
+    global_content: Any  # [B, C, s, s] the whole x_t pooled to p × p, zero-padded by the halo
+    timestep: Any  # [B] int64
+    position: Any  # [B, grid²] one-hot cell index
+    snippet: Any  # [B, S] the memory-bank snippet (zeros: the null condition)
+
+
+INPUT_NAMES = CellInputs._fields
 OUTPUT_NAMES = ("eps",)
 FLOAT, INT = "float32", "int64"
 
@@ -26,6 +46,15 @@ FLOAT, INT = "float32", "int64"
 # caches a whole dataset as one uint8 array in memory, so it takes only MIN/MAX_DATA_IMAGE_SIZE.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 1, 8192
 MIN_DATA_IMAGE_SIZE, MAX_DATA_IMAGE_SIZE = 8, 1024
+
+
+def patch_size(image_size: int, grid: int) -> int:
+    """Side of one cell; the grid must divide the image exactly (no padding, no overlap)."""
+    if grid < 1:
+        raise ValueError(f"grid must be >= 1, got {grid}")
+    if image_size % grid:
+        raise ValueError(f"grid {grid} does not divide image size {image_size}: pick a divisor of {image_size}")
+    return image_size // grid
 
 
 @dataclass(frozen=True)
@@ -100,6 +129,46 @@ def row_floats(geom: CellGeometry, snippet_dim: int) -> int:
     return per_input + geom.channels * geom.patch * geom.patch
 
 
+def split(images: np.ndarray, grid: int) -> np.ndarray:
+    """[N, C, H, W] → [N, grid², C, H/grid, W/grid], cells in row-major order."""
+    n, c, h, w = images.shape
+    p = patch_size(h, grid)
+    if w != h:
+        raise ValueError(f"images must be square, got {h}x{w}")
+    x = images.reshape(n, c, grid, p, grid, p)
+    return x.transpose(0, 2, 4, 1, 3, 5).reshape(n, grid * grid, c, p, p)
+
+
+def stitch(cells: np.ndarray, grid: int) -> np.ndarray:
+    """Inverse of `split`: [N, grid², C, p, p] → [N, C, grid·p, grid·p] by plain assignment."""
+    n, g2, c, p, _ = cells.shape
+    if g2 != grid * grid:
+        raise ValueError(f"expected {grid * grid} cells, got {g2}")
+    x = cells.reshape(n, grid, grid, c, p, p).transpose(0, 3, 1, 4, 2, 5)
+    return x.reshape(n, c, grid * p, grid * p)
+
+
+def cell_slice(index: int, grid: int, patch: int) -> tuple[slice, slice]:
+    """Row and column slices of cell `index` inside the full image."""
+    row, col = divmod(index, grid)
+    return slice(row * patch, (row + 1) * patch), slice(col * patch, (col + 1) * patch)
+
+
+def onehot(indices: np.ndarray | list[int], grid: int) -> np.ndarray:
+    """One-hot position vectors [len(indices), grid²], float32."""
+    idx = np.asarray(indices, dtype=np.int64)
+    out = np.zeros((idx.size, grid * grid), dtype=np.float32)
+    out[np.arange(idx.size), idx] = 1.0
+    return out
+
+
+def pool_global(images: np.ndarray, grid: int) -> np.ndarray:
+    """Average-pool [N, C, H, W] by `grid` to [N, C, H/grid, W/grid]: the global content each cell sees."""
+    n, c, h, w = images.shape
+    p = patch_size(h, grid)
+    return images.reshape(n, c, p, grid, p, grid).mean(axis=(3, 5), dtype=np.float32)
+
+
 def halo_patches(x: np.ndarray, images: np.ndarray, cells: np.ndarray, geom: CellGeometry) -> np.ndarray:
     """The `patch` input for (image, cell) pairs of x [N, C, H, W]: each cell with its halo and, when there is a
     halo, the validity-mask channel. Beyond the image edge the halo is zero. No padded copy of x is made."""
@@ -128,6 +197,26 @@ def crop_centre(x, halo: int):
     """The cell's own p × p out of a (p + 2·halo)-sided map (numpy array or torch tensor, any leading axes): the
     halo is context, the cell is what the denoiser predicts and what its errors are measured on."""
     return x[..., halo : x.shape[-2] - halo, halo : x.shape[-1] - halo] if halo else x
+
+
+def cell_inputs(x_t: np.ndarray, images: np.ndarray, cells: np.ndarray, timestep: int | np.ndarray,
+                snippets: np.ndarray, geom: CellGeometry, pooled: np.ndarray | None = None) -> CellInputs:
+    """The denoiser's inputs for rows (images[k], cells[k]) of x_t [N, C, H, W]: the one place each is built.
+
+    `timestep` is one int for every row or an int array over the N images; `snippets` [N, S] holds each image's
+    snippet (zeros for the null one). `pooled` is `pool_global(x_t, grid)` when the caller already has it: the
+    sampler pools x_t once per step, not once per call, so a call never holds more than its own rows.
+    """
+    images = np.asarray(images, dtype=np.int64)
+    pooled = pool_global(x_t, geom.grid) if pooled is None else pooled
+    t = np.asarray(timestep, dtype=np.int64)
+    return CellInputs(
+        patch=halo_patches(x_t, images, cells, geom),
+        global_content=pad_global(pooled[images], geom),
+        timestep=np.full(len(images), t, dtype=np.int64) if t.ndim == 0 else t[images],
+        position=onehot(cells, geom.grid),
+        snippet=snippets[images],
+    )
 
 
 def example_feeds(geom: CellGeometry, snippet_dim: int, rows: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ loop (edgediff.sampling.sample_loop) and the runtime's session settings. What va
 
 - precision: the fp32 or the int8 denoiser of the bundle;
 - bank: "lut" = snippets decoded from the bundle's lookup table exactly as `edgediff sample` does
-  (edgediff.runtime.sampler.choose_snippets); "float" = the same bank entries (same seeded indices) taken from the
+  (edgediff.runtime.conditions.choose_snippets); "float" = the same bank entries (same seeded indices) taken from the
   run's float bank; "none" = the run trained without a bank, sampled with the null snippet.
 
 Every row uses the same initial noise (seed) and the same bank indices, so rows of one run differ only in what the
@@ -122,7 +122,7 @@ def _run_step(run_dir: Path) -> int:
 
 def snippets_for(bank: str, run_dir: Path, bundle: Path, manifest, n: int, seed: int) -> np.ndarray:
     """The [n, S] conditions of a row; "lut" and "float" draw the same bank indices (snippets.choose, same seed)."""
-    from edgediff.runtime.sampler import choose_snippets
+    from edgediff.runtime.conditions import choose_snippets
     from edgediff.snippets import choose
 
     if bank == "lut" or bank == "none":

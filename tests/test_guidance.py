@@ -86,7 +86,8 @@ def test_bundle_default_and_flag(tiny, tmp_path):
     import shutil
 
     from edgediff.bundle import read_manifest
-    from edgediff.runtime.sampler import choose_snippets, sample_bundle
+    from edgediff.runtime.conditions import choose_snippets
+    from edgediff.runtime.sampler import sample_bundle
     from edgediff.torch_sampler import sample_torch
 
     bundle, model, config = tiny

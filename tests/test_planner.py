@@ -7,7 +7,8 @@ import pytest
 from edgediff.bundle import FileEntry, LutSpec, Manifest, MemoryProfile, TensorSpec, VariantProfile
 from edgediff.errors import EdgediffError
 from edgediff.schedule import Schedule
-from edgediff.runtime.planner import BudgetError, activation_mb, buffers_mb, estimate_mb, plan_sampling
+from edgediff.runtime.estimates import activation_mb, buffers_mb, estimate_mb
+from edgediff.runtime.planner import BudgetError, plan_sampling
 
 SHA = "0" * 64
 
@@ -133,7 +134,7 @@ def test_a_large_bank_raises_the_floor_through_its_decode_phase():
 
 
 def test_no_speed_up_is_assumed_beyond_the_largest_measured_batch():
-    from edgediff.runtime.planner import ms_per_call
+    from edgediff.runtime.estimates import ms_per_call
 
     vp = profile().variants["fp32"]  # 10, 16, 28 ms at 1, 2, 4 cells
     assert ms_per_call(vp, 3) == pytest.approx(22.0)  # interpolated

@@ -90,7 +90,8 @@ def test_same_images_whatever_cells_per_call_threads_and_passes(tiny):
 
 def test_device_images_match_the_torch_sampler(tiny):
     from edgediff.bundle import read_manifest
-    from edgediff.runtime.sampler import choose_snippets, sample_bundle
+    from edgediff.runtime.conditions import choose_snippets
+    from edgediff.runtime.sampler import sample_bundle
     from edgediff.torch_sampler import sample_torch
 
     bundle, model, config = tiny

@@ -30,13 +30,12 @@ from edgediff.bundle import (ROLE, BundleError, Manifest, MemoryProfile, check_m
                              resolve, resolve_bundle, verify_files)
 from edgediff.errors import EdgediffError
 from edgediff.int8_gate import int8_failures
-from edgediff.lut import decode
 from edgediff.runtime import rss
+from edgediff.runtime.conditions import check_conditions, choose_snippets
 from edgediff.runtime.planner import BudgetError, Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
 from edgediff.sampling import resolve_guidance, sample_loop
 from edgediff.schedule import Schedule
-from edgediff import snippets as snip
 
 MAX_N = 4096
 MMAP_THRESHOLD = 65536
@@ -62,44 +61,6 @@ def load_profile(bundle: Path, manifest: Manifest, log: Callable[[str], None]):
     log("the bundle carries no memory profile: measuring it now in fresh processes (export records it normally)")
     verify_files(bundle, manifest, roles=tuple(ROLE.values()))  # the manifest already read: checksum, do not re-parse
     return measure_profile(bundle, manifest, modes=("lean",))
-
-
-def check_conditions(manifest: Manifest, snippet: int | None, interpolate: str | None) -> None:
-    """Refuse --snippet / --interpolate that cannot work, from the manifest alone: before anything is read or
-    printed (a bad index once surfaced only after "sampling N image(s)..." had been announced)."""
-    if manifest.lut is None:
-        if snippet is not None or interpolate is not None:
-            raise EdgediffError("this bundle has no memory bank (exported from a --no-memory run): drop --snippet / "
-                                "--interpolate")
-        return
-    snip.check_choice(manifest.lut.entries, snippet, interpolate)
-
-
-def choose_snippets(bundle: Path, manifest: Manifest, n: int, seed: int, snippet: int | None,
-                    interpolate: str | None) -> np.ndarray:
-    """[n, snippet_dim] conditions: decoded from the LUT (a gather) and chosen by edgediff.snippets; a bundle
-    without a memory bank samples with the null (zero) snippet."""
-    check_conditions(manifest, snippet, interpolate)
-    if manifest.lut is None:
-        return np.zeros((n, manifest.snippet_dim), dtype=np.float32)
-    try:  # checksummed, but the manifest could have been re-hashed over a hostile file: never unpickle, never crash
-        codes = np.load(resolve(bundle, manifest.files["lut_codes"]), allow_pickle=False)
-        books = np.load(resolve(bundle, manifest.files["lut_codebooks"]), allow_pickle=False)
-    except (ValueError, OSError, EOFError, MemoryError) as e:  # MemoryError: a header claiming a huge shape
-        raise EdgediffError(f"the bundle's lookup table is not a plain numpy array ({str(e).splitlines()[0][:80]}); "
-                            "re-export the bundle") from None
-    lut = manifest.lut
-    if codes.dtype != np.uint8 or books.dtype != np.float32 or codes.ndim != 2 or books.ndim != 3 or \
-            codes.shape != (lut.entries, lut.subvectors) or books.shape[0] != lut.subvectors or \
-            books.shape[0] * books.shape[2] != lut.dim or int(codes.max(initial=0)) >= books.shape[1] or \
-            not np.isfinite(books).all():
-        raise EdgediffError("the bundle's lookup table does not match its manifest layout; re-export the bundle")
-    bank = decode(codes, books)
-    if bank.shape[1] != manifest.snippet_dim:
-        raise EdgediffError(f"the lookup table decodes to {bank.shape[1]}-d snippets, the model wants "
-                            f"{manifest.snippet_dim}; re-export the bundle")
-    chosen = snip.choose(bank, n, seed=seed, snippet=snippet, interpolate_spec=interpolate)
-    return np.ascontiguousarray(chosen, dtype=np.float32)
 
 
 def onnx_eps_fn(session: ort.InferenceSession, manifest: Manifest, plan: Plan | None = None):

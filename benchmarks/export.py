@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     from edgediff.data import load_dataset
     from edgediff.encoders import dataset_features
     from edgediff.lut import decode, lut_bytes, mean_cosine, train_pq
-    from edgediff.memory import load_run_bank
+    from edgediff.memory_bank import load_run_bank
     from edgediff.metrics import evaluate, quality_fields
     from edgediff_export import ExportOptions, export_run
 

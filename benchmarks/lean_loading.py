@@ -44,7 +44,7 @@ def models(work: Path, bundle: Path) -> dict[str, Path]:
     import shutil
 
     from edgediff_export.bundle_writer import to_ort_format
-    from edgediff_export.inputs import denoiser_inputs
+    from edgediff_export.calibration import denoiser_inputs
     from edgediff_export.int8_quality import bundle_run_data
     from edgediff_export.quantize import quantize_int8
 

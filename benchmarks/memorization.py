@@ -55,7 +55,7 @@ def balanced_order(features: np.ndarray, clusters: int, seed: int) -> np.ndarray
 
     Every prefix of it is a nested, roughly class-balanced subset (emoji have no labels; clusters stand in)."""
     from edgediff.lut import kmeans
-    from edgediff.memory import l2_normalise
+    from edgediff.memory_bank import l2_normalise
 
     rng = np.random.default_rng(seed)
     x = l2_normalise(features)
@@ -73,7 +73,7 @@ def balanced_order(features: np.ndarray, clusters: int, seed: int) -> np.ndarray
 def kmeans_features(features: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(each row replaced by its k-means centre [n, F], assignment [n]) in L2-normalised feature space."""
     from edgediff.lut import kmeans
-    from edgediff.memory import l2_normalise
+    from edgediff.memory_bank import l2_normalise
 
     x = l2_normalise(features)
     centres = kmeans(x, k, rng=np.random.default_rng(seed)).astype(np.float64)
@@ -122,7 +122,7 @@ def run_one(job: dict) -> dict:
     model, mcfg, _ = load_ema_model(out)
     snippets = None
     if job["bank"] != "none":
-        from edgediff.memory import bank_for_training
+        from edgediff.memory_bank import bank_for_training
         from edgediff.snippets import random_entries
 
         bank = bank_for_training(load_dataset(job["data_dir"], s["image_size"]), cfg)

@@ -127,7 +127,7 @@ def snippets_for(bank: str, run_dir: Path, bundle: Path, manifest, n: int, seed:
 
     if bank == "lut" or bank == "none":
         return choose_snippets(bundle, manifest, n, seed, None, None)  # zeros for a bundle without a bank
-    from edgediff.memory import load_run_bank
+    from edgediff.memory_bank import load_run_bank
 
     float_bank = load_run_bank(run_dir)
     return np.ascontiguousarray(choose(float_bank, n, seed=seed), dtype=np.float32)

@@ -3,7 +3,7 @@
 The device never holds the float bank: export product-quantises whatever the model consumes (edgediff/lut.py).
 With the shipped PCA snippets that is 64-d; with --snippet-mode gmem (GMem's recipe) it is the whole 1280-d Lite0
 feature, which needs more bytes per entry for the same fidelity, and its codebooks grow with the dim (256·D·4
-bytes). This builds both banks of the emoji set exactly as training does (edgediff.memory) and measures PQ at
+bytes). This builds both banks of the emoji set exactly as training does (edgediff.memory_bank) and measures PQ at
 several code sizes. Writes benchmarks/results/snippet_lut.json.
 """
 
@@ -22,7 +22,7 @@ def main() -> None:
     from edgediff.data import load_dataset
     from edgediff.encoders import ENCODER_NAME, dataset_features
     from edgediff.lut import lut_bytes, mean_cosine, train_pq
-    from edgediff.memory import build_bank, build_full_bank
+    from edgediff.memory_bank import build_bank, build_full_bank
 
     ds = load_dataset("emoji", 32)
     own, flipped = dataset_features(ds), dataset_features(ds, flipped=True)

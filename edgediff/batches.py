@@ -19,8 +19,8 @@ from edgediff.models.layers import alphas_cumprod_torch
 
 if TYPE_CHECKING:
     from edgediff.data import Dataset
-    from edgediff.memory import Snippets
-    from edgediff.train import TrainConfig
+    from edgediff.memory_bank import Snippets
+    from edgediff.train_config import TrainConfig
 
 
 @dataclass

@@ -27,7 +27,7 @@ def generate_from_run(
     unless given; returns (images, ModelConfig). Batches of `batch` images keep memory flat for large n."""
     from edgediff.checkpoint import load_ema_model
     from edgediff.images import to_uint8
-    from edgediff.memory import run_snippets
+    from edgediff.memory_bank import run_snippets
     from edgediff.progress import Progress
     from edgediff.torch_sampler import sample_torch
 
@@ -114,7 +114,7 @@ def _save_grid(images: np.ndarray, save) -> None:
 def _eval_run(run_dir: Path, data: str, n: int, steps: int, seed: int, snippet: int | None, interpolate: str | None,
               like, save, guidance: float | None, log: Callable[[str], None]) -> dict:
     """`edgediff eval RUN_DIR`: sample with the run's EMA model (torch) and score it."""
-    from edgediff.memory import run_snippets
+    from edgediff.memory_bank import run_snippets
     from edgediff.metrics import evaluate
     from edgediff.sampling import resolve_guidance
 

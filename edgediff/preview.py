@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from edgediff.images import make_grid, save_png, to_uint8
-from edgediff.memory import Snippets
+from edgediff.memory_bank import Snippets
 from edgediff.models import ModelConfig
 
 if TYPE_CHECKING:

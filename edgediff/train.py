@@ -26,7 +26,7 @@ from edgediff.data import Dataset, data_spec, load_dataset
 from edgediff.distributed import Distributed, pick_device
 from edgediff.errors import EdgediffError
 from edgediff.files import atomic_write_bytes
-from edgediff.memory import Snippets
+from edgediff.memory_bank import Snippets
 from edgediff.models import ModelConfig, build_model, count_params
 from edgediff.preview import draw_preview
 from edgediff.progress import Progress
@@ -38,7 +38,7 @@ def load_snippets(cfg: TrainConfig, dataset: Dataset) -> Snippets:
     """The memory bank for this dataset (built or reused from cache), or the null snippet with --no-memory."""
     if not cfg.memory:
         return Snippets(dim=int(cfg.model.get("snippet_dim", 64)))
-    from edgediff.memory import bank_for_training
+    from edgediff.memory_bank import bank_for_training
 
     return bank_for_training(dataset, cfg)
 
@@ -81,7 +81,7 @@ def _load_run(cfg: TrainConfig, out: Path, dist: Distributed, point: ResumePoint
         out.mkdir(parents=True, exist_ok=True)
         _write_run_json(out, cfg, mcfg, dataset, snippets)
         if cfg.memory:
-            from edgediff.memory import save_run_bank
+            from edgediff.memory_bank import save_run_bank
 
             save_run_bank(out, snippets)  # export and eval read the bank from the run, never the encoder
     return dataset, snippets, mcfg

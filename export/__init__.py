@@ -4,7 +4,7 @@ Installed as `edgediff_export` (never as a top-level `export`). `export_run(run_
 the one entry point the CLI calls; the modules below each do one job:
 
     options.py        ExportOptions: every setting of an export (int8, ORT, calibration, parity, profile), one value
-    inputs.py         real denoiser inputs from a run's training data (parity check and int8 calibration)
+    calibration.py    real denoiser inputs from a run's training data (parity check and int8 calibration)
     onnx_export.py    torch.onnx.export of the EMA model (one file, opset 18, dynamic batch) + parity check
     quantize.py       static QDQ int8 with per-channel weights, calibrated over timesteps and grid cells
     bundle_writer.py  stage files, build the Manifest, measure the memory profile, write_bundle

@@ -26,7 +26,7 @@ from edgediff.models import count_params
 from edgediff.sampling import resolve_guidance
 from edgediff.schedule import Schedule
 from edgediff.units import MIB
-from edgediff_export.inputs import RunData, denoiser_inputs, load_run_bank, load_run_data
+from edgediff_export.calibration import RunData, denoiser_inputs, load_run_bank, load_run_data
 from edgediff_export.onnx_export import check_parity, export_onnx
 from edgediff_export.options import ExportOptions
 

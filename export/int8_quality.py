@@ -31,7 +31,7 @@ from edgediff.cells import crop_centre
 from edgediff.model_config import ModelConfig
 from edgediff.sampling import sample_loop
 from edgediff.schedule import Schedule, predict_x0
-from edgediff_export.inputs import RunData, denoiser_inputs
+from edgediff_export.calibration import RunData, denoiser_inputs
 from edgediff_export.onnx_export import run_rows, session  # noqa: F401  (re-exported: tests and benchmarks use them here)
 
 # [lo, hi] timestep bands: t ≤ 50 is where ε is unobservable; t ≥ 100 is where the goal asks ε error ≤ 5%

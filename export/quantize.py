@@ -35,7 +35,7 @@ import numpy as np
 from edgediff.errors import EdgediffError
 from edgediff.model_config import ModelConfig
 from edgediff.cells import INPUT_NAMES
-from edgediff_export.inputs import RunData, denoiser_inputs, take
+from edgediff_export.calibration import RunData, denoiser_inputs, take
 from edgediff_export.options import CALIB_ROWS, CALIB_TIMESTEPS, DEFAULT_RECIPE
 
 

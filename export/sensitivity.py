@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from edgediff.model_config import ModelConfig
-from edgediff_export.inputs import RunData, denoiser_inputs
+from edgediff_export.calibration import RunData, denoiser_inputs
 from edgediff_export.int8_quality import BANDS, band_errors, band_name, band_timesteps, cell_xt
 from edgediff_export.onnx_export import run_rows, session
 

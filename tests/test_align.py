@@ -70,7 +70,7 @@ def test_gmem_batches_drop_elements_and_pca_batches_are_unchanged():
 
 
 def test_gmem_bank_is_full_dim_normalised_and_fixes_snippet_dim(tmp_path, monkeypatch):
-    from edgediff.memory import bank_for_training
+    from edgediff.memory_bank import bank_for_training
 
     monkeypatch.setenv("EDGEDIFF_CACHE", str(tmp_path / "cache"))
     from edgediff.data import write_square_images, load_dataset

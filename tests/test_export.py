@@ -24,7 +24,7 @@ from edgediff.cells import INPUT_NAMES
 from edgediff.sampling import sample_loop
 from edgediff.torch_sampler import sample_torch
 from edgediff_export import ExportOptions, export_run
-from edgediff_export.inputs import denoiser_inputs, load_run_data
+from edgediff_export.calibration import denoiser_inputs, load_run_data
 from edgediff_export.onnx_export import check_parity
 from edgediff_export.quantize import OPERATORS, PRESETS, have_optimum
 
@@ -123,7 +123,7 @@ def test_int8_is_static_qdq_per_channel_and_close_to_fp32(bundle):
 
 
 def test_lut_files_decode_close_to_the_run_bank(bundle, run_dir):
-    from edgediff.memory import load_run_bank
+    from edgediff.memory_bank import load_run_bank
 
     m = open_bundle(bundle)
     codes = np.load(bundle / "lut_codes.npy", allow_pickle=False)

@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from edgediff_export import graph_edits as ge
-from edgediff_export.inputs import denoiser_inputs
+from edgediff_export.calibration import denoiser_inputs
 from edgediff_export.int8_quality import band_errors, bundle_run_data, psnr, rel, run_rows, session
 
 

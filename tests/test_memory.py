@@ -58,7 +58,7 @@ def test_snippets_module_never_imports_torch():
 
 
 def test_pca_is_deterministic_orthonormal_and_projects_to_the_sphere():
-    from edgediff.memory import fit_pca
+    from edgediff.memory_bank import fit_pca
 
     feats = np.random.default_rng(1).standard_normal((50, 20)).astype(np.float32)
     mean, comps, explained = fit_pca(feats, 8)
@@ -100,7 +100,7 @@ def _cfg(tmp_path, folder, **kw):
 
 def test_user_features_bank_and_row_mismatch(tmp_path, cache):
     from edgediff.data import load_dataset
-    from edgediff.memory import bank_for_training
+    from edgediff.memory_bank import bank_for_training
 
     folder = _tiny_folder(tmp_path)
     ds = load_dataset(str(folder), 16)
@@ -121,7 +121,7 @@ def test_user_features_bank_and_row_mismatch(tmp_path, cache):
 
 
 def test_train_writes_bank_and_eval_snippets_follow_it(tmp_path, cache):
-    from edgediff.memory import load_run_bank, load_run_bank_tensors, run_snippets
+    from edgediff.memory_bank import load_run_bank, load_run_bank_tensors, run_snippets
     from edgediff.train import train
 
     folder = _tiny_folder(tmp_path)
@@ -187,7 +187,7 @@ def test_like_a_training_image_recovers_its_bank_entry(tmp_path, cache):
     from PIL import Image
 
     from edgediff.data import load_dataset
-    from edgediff.memory import load_run_bank, run_snippets
+    from edgediff.memory_bank import load_run_bank, run_snippets
     from edgediff.train import train
 
     folder = _tiny_folder(tmp_path)
@@ -206,6 +206,6 @@ def test_reading_a_bank_needs_neither_torch_nor_the_training_loop():
     import subprocess
     import sys
 
-    code = "import sys, edgediff.memory; print('torch' in sys.modules, 'edgediff.train' in sys.modules)"
+    code = "import sys, edgediff.memory_bank; print('torch' in sys.modules, 'edgediff.train' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]

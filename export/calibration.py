@@ -36,9 +36,9 @@ def load_run_bank(run_dir: Path, meta: dict) -> np.ndarray | None:
     if not run_uses_memory(meta):
         return None
     try:
-        from edgediff.memory import load_run_bank as _load
+        from edgediff.memory_bank import load_run_bank as _load
     except ImportError as e:
-        raise EdgediffError(f"{run_dir} was trained with a memory bank but edgediff.memory is unavailable ({e}); "
+        raise EdgediffError(f"{run_dir} was trained with a memory bank but edgediff.memory_bank is unavailable ({e}); "
                             "reinstall edgediff") from e
     bank = _load(Path(run_dir))
     if bank is None:

@@ -140,7 +140,7 @@ def test_export_on_a_full_disk_leaves_no_bundle_and_keeps_the_old_one(short_run,
 
     monkeypatch.setattr(bw, "export_onnx", full_disk)
     with pytest.raises(EdgediffError) as err:
-        bw.export_run(short_run["run"], out, ExportOptions(profile=False, overwrite=True))
+        bw.export_from_run(short_run["run"], out, ExportOptions(profile=False, overwrite=True))
     assert one_line(str(err.value)) and "No space left on device" in str(err.value)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     open_bundle(out)

@@ -9,6 +9,7 @@ import fcntl
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -26,6 +27,9 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 def _make_controlling_tty() -> None:  # runs in the child: a new session whose controlling terminal is stdin
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    # A user's shell starts a command with SIGINT at its default; a suite launched in the background (`nohup … &`)
+    # would hand its children SIGINT *ignored*, and Python then never raises KeyboardInterrupt: reset it here.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Terminal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -145,3 +146,17 @@ def test_scale_ratios_are_cell_model_over_full_image_model():
     got = summarize(row(60.0, 80.0, 90.0, 3.0, 1500.0), row(120.0, 100.0, 300.0, 1.5, None))
     assert got == {"fd_independent_vs_full": 0.5, "fd_lite0_vs_full": 0.8, "peak_vs_full_image": 0.3,
                    "s_per_image_vs_full": 2.0, "train_s_per_1000_vs_full": None}
+
+
+def test_pair_arm_reads_its_checkpoint_and_a_measured_eval_back_without_sampling(run_dir, tmp_path):
+    from benchmarks.run_pair import ratio, recorded_training, score_arm
+
+    training = recorded_training(run_dir)
+    assert training["step"] == 40 and training["memory"] and not training["position_map"]
+    measured = {"fd_independent": 300.0, "fd_lite0": 320.0, "seam_border": 1.2, "guidance": 3.0, "unused": 1}
+    (tmp_path / f"{run_dir.name}_n8_s0_g3.json").write_text(json.dumps(measured))
+    row, sheet = score_arm(run_dir, 8, tmp_path, 3.0)  # a fresh eval would take minutes and write the JSON anew
+    assert row["quality"]["fd_independent"] == 300.0 and "unused" not in row["quality"]
+    assert row["quality"]["kid"] is None and sheet == tmp_path / f"{run_dir.name}_n8_s0_g3.png"
+    other = {"quality": {"fd_independent": 400.0}}
+    assert ratio({"a": row, "b": other}, "a", "b") == 0.75

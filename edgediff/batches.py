@@ -20,6 +20,7 @@ from edgediff.models.layers import alphas_cumprod_torch
 if TYPE_CHECKING:
     from edgediff.data import Dataset
     from edgediff.memory_bank import Snippets
+    from edgediff.model_config import ModelConfig
     from edgediff.train_config import TrainConfig
 
 
@@ -50,13 +51,14 @@ class TrainBatches:
 
     @classmethod
     def for_run(cls, cfg: TrainConfig, rank: int, per_rank: int, dataset: Dataset, snippets: Snippets,
-                snippet_dim: int, device: torch.device) -> TrainBatches:
-        """The batches of a run: its dataset and bank moved to `device` once, for the whole run."""
+                mcfg: ModelConfig, device: torch.device) -> TrainBatches:
+        """The batches of a run: its dataset and bank moved to `device` once, for the whole run, noised under the
+        model's own schedule (mcfg.schedule)."""
         def tensor(a):
             return torch.from_numpy(a).to(device) if a is not None else None
 
         return cls(cfg, rank, per_rank, tensor(dataset.as_float()), tensor(snippets.own), tensor(snippets.flipped),
-                   alphas_cumprod_torch(device=device), snippet_dim)
+                   alphas_cumprod_torch(mcfg.schedule, device=device), mcfg.snippet_dim)
 
     def get_batch(self, step: int) -> Batch:
         """The batch of step `step` on this rank. The draws come in a fixed order (image, flip, t, noise, cell,

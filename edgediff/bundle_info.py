@@ -54,7 +54,7 @@ def _model_lines(m: Manifest, bundle_dir: str | Path) -> list[str]:
            if m.halo else ", each seen alone (no halo)"),
         f"model         {m.backbone}, {m.params:,} parameters, snippet dim {m.snippet_dim}",
         f"schedule      {m.schedule.kind}, T = {m.schedule.num_train_timesteps}, "
-        f"prediction {m.prediction}",
+        f"prediction {m.prediction}" + (f", SNR shifted by {m.schedule.shift:g}²" if m.schedule.shift != 1 else ""),
     ]
     cfg = {} if m.model_config is None else m.model_config.to_dict()
     if cfg:

@@ -103,6 +103,7 @@ def train(
     mults: Optional[str] = typer.Option(None, help=f"UNet width multipliers per level, comma separated [default: the preset's, else {','.join(map(str, ModelConfig.mults))}]."),
     depth: Optional[int] = typer.Option(None, min=1, help=f"Blocks of the DiS / DiT backbones [default: the preset's, else {ModelConfig.depth}]."),
     position_map: Optional[bool] = typer.Option(None, "--position-map/--no-position-map", help="UNet: also draw the cell's position as a channel on the global content, so each cell can find its own place in the layout [default: the preset's, else off]."),
+    schedule_shift: Optional[float] = typer.Option(None, "--schedule-shift", help="Divide the noise schedule's signal-to-noise ratio by this squared, so training spends its steps where a large image's layout is still undecided (simple diffusion; SD3's shift): the image side ÷ 32, e.g. 4 at 128 px [default: the preset's, else 1]."),
     snippet_dropout: float = typer.Option(0.2, help="Probability of training on the null snippet."),
     snippet_mode: str = typer.Option("pca", help="pca: PCA-reduced snippets (default); gmem: GMem's full normalised feature with element-wise dropout."),
     snippet_element_dropout: float = typer.Option(0.4, help="Element-wise snippet dropout of --snippet-mode gmem."),
@@ -118,7 +119,7 @@ def train(
     from edgediff.model_config import geometry_choice, model_choice
     from edgediff.train import TrainConfig, train as run_train
 
-    backbone, widths = model_choice(preset, backbone, dim, mults, depth, position_map)
+    backbone, widths = model_choice(preset, backbone, dim, mults, depth, position_map, schedule_shift)
     image_size, grid, halo = geometry_choice(preset, image_size, grid, halo)
     cfg = TrainConfig(
         data=data, out=str(out), image_size=image_size, grid=grid, halo=halo, backbone=backbone, steps=steps,

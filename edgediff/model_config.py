@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from edgediff.cells import HasCellGeometry, patch_size
+from edgediff.schedule import Schedule
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class ModelConfig(HasCellGeometry):
     # (edgediff.models.layers.position_map_torch). Why: the condition vector shifts every pixel alike, so without
     # it a cell cannot tell which part of the global content is its own; at 8 × 8 cells that is most of the layout.
     position_map: bool = False
+    # The noise schedule's resolution shift (edgediff.schedule.shift_snr) the network was trained with: part of the
+    # model, since its timestep means a noise level only under this schedule. 1: the plain cosine.
+    schedule_shift: float = 1.0
     # DiS / DiT-only settings (ignored by the UNet)
     token_patch: int = 2
     depth: int = 6
@@ -61,9 +65,15 @@ class ModelConfig(HasCellGeometry):
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mults"] = list(self.mults)
-        if not self.position_map:  # written only when on: every model made before it keeps its records byte for byte
-            del d["position_map"]
+        for name, off in (("position_map", False), ("schedule_shift", 1.0)):
+            if d[name] == off:  # written only when on: every model made before it keeps its records byte for byte
+                del d[name]
         return d
+
+    @property
+    def schedule(self) -> Schedule:
+        """The noise schedule this network was trained with (and must be sampled and exported with)."""
+        return Schedule(shift=float(self.schedule_shift))
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -125,13 +135,15 @@ def _parse_mults(mults: str) -> tuple[int, ...]:
 
 
 def model_choice(preset_name: str | None, backbone: str | None, dim: int | None, mults: str | None,
-                 depth: int | None, position_map: bool | None = None) -> tuple[str, dict]:
+                 depth: int | None, position_map: bool | None = None,
+                 schedule_shift: float | None = None) -> tuple[str, dict]:
     """(backbone, TrainConfig.model) as `edgediff train` resolves them: ModelConfig's defaults, then the preset,
     then each flag given; widths no network can have are refused in one line."""
     from edgediff.errors import EdgediffError
 
     base = {"backbone": ModelConfig.backbone, "dim": ModelConfig.dim, "mults": ModelConfig.mults,
-            "depth": ModelConfig.depth, "position_map": ModelConfig.position_map}
+            "depth": ModelConfig.depth, "position_map": ModelConfig.position_map,
+            "schedule_shift": ModelConfig.schedule_shift}
     if preset_name is not None:
         base.update({k: v for k, v in preset(preset_name).items() if k in base})
     dim = base["dim"] if dim is None else dim
@@ -141,4 +153,9 @@ def model_choice(preset_name: str | None, backbone: str | None, dim: int | None,
     widths = {"dim": dim, "mults": list(mult_tuple), "depth": base["depth"] if depth is None else depth}
     if base["position_map"] if position_map is None else position_map:
         widths["position_map"] = True  # recorded only when on, so runs without it keep their run.json as it was
+    shift = base["schedule_shift"] if schedule_shift is None else schedule_shift
+    if not 1.0 <= shift <= 64.0:
+        raise EdgediffError(f"--schedule-shift {shift} is outside 1..64; use the image side ÷ 32 (4 at 128 px)")
+    if shift != 1.0:
+        widths["schedule_shift"] = float(shift)  # likewise recorded only when shifted
     return backbone or base["backbone"], widths

@@ -21,6 +21,18 @@ def cosine_alphas_cumprod(num_timesteps: int = NUM_TRAIN_TIMESTEPS, s: float = 0
     return np.cumprod(1.0 - betas)
 
 
+def shift_snr(alphas_cumprod: np.ndarray, shift: float) -> np.ndarray:
+    """ᾱ_t with the signal-to-noise ratio divided by shift²: the resolution shift of "simple diffusion" (Hoogeboom
+    et al. 2023) and SD3's timestep shift. Why: averaging k × k pixels divides the noise's std by k, so at 4× the
+    side the pooled layout (what a cell's global content carries) is still legible at timesteps where a 32 px
+    image is already noise; without the shift almost every training step is one where the layout is given, and
+    the model never learns to draw one from noise. shift = the side ÷ the side the schedule was made for."""
+    if shift == 1.0:
+        return alphas_cumprod
+    snr = alphas_cumprod / (1.0 - alphas_cumprod) / shift**2
+    return snr / (1.0 + snr)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """A named schedule: what the manifest records so the device rebuilds exactly the training tables."""
@@ -28,14 +40,18 @@ class Schedule:
     kind: str = "cosine"
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     prediction: str = "epsilon"
+    shift: float = 1.0  # SNR ÷ shift² (shift_snr); 1: the plain cosine every model before it was trained with
 
     def alphas_cumprod(self) -> np.ndarray:
         if self.kind != "cosine":
             raise ValueError(f"unknown schedule kind {self.kind!r}; only 'cosine' is defined")
-        return cosine_alphas_cumprod(self.num_train_timesteps)
+        return shift_snr(cosine_alphas_cumprod(self.num_train_timesteps), self.shift)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "num_train_timesteps": self.num_train_timesteps, "prediction": self.prediction}
+        d = {"kind": self.kind, "num_train_timesteps": self.num_train_timesteps, "prediction": self.prediction}
+        if self.shift != 1.0:  # written only when shifted: every bundle made before keeps its manifest byte for byte
+            d["shift"] = self.shift
+        return d
 
 
 def ddim_timesteps(num_steps: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:

@@ -53,4 +53,5 @@ def sample_torch(
         cells_per_call=cells_per_call or n * config.num_cells * rows_per_cell(guidance),
         guidance=guidance,
         on_step=on_step,
+        schedule=config.schedule,
     )

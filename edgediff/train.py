@@ -205,7 +205,7 @@ def _loop(run: _Run, progress: bool, log: Callable[[str], None]) -> float:
     the loop itself started (perf_counter), so that steps per second leave out moving the data to the device."""
     cfg, dist, device, step = run.cfg, run.dist, run.device, run.step
     run.forward = dist.wrap(run.model)
-    run.batches = TrainBatches.for_run(cfg, dist.rank, run.per_rank, run.dataset, run.snippets, run.mcfg.snippet_dim,
+    run.batches = TrainBatches.for_run(cfg, dist.rank, run.per_rank, run.dataset, run.snippets, run.mcfg,
                                        device)
     run.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                     else torch.autocast("cpu", enabled=False))

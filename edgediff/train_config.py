@@ -88,6 +88,8 @@ class TrainConfig:
             parts.append(f"--depth {m['depth']}")
         if m.get("position_map"):
             parts.append("--position-map")
+        if m.get("schedule_shift", 1.0) != 1.0:
+            parts.append(f"--schedule-shift {m['schedule_shift']:g}")
         if not self.memory:
             parts.append("--no-memory")
         if self.features:

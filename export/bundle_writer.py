@@ -24,7 +24,6 @@ from edgediff.files import atomic_write_bytes
 from edgediff.lut import mean_cosine, train_pq
 from edgediff.models import count_params
 from edgediff.sampling import resolve_guidance
-from edgediff.schedule import Schedule
 from edgediff.units import MIB
 from edgediff_export.calibration import RunData, denoiser_inputs, load_run_bank, load_run_data
 from edgediff_export.onnx_export import check_parity, export_onnx
@@ -160,7 +159,7 @@ def _run_manifest(stage: Path, specs: tuple[list[TensorSpec], list[TensorSpec]],
     """The manifest of the staged files (no memory profile yet): geometry from the model, tensors (`specs`) from
     its ONNX, sizes and digests from the staged files, and where the weights came from (run, step, data, command)."""
     inputs, outputs = specs
-    schedule = Schedule()
+    schedule = config.schedule
     return Manifest(
         schema_version=SCHEMA_VERSION, image_size=config.image_size, channels=config.channels, grid=config.grid,
         patch_size=config.patch_size, snippet_dim=config.snippet_dim, backbone=config.backbone,

@@ -16,7 +16,7 @@ from edgediff.data import load_dataset
 from edgediff.errors import EdgediffError
 from edgediff.model_config import ModelConfig
 from edgediff.cells import INPUT_NAMES, cell_inputs
-from edgediff.schedule import Schedule, add_noise
+from edgediff.schedule import add_noise
 
 
 @dataclass
@@ -72,15 +72,14 @@ def load_run_data(run_dir: Path, meta: dict, config: ModelConfig, max_images: in
 
 
 def denoiser_inputs(data: RunData, config: ModelConfig, timesteps: list[int] | np.ndarray, *,
-                    images_per_t: int, seed: int = 0, null_fraction: float = 0.0,
-                    schedule: Schedule = Schedule()) -> dict[str, np.ndarray]:
+                    images_per_t: int, seed: int = 0, null_fraction: float = 0.0) -> dict[str, np.ndarray]:
     """For each t: `images_per_t` images noised to x_t, EVERY grid cell of each → dict of input arrays.
 
     Rows are ordered (t, image, cell). `null_fraction` of the images get the null (zero) snippet, as in
     training with snippet dropout and in unconditional sampling.
     """
     rng = np.random.default_rng(seed)
-    acp = schedule.alphas_cumprod()
+    acp = config.schedule.alphas_cumprod()
     geom = config.geometry
     cells = geom.num_cells
     out: dict[str, list[np.ndarray]] = {k: [] for k in INPUT_NAMES}

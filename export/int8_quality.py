@@ -62,7 +62,7 @@ def rel(diff: np.ndarray, ref: np.ndarray) -> float:
 
 
 def band_errors(eps_ref: np.ndarray, eps_q: np.ndarray, x_t: np.ndarray, t: np.ndarray,
-                schedule: Schedule = Schedule(), bands=BANDS) -> dict:
+                schedule: Schedule, bands=BANDS) -> dict:
     """ε and x₀ relative errors per band (see module docstring), plus the pooled ε error (`rel_error`)."""
     acp = schedule.alphas_cumprod()
     a = acp[t].reshape(-1, *([1] * (eps_ref.ndim - 1)))
@@ -115,18 +115,17 @@ class Fp32Reference:
     levers benchmark compares many, so all rows and the manifest are measured the same way."""
 
     def __init__(self, fp32: Path, data: RunData, config: ModelConfig, snippets: np.ndarray, *, guidance: float,
-                 steps: int = 25, seed: int = 0, images_per_t: int = 8, cells_per_call: int = 16,
-                 schedule: Schedule = Schedule()):
+                 steps: int = 25, seed: int = 0, images_per_t: int = 8, cells_per_call: int = 16):
         from edgediff.images import to_uint8
 
         sess = session(fp32)
-        self.config, self.schedule = config, schedule
+        self.config, self.schedule = config, config.schedule
         self.inputs = denoiser_inputs(data, config, band_timesteps(), images_per_t=images_per_t, seed=seed + 11,
-                                      null_fraction=0.2, schedule=schedule)
+                                      null_fraction=0.2)
         self.eps = run_rows(sess, self.inputs)
         self.x_t = cell_xt(self.inputs, sess, self.eps.shape)
         self.sampling = dict(geom=config.geometry, n=len(snippets), steps=steps, seed=seed + 29, snippets=snippets,
-                             cells_per_call=cells_per_call, schedule=schedule, guidance=guidance)
+                             cells_per_call=cells_per_call, schedule=self.schedule, guidance=guidance)
         self.images = to_uint8(sample_loop(eps_fn_of(sess), **self.sampling))
 
     def band_errors(self, model: Path) -> dict:
@@ -147,8 +146,7 @@ class Fp32Reference:
 
 
 def measure_int8(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, metrics: dict[str, Metric],
-                 images: int = 256, steps: int = 25, guidance: float = 1.0, seed: int = 0,
-                 schedule: Schedule = Schedule()) -> dict:
+                 images: int = 256, steps: int = 25, guidance: float = 1.0, seed: int = 0) -> dict:
     """What the manifest records as `quality.int8` (besides how it was made): `Fp32Reference.compare` on `images`
     images conditioned on random bank entries (the null snippet and no guidance without a bank)."""
     rng = np.random.default_rng(seed + 23)
@@ -157,7 +155,7 @@ def measure_int8(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, 
     else:
         snippets = np.zeros((images, config.snippet_dim), dtype=np.float32)
         guidance = 1.0
-    ref = Fp32Reference(fp32, data, config, snippets, guidance=guidance, steps=steps, seed=seed, schedule=schedule)
+    ref = Fp32Reference(fp32, data, config, snippets, guidance=guidance, steps=steps, seed=seed)
     out = ref.compare(int8, metrics)
     out["images"] = {"n": int(images), "ddim_steps": int(steps), "guidance": float(guidance), "seed": int(seed + 29)}
     return out

@@ -83,5 +83,5 @@ def rank_convs(fp32: Path, int8: Path, prepared: Path, data: RunData, config: Mo
     for name in quantised_convs(qmodel):
         onnx.save(restore_conv(qmodel, prep, name), str(trial))
         eps = run_rows(session(trial), inputs)
-        ranked.append((name, _observable_error(band_errors(eps_ref, eps, x_t, t)["rel_error_by_band"])))
+        ranked.append((name, _observable_error(band_errors(eps_ref, eps, x_t, t, config.schedule)["rel_error_by_band"])))
     return sorted(ranked, key=lambda item: item[1])

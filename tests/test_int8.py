@@ -15,6 +15,7 @@ import pytest
 from edgediff_export import graph_edits as ge
 from edgediff_export.calibration import denoiser_inputs
 from edgediff_export.int8_quality import band_errors, bundle_run_data, psnr, rel, run_rows, session
+from edgediff.schedule import Schedule
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_band_errors_separate_the_unobservable_end_from_the_rest():
     eps = rng.standard_normal((24, 3, 4, 4)).astype(np.float32)
     x_t = rng.standard_normal((24, 3, 4, 4)).astype(np.float32)
     noisy = eps + 0.1 * (t == 10)[:, None, None, None] * rng.standard_normal(eps.shape).astype(np.float32)
-    r = band_errors(eps, noisy, x_t, t)
+    r = band_errors(eps, noisy, x_t, t, Schedule())
     assert r["rel_error_by_band"]["400-699"] == 0 and r["rel_error_by_band"]["0-49"] > 0.05
     assert r["x0_rel_error_by_band"]["0-49"] < r["rel_error_by_band"]["0-49"] / 5  # √(1−ᾱ) is small near t = 0
     assert "50-99" not in r["rel_error_by_band"]  # no rows there: no figure, rather than a made-up zero

@@ -19,7 +19,7 @@ NOT_FLAGS = {"weight_decay": "AdamW's decay, 0 in every recipe", "grad_clip": "g
              "warmup_steps": "fixed LR warm-up (a resumed run must keep the same schedule)"}
 # fields set through flags of another name
 FLAG_FOR = {"memory": ("no_memory",), "overrides": ("override",),
-            "model": ("dim", "mults", "depth", "preset", "position_map")}
+            "model": ("dim", "mults", "depth", "preset", "position_map", "schedule_shift")}
 # flags that say how to run the command, not what the run is
 COMMAND_ONLY = {"resume"}
 

@@ -210,7 +210,12 @@ def _schedule(raw: dict) -> Schedule:
     if "prediction" in schedule and _need(schedule, "prediction", str, w) != prediction:
         raise BundleError(f"{w}.prediction {_label(schedule['prediction'])} != manifest.prediction "
                           f"{_label(prediction)}; the bundle is inconsistent: re-export it")
-    return Schedule(kind=kind, num_train_timesteps=steps, prediction=prediction)
+    shift = 1.0
+    if "shift" in schedule:
+        shift = schedule["shift"]
+        if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 1.0 <= shift <= 64.0:
+            raise BundleError(f"{w}.shift must be a number in 1..64, got {_label(shift)}; re-export the bundle")
+    return Schedule(kind=kind, num_train_timesteps=steps, prediction=prediction, shift=float(shift))
 
 
 def _geometry(raw: dict) -> dict[str, Any]:
@@ -295,6 +300,10 @@ def parse_manifest(raw: Any) -> Manifest:
     )
     _check_interface(manifest)
     manifest.model_config = _model_config(raw, geometry)  # after the interface: its refusals say more
+    if manifest.model_config is not None and manifest.model_config.schedule_shift != schedule.shift:
+        raise BundleError(f"manifest.model_config.schedule_shift = {manifest.model_config.schedule_shift:g} but "
+                          f"manifest.schedule.shift = {schedule.shift:g}; the network would be sampled under a "
+                          "schedule it was not trained with: re-export the bundle")
     return manifest
 
 

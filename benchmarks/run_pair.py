@@ -79,3 +79,20 @@ def plot_sheets(sheets: dict[str, Path], rows: dict[str, dict], title: str, path
         ax.axis("off")
     fig.suptitle(title)
     save_figure(fig, path)
+
+
+def lever_pair(control: Path, lever: Path, lever_name: str, start_step: int, n: int, workdir: Path,
+               guidance: float) -> tuple[dict, dict[str, Path]]:
+    """A lever A/B from one set of weights: `control` continued as it was, `lever` warm-started from the control's
+    step `start_step` with one thing changed, each scored after its further steps. Returns the result body's
+    comparison part (ratios lever ÷ control, further steps, both rows) and the two sheets."""
+    rows, sheets = {}, {}
+    for name, run in (("control", control), (lever_name, lever)):
+        rows[name], sheets[name] = score_arm(run, n, workdir, guidance)
+    body = {f"fd_independent_{lever_name}_vs_control": ratio(rows, lever_name, "control"),
+            f"fd_lite0_{lever_name}_vs_control": ratio(rows, lever_name, "control", "fd_lite0"),
+            "start_step": start_step,
+            "further_steps": {"control": rows["control"]["training"]["step"] - start_step,
+                              lever_name: rows[lever_name]["training"]["step"]},
+            **rows}
+    return body, sheets

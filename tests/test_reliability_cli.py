@@ -44,6 +44,7 @@ CASES: list[tuple[str, str, str]] = [
     ("train", "--align", "-1"), ("train", "--align", "nan"), ("train", "--align-until", "-3"),
     ("train", "--checkpoint-every", "0"), ("train", "--sample-every", "-1"),
     ("train", "--ema-decay", "1.0"), ("train", "--ema-decay", "nan"),
+    ("train", "--schedule-shift", "0.5"), ("train", "--schedule-shift", "nan"), ("train", "--schedule-shift", "100"),
     ("train", "--mults", "1,0"), ("train", "--mults", "1,x"),
     ("train", "--steps", "abc"), ("sample", "--steps", "abc"),
     ("export", "--lut-bytes", "0"), ("export", "--lut-bytes", "-8"), ("export", "--int8-images", "2"),

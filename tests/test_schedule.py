@@ -42,6 +42,7 @@ def test_a_shifted_model_is_trained_exported_and_sampled_under_its_own_schedule(
 
     from conftest import tiny_model, write_images
     from edgediff.bundle.disk import read_manifest
+    from edgediff.bundle_info import describe
     from edgediff.bundle.validate import BundleError, parse_manifest
     from edgediff.model_config import ModelConfig, model_choice
     from edgediff.runtime.sampler import sample_bundle
@@ -59,6 +60,7 @@ def test_a_shifted_model_is_trained_exported_and_sampled_under_its_own_schedule(
     export_run(tmp_path / "run", bundle, ExportOptions(profile=False))
     manifest = read_manifest(bundle)
     assert manifest.schedule.shift == 2.0 and manifest.model_config.schedule == manifest.schedule
+    assert "SNR shifted by 2²" in describe(manifest, bundle)  # `edgediff info` says which schedule it samples with
     assert sample_bundle(bundle, n=1, steps=3, seed=0).images.shape == (1, 16, 16, 3)
     raw = json.loads((bundle / "manifest.json").read_text())
     del raw["schedule"]["shift"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from edgediff.cells import HasCellGeometry, patch_size
-from edgediff.schedule import Schedule
+from edgediff.schedule import SHIFT_RANGE, Schedule
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,10 @@ def model_choice(preset_name: str | None, backbone: str | None, dim: int | None,
     if base["position_map"] if position_map is None else position_map:
         widths["position_map"] = True  # recorded only when on, so runs without it keep their run.json as it was
     shift = base["schedule_shift"] if schedule_shift is None else schedule_shift
-    if not 1.0 <= shift <= 64.0:
-        raise EdgediffError(f"--schedule-shift {shift} is outside 1..64; use the image side ÷ 32 (4 at 128 px)")
+    low, high = SHIFT_RANGE
+    if not low <= shift <= high:
+        raise EdgediffError(f"--schedule-shift {shift} is outside {low:g}..{high:g}; use the image side ÷ 32 "
+                            "(4 at 128 px)")
     if shift != 1.0:
         widths["schedule_shift"] = float(shift)  # likewise recorded only when shifted
     return backbone or base["backbone"], widths

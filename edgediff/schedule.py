@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 NUM_TRAIN_TIMESTEPS = 1000
+SHIFT_RANGE = (1.0, 64.0)  # the resolution shifts --schedule-shift and a manifest may hold (1: none; 64: 2048 px)
 
 
 def cosine_alphas_cumprod(num_timesteps: int = NUM_TRAIN_TIMESTEPS, s: float = 0.008) -> np.ndarray:

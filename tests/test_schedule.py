@@ -66,4 +66,8 @@ def test_a_shifted_model_is_trained_exported_and_sampled_under_its_own_schedule(
     del raw["schedule"]["shift"]
     with pytest.raises(BundleError, match="schedule_shift = 2 but manifest.schedule.shift = 1"):
         parse_manifest(raw)
+    for bad in (0.5, 100, True, "2"):
+        raw["schedule"]["shift"] = bad
+        with pytest.raises(BundleError, match="manifest.schedule.shift must be a number in 1..64"):
+            parse_manifest(raw)
     assert "schedule_shift" not in ModelConfig().to_dict()

@@ -18,7 +18,7 @@ from edgediff.bundle.manifest import (FILE_ROLES, GEOMETRY_KEYS, MAX_FILE_BYTES,
                                       VariantProfile)
 from edgediff.cells import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, input_specs, output_specs
 from edgediff.model_config import ModelConfig
-from edgediff.schedule import Schedule
+from edgediff.schedule import SHIFT_RANGE, Schedule
 
 def _label(key: Any) -> str:
     """A key taken from the file, fit for a one-line message: plain names as they are, anything else quoted, escaped
@@ -213,8 +213,10 @@ def _schedule(raw: dict) -> Schedule:
     shift = 1.0
     if "shift" in schedule:
         shift = schedule["shift"]
-        if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 1.0 <= shift <= 64.0:
-            raise BundleError(f"{w}.shift must be a number in 1..64, got {_label(shift)}; re-export the bundle")
+        low, high = SHIFT_RANGE
+        if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not low <= shift <= high:
+            raise BundleError(f"{w}.shift must be a number in {low:g}..{high:g}, got {_label(shift)}; re-export "
+                              "the bundle")
     return Schedule(kind=kind, num_train_timesteps=steps, prediction=prediction, shift=float(shift))
 
 

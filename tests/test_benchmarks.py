@@ -160,3 +160,12 @@ def test_pair_arm_reads_its_checkpoint_and_a_measured_eval_back_without_sampling
     assert row["quality"]["kid"] is None and sheet == tmp_path / f"{run_dir.name}_n8_s0_g3.png"
     other = {"quality": {"fd_independent": 400.0}}
     assert ratio({"a": row, "b": other}, "a", "b") == 0.75
+
+
+def test_layout_snr_shift_4_puts_128_px_cells_where_the_32_px_default_is():
+    from benchmarks.layout_snr import pooled_snr_row
+
+    small, plain, shifted = pooled_snr_row(2, 1.0), pooled_snr_row(8, 1.0), pooled_snr_row(8, 4.0)
+    assert plain["share_of_timesteps_legible"] > small["share_of_timesteps_legible"] + 0.1
+    assert {k: v for k, v in shifted.items() if k not in ("pool", "shift")} == \
+        {k: v for k, v in small.items() if k not in ("pool", "shift")}

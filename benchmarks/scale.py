@@ -42,10 +42,10 @@ def quality(bundle: Path, n: int, cell: int) -> tuple[dict, object]:
     from edgediff.bundle import read_manifest
     from edgediff.data import load_dataset
     from edgediff.metrics import evaluate, quality_fields, seam_ratios
-    from edgediff.runtime.sampler import sample_bundle
+    from edgediff.runtime.cascade import sample_as_recorded
 
     m = read_manifest(bundle)
-    images = sample_bundle(bundle, n=n, steps=STEPS, seed=SEED).images
+    images = sample_as_recorded(bundle, n=n, steps=STEPS, seed=SEED).images
     dataset = load_dataset(m.training.get("data") or "emoji", m.image_size)
     scores = evaluate(images, dataset, m.grid)
     seams, real = seam_ratios(images, cell), seam_ratios(dataset.images, cell)

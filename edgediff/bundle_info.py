@@ -83,6 +83,15 @@ def _bank_lines(m: Manifest) -> list[str]:
     ]
 
 
+def _cascade_lines(m: Manifest) -> list[str]:
+    """The recorded base stage, if any: `sample` draws with it first unless told --base none."""
+    base = m.sampling.get("base")
+    if base is None:
+        return []
+    return [f"cascade       sample first draws with {base['model']}, then this bundle redraws those images from "
+            f"{base['strength']:.0%} of the steps (--base none: draw from noise)"]
+
+
 def _quality_lines(q: Quality) -> list[str]:
     """The quality measured at export (parity with torch, LUT fidelity, FD-Lite0, int8 per band), if any."""
     if not q.to_dict():
@@ -90,6 +99,8 @@ def _quality_lines(q: Quality) -> list[str]:
     parts = []
     if q.parity_fp32 is not None:
         parts.append(f"fp32 vs torch max abs {q.parity_fp32.get('max_abs', float('nan')):.2g}")
+    if q.fp16_weights is not None:
+        parts.append(f"fp32 weights stored as fp16 (max abs change {q.fp16_weights.get('max_abs_vs_fp32', float('nan')):.2g})")
     if q.lut_mean_cosine is not None:
         parts.append(f"LUT mean cosine {q.lut_mean_cosine:.4f}")
     for k, v in q.other.items():  # older bundles recorded FD-Lite0 at export
@@ -119,7 +130,7 @@ def _memory_lines(p: MemoryProfile | None) -> list[str]:
 def describe(manifest: Manifest, bundle_dir: str | Path = "") -> str:
     """Multi-line human summary of a validated manifest."""
     m = manifest
-    lines = _model_lines(m, bundle_dir) + _bank_lines(m) + _quality_lines(m.quality) + _memory_lines(m.memory_profile)
+    lines = _model_lines(m, bundle_dir) + _bank_lines(m) + _cascade_lines(m) + _quality_lines(m.quality) + _memory_lines(m.memory_profile)
     t = m.training
     if t:
         lines.append(f"training      step {t.get('step')}, data {t.get('data')}, memory bank {t.get('memory')}")

@@ -151,13 +151,17 @@ def export(
     ort: bool = typer.Option(False, "--ort", help="Ship the denoisers in ORT format (.ort): less resident memory after loading but a higher peak while loading (README: Export); what onnxruntime's mobile packages load."),
     int8_recipe: str = typer.Option("diffusion", "--int8-recipe", help="How to make the int8 denoiser: diffusion (static int8 convs, skip concats split, first/last conv fp32, percentile ranges, the most sensitive 30% of convs fp32), static (every op, min/max) or weight-only."),
     int8_images: int = typer.Option(256, "--int8-images", min=8, help="Images sampled through fp32 and int8 from the same noise to measure what int8 changes (PSNR, FD in both metrics): the evidence of the int8 ship gate."),
+    fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store the fp32 denoiser's weights as fp16: half the file, the same fp32 computation (checked on real inputs; what the shipped emoji-128 uses)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Record a cascade: 'sample' first draws with this shipped model (e.g. emoji-32) and this bundle redraws its images ('none' removes a recorded one); needs --strength."),
+    strength: Optional[float] = typer.Option(None, "--strength", help="With --base: the share of the steps that redraws the base's images (0 < S < 1)."),
 ) -> None:
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
     _require_training_extras("export")
     from edgediff_export import ExportOptions, export_run
 
     options = ExportOptions(int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
-                            int8_recipe=int8_recipe, ort_format=ort, int8_images=int8_images, overwrite=overwrite)
+                            int8_recipe=int8_recipe, ort_format=ort, int8_images=int8_images, overwrite=overwrite,
+                            base=base, strength=strength, fp16_weights=fp16_weights)
     with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
         result = export_run(run_dir, out, options, log=typer.echo)
     typer.echo(result.summary(run_dir))
@@ -179,11 +183,15 @@ def sample(
     cells_per_call: Optional[int] = typer.Option(None, "--cells-per-call", help="Pin the cells per denoiser call instead of planning it."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (1 = none; default: the bundle's recommendation)."),
     verbose: bool = typer.Option(False, "--verbose", help="Also print the plan's tuning knobs: session mode, onnxruntime arena cap, the leanest plan's peak."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Redraw this picture (PNG, JPEG, WebP; fitted to the bundle's size) instead of drawing from noise; needs --strength."),
+    base: Optional[str] = typer.Option(None, "--base", help="Cascade: draw the start images with this shipped model or bundle, then redraw them at this bundle's size ('none': draw from noise) [default: the bundle's recommendation, e.g. emoji-32 for emoji-128]."),
+    strength: Optional[float] = typer.Option(None, "--strength", help="With --init or a base: the share of the steps that redraws the start images (0.5 keeps their layout, 1 ignores them) [default: the bundle's recommendation]."),
 ) -> None:
     """Sample images on device (numpy + onnxruntime only), planned to stay under --memory-budget."""
     import time
 
     from edgediff.runtime import rss
+    from edgediff.runtime.cascade import choose_start
     from edgediff.runtime.sample_files import sample_to_files
     from edgediff.runtime.sampler import SampleRequest
     from edgediff.units import parse_size
@@ -196,7 +204,8 @@ def sample(
     request = SampleRequest(n=n, steps=steps, seed=seed_value, memory_budget=budget, snippet=snippet,
                             interpolate=interpolate, precision=precision, threads=threads,
                             cells_per_call=cells_per_call, guidance=guidance)
-    result = sample_to_files(bundle_dir, request, out, out_dir, log=typer.echo, verbose=verbose)
+    start = choose_start(bundle_dir, init, base, strength)
+    result = sample_to_files(bundle_dir, request, out, out_dir, log=typer.echo, verbose=verbose, start=start)
     peak = max(result.peak_mb, rss.peak_mb())  # writing the files is part of the run the budget is about
     budget_note = f" (budget {budget / MIB:.1f} MiB)" if budget is not None else ""
     typer.echo(f"peak RSS {peak:.1f} MiB{budget_note}, wall time {time.perf_counter() - t0:.2f} s")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgediff.errors import EdgediffError
-from edgediff.images import to_float
+from edgediff.images import fit_square, to_float
 from edgediff.cells import MAX_DATA_IMAGE_SIZE, MIN_DATA_IMAGE_SIZE
 
 EMOJI_FONT_PATHS = (
@@ -93,19 +93,6 @@ def load_dataset(spec: str, image_size: int) -> Dataset:
     return load_folder(path, image_size)
 
 
-def _fit(img, image_size: int):
-    """Composite on white, centre-crop to a square, resize with a good filter."""
-    from PIL import Image
-
-    img = img.convert("RGBA")
-    white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-    img = Image.alpha_composite(white, img).convert("RGB")
-    w, h = img.size
-    s = min(w, h)
-    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    return img.resize((image_size, image_size), Image.Resampling.LANCZOS)
-
-
 def _save_cache(path: Path, images: np.ndarray) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -147,7 +134,7 @@ def render_emoji(image_size: int) -> np.ndarray:
         side = max(max(x1 - x0, y1 - y0) + 8, min(image_size, EMOJI_NATIVE_SIDE))
         cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
         crop = canvas.crop((cx - side // 2, cy - side // 2, cx - side // 2 + side, cy - side // 2 + side))
-        out.append(np.asarray(_fit(crop, image_size), dtype=np.uint8))
+        out.append(np.asarray(fit_square(crop, image_size), dtype=np.uint8))
     if not out:
         raise EdgediffError("the emoji font rendered no glyphs: reinstall fonts-noto-color-emoji")
     return np.stack(out)
@@ -187,7 +174,7 @@ def load_folder(root: Path, image_size: int) -> Dataset:
     for p in files:
         try:
             with Image.open(p) as img:
-                images.append(np.asarray(_fit(img, image_size), dtype=np.uint8))
+                images.append(np.asarray(fit_square(img, image_size), dtype=np.uint8))
         except (UnidentifiedImageError, OSError, ValueError):
             skipped.append(str(p.relative_to(root)))
     if not images:

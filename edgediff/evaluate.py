@@ -52,13 +52,17 @@ def generate_from_run(
 def generate_from_bundle(bundle_dir: Path, n: int, steps: int, seed: int, *, snippet: int | None = None,
                          interpolate: str | None = None, guidance: float | None = None, precision: str = "auto",
                          log: Callable[[str], None] = lambda s: None) -> SampleResult:
-    """Samples from a bundle through the device runtime, with a progress bar (the images are in `.images`)."""
+    """Samples from a bundle through the device runtime as `sample` would (its recorded cascade included), with a
+    progress bar (the images are in `.images`)."""
     from edgediff.progress import Progress
-    from edgediff.runtime.sampler import sample_bundle
+    from edgediff.runtime.cascade import choose_start, start_sampler
+    from edgediff.runtime.sampler import SampleRequest
 
+    request = SampleRequest(n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate, guidance=guidance,
+                            precision=precision)
+    _, run = start_sampler(bundle_dir, request, choose_start(bundle_dir), log=log)
     with Progress("sampling", n * steps) as bar:
-        return sample_bundle(bundle_dir, n=n, steps=steps, seed=seed, snippet=snippet, interpolate=interpolate,
-                             guidance=guidance, precision=precision, log=log, on_step=bar.step_callback())
+        return run(on_step=bar.step_callback())
 
 
 def eval_command(

@@ -30,6 +30,46 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return x.astype(np.uint8).transpose(0, 2, 3, 1)
 
 
+def resize(images_u8: np.ndarray, side: int) -> np.ndarray:
+    """[N, H, W, 3] uint8 → [N, side, side, 3] uint8, bicubic (pillow): how a cascade hands a small model's images
+    to a larger one, and how `sample --init` fits a picture to the bundle. Images already at `side` are returned."""
+    if images_u8.shape[1:3] == (side, side):
+        return images_u8
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(im).resize((side, side), Image.BICUBIC)) for im in images_u8])
+
+
+def fit_square(img, side: int):
+    """A pillow image as the models see pictures: composited on white, centre-cropped to a square, resized to
+    `side` with a good filter (Lanczos). The one rule for training data and for `sample --init`."""
+    from PIL import Image
+
+    img = img.convert("RGBA")
+    white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+    img = Image.alpha_composite(white, img).convert("RGB")
+    w, h = img.size
+    s = min(w, h)
+    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return img.resize((side, side), Image.Resampling.LANCZOS)
+
+
+def read_image(path: str | Path, side: int, flag: str = "--init") -> np.ndarray:
+    """One picture file as [1, side, side, 3] uint8 (fit_square): a missing or unreadable file is a one-line error
+    naming `flag`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(fit_square(im, side), dtype=np.uint8)[None]
+    except FileNotFoundError:
+        raise EdgediffError(f"{flag} {path}: no such file; pass a PNG, JPEG or WebP picture") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise EdgediffError(f"{flag} {path} is not a picture pillow can read ({str(e)[:80]}); pass a PNG, JPEG or "
+                            "WebP picture") from None
+
+
 def make_grid(images_u8: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
     """[N, H, W, 3] uint8 → one [rows·(H+pad)+pad, cols·(W+pad)+pad, 3] sheet on a white background."""
     n, h, w, c = images_u8.shape

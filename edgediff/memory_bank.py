@@ -191,17 +191,10 @@ def snippet_like(image_path: str | Path, run_dir: str | Path, image_size: int) -
     meta = json.loads((Path(run_dir) / "run.json").read_text()) if (Path(run_dir) / "run.json").exists() else {}
     if meta.get("memory", {}).get("encoder", "efficientnet-lite0") == "user":
         raise EdgediffError("--like cannot place an image in a bank built from --features; use --snippet instead")
-    from PIL import Image, UnidentifiedImageError
-
-    from edgediff.data import _fit
     from edgediff.encoders import encode
+    from edgediff.images import read_image
 
-    p = Path(image_path).expanduser()
-    try:
-        with Image.open(p) as img:
-            arr = np.asarray(_fit(img, image_size), dtype=np.uint8)[None]
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
-        raise EdgediffError(f"--like {p}: cannot read the image ({e}); pass a PNG/JPEG/WebP file") from e
+    arr = read_image(Path(image_path).expanduser(), image_size, flag="--like")
     s = int(np.count_nonzero(np.abs(t["pca_components"]).sum(axis=1)))  # the non-padded axes
     z = project(encode(arr), t["pca_mean"], t["pca_components"][:s])
     out = np.zeros((t["snippets"].shape[1],), dtype=np.float32)

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from edgediff.cells import CellGeometry, cell_inputs, cell_slice, pool_global
-from edgediff.schedule import Schedule, ddim_step, ddim_timesteps
+from edgediff.schedule import Schedule, add_noise, ddim_step, ddim_timesteps, start_index
 
 EpsFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -111,10 +111,16 @@ def sample_loop(
     x_T: np.ndarray | None = None,
     on_step: Callable[[int], None] | None = None,
     guidance: float = 1.0,
+    init: np.ndarray | None = None,
+    strength: float = 1.0,
 ) -> np.ndarray:
     """Generate `n` images [n, C, H, W] in [-1, 1], at most `cells_per_call` rows per denoiser call, cut into cells
     as `geom` says (size, channels, grid, halo: edgediff.cells). Callers pass the geometry of what they run
-    (`manifest.geometry`, `config.geometry`), never its fields one by one: four callers once forgot the halo."""
+    (`manifest.geometry`, `config.geometry`), never its fields one by one: four callers once forgot the halo.
+
+    `init` [n, C, H, W] in [-1, 1] with `strength` < 1 starts from that image instead (SDEdit): it is noised to the
+    first timestep of the last `strength` share of the steps with x_T as the noise, so the seed still fixes the
+    run. This is how a cascade draws: a small model decides the layout, this one redraws it at its own size."""
     if cells_per_call < 1:
         raise ValueError(f"cells per call must be >= 1, got {cells_per_call}")
     guidance = check_guidance(guidance)
@@ -125,6 +131,9 @@ def sample_loop(
     acp = schedule.alphas_cumprod()
     ts = ddim_timesteps(steps, schedule.num_train_timesteps)
     x = initial_noise(n, channels, image_size, seed) if x_T is None else x_T.astype(np.float32, copy=True)
+    if init is not None:
+        ts = ts[start_index(steps, strength):]
+        x = add_noise(init.astype(np.float32, copy=False), x, np.full(n, ts[0]), acp)
     x_prev = np.empty_like(x)
     snippets = np.ascontiguousarray(snippets, dtype=np.float32)
     calls = work_items(n, grid, cells_per_chunk(cells_per_call, guidance))

@@ -63,6 +63,15 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEP
     return np.round(ts).astype(np.int64)
 
 
+def start_index(num_steps: int, strength: float) -> int:
+    """Where an image-to-image run (SDEdit) enters the `num_steps` DDIM timesteps: it runs the last
+    round(num_steps × strength) of them (at least one), so `strength` 1 is plain sampling from noise and 0.5 keeps
+    the coarse layout of the start image while redrawing its detail. diffusers' img2img counts steps the same way."""
+    if not 0.0 < strength <= 1.0 or not np.isfinite(strength):
+        raise ValueError(f"strength {strength} must be in (0, 1]")
+    return num_steps - max(1, int(round(num_steps * strength)))
+
+
 def add_noise(x0: np.ndarray, noise: np.ndarray, t: np.ndarray, alphas_cumprod: np.ndarray) -> np.ndarray:
     """x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε, broadcasting t over the batch dimension."""
     a = alphas_cumprod[np.asarray(t)].reshape(-1, *([1] * (x0.ndim - 1)))

@@ -37,10 +37,12 @@ def sample_torch(
     device: torch.device | str = "cpu",
     guidance: float = 1.0,
     on_step=None,
+    init: np.ndarray | None = None,
+    strength: float = 1.0,
 ) -> np.ndarray:
     """Images [n, C, H, W] in [-1, 1]; `snippets` None means the null (all-zero) condition; `guidance` w != 1
     applies memory-bank guidance (edgediff.sampling.guided), meaningless without snippets. `on_step(k)` is called
-    after DDIM step k (progress)."""
+    after DDIM step k (progress); `init` with `strength` < 1 redraws given images (sample_loop, SDEdit)."""
     if snippets is None:
         snippets = np.zeros((n, config.snippet_dim), dtype=np.float32)
     return sample_loop(
@@ -54,4 +56,6 @@ def sample_torch(
         guidance=guidance,
         on_step=on_step,
         schedule=config.schedule,
+        init=init,
+        strength=strength,
     )

@@ -11,6 +11,9 @@
   depend on any spatial input), the candidates to keep in fp32.
 - `weight_only_int8`: every Conv/Gemm weight stored as int8 per output channel + a DequantizeLinear: a smaller
   file and smaller resident weights, activations stay fp32.
+- `fp16_storage`: every large float initializer stored as fp16 + a Cast back to fp32: half the file, and the same
+  fp32 graph once onnxruntime's constant folding (every session mode's optimisation level) has cast the weights
+  at load. What a shipped bundle uses to fit the package's size limit without touching how it computes.
 """
 
 from __future__ import annotations
@@ -166,10 +169,33 @@ def weight_only_int8(model: onnx.ModelProto, min_size: int = 256) -> onnx.ModelP
                                          [f"{name}__dq"], name=f"{name}__dequant", axis=axis))
         node.input[1] = f"{name}__dq"
         drop.add(name)
-    kept = [i for i in g.initializer if i.name not in drop]
+    _rebuild(g, [i for i in g.initializer if i.name not in drop], dq_nodes)
+    return model
+
+
+def _rebuild(g, initializers: list, first_nodes: list) -> None:
+    """Give graph `g` these initializers and put `first_nodes` (weight decoders: they read initializers only)
+    before its own nodes, keeping the node list topologically sorted."""
     del g.initializer[:]
-    g.initializer.extend(kept)
-    nodes = dq_nodes + list(g.node)
+    g.initializer.extend(initializers)
+    nodes = first_nodes + list(g.node)
     del g.node[:]
     g.node.extend(nodes)
+
+
+def fp16_storage(model: onnx.ModelProto, min_size: int = 256) -> onnx.ModelProto:
+    """Every float32 initializer of ≥ `min_size` values stored as float16, read through a Cast to float32 (one
+    node each, first in the graph); small ones (biases, norms) stay float32, where halving saves nothing."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    casts, kept = [], []
+    for init in g.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_size:
+            kept.append(init)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{init.name}__fp16")
+        kept.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], name=f"{init.name}__cast",
+                                      to=onnx.TensorProto.FLOAT))
+    _rebuild(g, kept, casts)
     return model

@@ -42,6 +42,7 @@ class ExportOptions:
     int8_images: int = INT8_IMAGES
     lut_bytes: int = DEFAULT_LUT_BYTES
     ort_format: bool = False
+    fp16_weights: bool = False  # store the fp32 denoiser's weights as fp16 (half the file, same fp32 compute)
     guidance: float | None = None
     profile: bool = True
     profile_modes: tuple[str, ...] | None = None
@@ -50,3 +51,33 @@ class ExportOptions:
     parity_timesteps: tuple[int, ...] = PARITY_TIMESTEPS
     seed: int = 0
     overwrite: bool = False  # replace a bundle already at --out (else refused before any work)
+    base: str | None = None  # a shipped model whose images this bundle redraws by default (a cascade); "none" drops it
+    strength: float | None = None  # the share of the steps that redraws them
+
+    def sampling(self, has_bank: bool, recorded: dict | None = None) -> dict:
+        """manifest.sampling from these options over what a bundle already records (a rebuilt bundle keeps its
+        own unless told otherwise). Refuses what the manifest's validator would, naming the export flags."""
+        from edgediff.errors import EdgediffError
+        from edgediff.sampling import resolve_guidance
+        from edgediff.shipped import SHIPPED
+
+        sampling = dict(recorded or {})
+        if self.guidance is not None:
+            sampling["guidance"] = resolve_guidance(self.guidance, has_bank=has_bank)
+        if self.base is not None and self.base.strip().lower() == "none":
+            sampling.pop("base", None)
+            return sampling
+        base = self.base or sampling.get("base", {}).get("model")
+        if base is None:
+            if self.strength is not None:
+                raise EdgediffError("--strength needs --base MODEL: the shipped model whose images this bundle redraws")
+            return sampling
+        if base not in SHIPPED:
+            raise EdgediffError(f"--base {base} is not a shipped model ({', '.join(SHIPPED)}): a bundle may name only "
+                                "those, never a path")
+        strength = self.strength if self.strength is not None else sampling.get("base", {}).get("strength")
+        if strength is None or not 0.0 < strength < 1.0:
+            raise EdgediffError("--base needs --strength above 0 and below 1 (e.g. 0.6: the share of the steps that "
+                                "redraws the base's images)")
+        sampling["base"] = {"model": base, "strength": float(strength)}
+        return sampling

@@ -19,9 +19,9 @@ from typing import Callable
 import edgediff
 from edgediff.bundle import file_entry, open_bundle, resolve, staging_dir, write_bundle
 from edgediff.errors import EdgediffError
-from edgediff.sampling import resolve_guidance
 from edgediff_export.bundle_writer import (FILES, ExportResult, build_int8, check_out, measure_profile_of,
-                                           parity_inputs, to_ort_format)
+                                           parity_inputs, to_fp16_weights,
+                                           to_ort_format)
 from edgediff_export.int8_quality import bundle_run_data
 from edgediff_export.options import ExportOptions
 
@@ -36,9 +36,7 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
         raise EdgediffError(f"{bundle_dir} holds no fp32 .onnx to rebuild from (it is already in ORT format); "
                             "export from the training run instead")
     check_out(out, bundle_dir, options.overwrite)
-    sampling = dict(m.sampling)
-    if options.guidance is not None:
-        sampling["guidance"] = resolve_guidance(options.guidance, has_bank=m.lut is not None)
+    sampling = options.sampling(has_bank=m.lut is not None, recorded=m.sampling)
     data, config = bundle_run_data(bundle_dir, data=m.training.get("data") or "emoji", seed=options.seed)
     stage = staging_dir(out)
     try:
@@ -53,6 +51,9 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
                                                        data, config, m.training.get("data") or "emoji", options,
                                                        guidance=sampling.get("guidance", 1.0), log=log))
             files["denoiser_int8"] = FILES["denoiser_int8"]
+        if options.fp16_weights:
+            quality = replace(quality, fp16_weights=to_fp16_weights(stage, files, parity_inputs(data, config, options),
+                                                                    log))
         if options.ort_format:
             quality = replace(quality, ort_format=to_ort_format(stage, files, parity_inputs(data, config, options),
                                                                 log))

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from edgediff.bundle import open_bundle
+from edgediff.bundle_info import bundle_info
 from edgediff.checkpoint import load_ema_model
 from edgediff.errors import EdgediffError
 from edgediff.lut import decode, mean_cosine
@@ -282,3 +283,48 @@ def test_a_bundle_without_its_run_is_rebuilt_with_int8_in_ort_format(bundle, tmp
     assert np.abs(got.astype(int) - want).max() <= 1
     with pytest.raises(EdgediffError, match="lut-bytes"):
         export_run(bundle, tmp_path / "x", ExportOptions(lut_bytes=16))
+
+
+def test_a_rebuilt_bundle_records_a_cascade_base_that_sample_then_uses(bundle, tmp_path):
+    """`edgediff export BUNDLE --base emoji-32 --strength 0.6`: manifest.sampling.base names the shipped model, the
+    rest of the bundle is carried over, and choose_start picks the base up by default."""
+    from edgediff.runtime.cascade import Stage, choose_start
+
+    out = tmp_path / "cascade"
+    export_run(bundle, out, ExportOptions(profile=False, base="emoji-32", strength=0.6))
+    m = open_bundle(out)
+    assert m.sampling["base"] == {"model": "emoji-32", "strength": 0.6}
+    assert m.files["denoiser_fp32"] == open_bundle(bundle).files["denoiser_fp32"]
+    assert choose_start(out).stage == Stage("emoji-32", 0.6)
+    assert "cascade       sample first draws with emoji-32" in bundle_info(out)
+    again = tmp_path / "plain"
+    export_run(out, again, ExportOptions(profile=False, base="none"))
+    assert "base" not in open_bundle(again).sampling
+
+
+@pytest.mark.parametrize("options, why", [(dict(base="../elsewhere", strength=0.5), "never a path"),
+                                          (dict(base="emoji-32"), "needs --strength"),
+                                          (dict(base="emoji-32", strength=1.0), "below 1"),
+                                          (dict(strength=0.5), "needs --base")])
+def test_bad_cascade_flags_are_refused_by_name(options, why):
+    with pytest.raises(EdgediffError, match=why):
+        ExportOptions(**options).sampling(has_bank=True)
+
+
+def test_fp16_weights_halve_the_file_and_keep_the_images(bundle, tmp_path):
+    """`edgediff export BUNDLE --fp16-weights`: the fp32 denoiser's large initializers stored as fp16 behind
+    Casts; the file shrinks, the graph still takes and gives float32, and the images stay those of fp32."""
+    from edgediff.runtime.sampler import sample_bundle
+
+    out = tmp_path / "half"
+    export_run(bundle, out, ExportOptions(profile=False, fp16_weights=True))
+    before, after = open_bundle(bundle), open_bundle(out)
+    rec = after.quality.fp16_weights
+    assert rec["bytes"] < 0.85 * rec["bytes_fp32"] and 0 < rec["max_abs_vs_fp32"] < 1e-2  # 0.53 on emoji-32
+    graph = onnx.load(str(out / after.files["denoiser_fp32"].path)).graph
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+    assert all(i.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16 for i in graph.input)
+    want = sample_bundle(bundle, n=2, steps=4, seed=1, precision="fp32").images
+    got = sample_bundle(out, n=2, steps=4, seed=1, precision="fp32").images
+    assert np.abs(got.astype(int) - want).max() <= 2
+    assert "fp32 weights stored as fp16" in bundle_info(out) and before.quality.fp16_weights is None

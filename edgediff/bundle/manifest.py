@@ -99,6 +99,7 @@ class Quality:
     lut_bytes_per_entry: int | None = None
     float_bank_bytes_per_entry: int | None = None
     ort_format: dict | None = None  # saved_at, max_abs_vs_onnx: the .ort files against their .onnx
+    fp16_weights: dict | None = None  # max_abs_vs_fp32, bytes: the fp32 denoiser's weights stored as fp16
     other: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

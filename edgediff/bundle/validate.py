@@ -108,7 +108,7 @@ def _profile(d: Any) -> MemoryProfile | None:
 
 def _sampling(d: dict) -> dict:
     """manifest.sampling: only known keys, each range-checked (it steers the sampler, so it is validated too)."""
-    unknown = set(d) - {"guidance"}
+    unknown = set(d) - {"guidance", "base"}
     if unknown:
         raise BundleError(f"manifest.sampling has unknown key {_label(sorted(unknown)[0])}; upgrade edgediff or "
                           "re-export the bundle")
@@ -118,7 +118,27 @@ def _sampling(d: dict) -> dict:
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or not 0 <= g <= 20:
             raise BundleError("manifest.sampling.guidance must be a number between 0 and 20; re-export the bundle")
         out["guidance"] = float(g)
+    if "base" in d:
+        out["base"] = _base(d["base"])
     return out
+
+
+def _base(b: Any) -> dict:
+    """manifest.sampling.base: the shipped model whose images this bundle redraws (a cascade) and from which share
+    of the steps. A name, never a path: no path in a manifest may leave its bundle."""
+    from edgediff.shipped import SHIPPED
+
+    if not isinstance(b, dict) or set(b) != {"model", "strength"}:
+        raise BundleError("manifest.sampling.base must be an object with exactly 'model' and 'strength'; re-export "
+                          "the bundle")
+    if b["model"] not in SHIPPED:
+        raise BundleError(f"manifest.sampling.base.model {_label(b['model'])} is not a shipped model name "
+                          f"({', '.join(SHIPPED)}); re-export the bundle")
+    s = b["strength"]
+    if not _finite(s) or not 0 < s < 1:
+        raise BundleError("manifest.sampling.base.strength must be a number above 0 and below 1; re-export the "
+                          "bundle")
+    return {"model": b["model"], "strength": float(s)}
 
 
 def _finite(v: Any) -> bool:
@@ -149,7 +169,7 @@ def _quality(raw: dict) -> Quality:
     q = raw.get("quality", {})
     w = "manifest.quality"
     named = {f.name for f in fields(Quality)} - {"other"}
-    for key in ("parity_fp32", "ort_format"):
+    for key in ("parity_fp32", "ort_format", "fp16_weights"):
         if key in q and not isinstance(q[key], dict):
             raise BundleError(f"{w}.{key} must be an object; re-export the bundle")
     if not _finite(q.get("parity_fp32", {}).get("max_abs", 0.0)):

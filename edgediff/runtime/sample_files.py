@@ -8,19 +8,21 @@ from pathlib import Path
 from typing import Callable
 
 from edgediff.errors import Interrupted
-from edgediff.runtime.sampler import BundleSampler, SampleRequest, SampleResult
+from edgediff.runtime.cascade import Start, start_sampler
+from edgediff.runtime.sampler import SampleRequest, SampleResult
 
 
 def sample_to_files(bundle_dir: str | Path | None, request: SampleRequest, out: Path | None,
                     out_dir: Path | None, log: Callable[[str], None] = print,
-                    verbose: bool = False) -> SampleResult:
-    """Refuse outputs that could not be written before any work, sample with a progress bar (BundleSampler, which
-    writes nothing), writing each image into `out_dir` as its pass finishes (Ctrl-C keeps those), then the grid.
-    An interrupt becomes `Interrupted` naming what was kept. Returns the SampleResult."""
+                    verbose: bool = False, start: Start = Start()) -> SampleResult:
+    """Refuse outputs that could not be written before any work, sample with a progress bar (BundleSampler, or
+    CascadeSampler when `start` names a base; both write nothing), writing each image into `out_dir` as its pass
+    finishes (Ctrl-C keeps those), then the grid. An interrupt becomes `Interrupted` naming what was kept. Returns
+    the SampleResult."""
     from edgediff import images as imgio
     from edgediff.progress import Progress
 
-    sampler = BundleSampler(bundle_dir, request, log=log, verbose=verbose)
+    _, run = start_sampler(bundle_dir, request, start, log=log, verbose=verbose)
     if out is not None:
         imgio.check_output_file(out, "--out")
     if out_dir is not None:
@@ -28,7 +30,7 @@ def sample_to_files(bundle_dir: str | Path | None, request: SampleRequest, out: 
     folder = imgio.FolderWriter(out_dir, request.seed, request.n) if out_dir is not None else None
     bar = Progress("sampling", request.n * request.steps)
     try:
-        result = sampler.run(on_step=bar.step_callback(), on_images=folder.write if folder else None)
+        result = run(on_step=bar.step_callback(), on_images=folder.write if folder else None)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted while sampling: {folder.kept() if folder else 'no image written'}") from None
     finally:

@@ -34,8 +34,9 @@ from edgediff.runtime import rss
 from edgediff.runtime.conditions import check_conditions, choose_snippets
 from edgediff.runtime.planner import BudgetError, Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
+from edgediff.runtime.start_images import check_start_images, pass_slice
 from edgediff.sampling import resolve_guidance, sample_loop
-from edgediff.schedule import Schedule
+from edgediff.schedule import Schedule, start_index
 
 MAX_N = 4096
 MMAP_THRESHOLD = 65536
@@ -103,6 +104,7 @@ class SampleRequest:
     keep_float: bool = False
     mode: str | None = None
     guidance: float | None = None  # None: the bundle's recommended scale (manifest.sampling), else 1
+    strength: float = 1.0  # < 1: redraw the images given to run(init=...) from this share of the steps (SDEdit)
     # Reset the kernel's peak (VmHWM) after loading, so that Phases.sampling_peak_mb is the sampling phase's own
     # peak. A measuring lever for benchmarks: it makes this process forget its earlier peak, so it is off by default.
     phase_peaks: bool = False
@@ -113,6 +115,14 @@ class SampleRequest:
             raise EdgediffError(f"--n {self.n} must be between 1 and {MAX_N}")
         if self.steps < 1:
             raise EdgediffError(f"--steps {self.steps} must be at least 1")
+        if not (0.0 < self.strength <= 1.0):  # also refuses NaN
+            raise EdgediffError(f"--strength {self.strength} must be above 0 and at most 1 (1 = draw from noise, "
+                                "0.5 = keep the start image's layout)")
+
+    @property
+    def steps_run(self) -> int:
+        """DDIM steps actually run: all of them from noise, the last `strength` share from a start image."""
+        return self.steps - start_index(self.steps, self.strength)
 
 
 @dataclass
@@ -199,16 +209,21 @@ class BundleSampler:
         return plan
 
     def run(self, on_step: Callable[[int, int], None] | None = None,
-            on_images: Callable[[int, np.ndarray], None] | None = None) -> SampleResult:
+            on_images: Callable[[int, np.ndarray], None] | None = None,
+            init: np.ndarray | None = None) -> SampleResult:
         """Sample every image as planned; `on_step(done, total)` after each DDIM step of each pass and
-        `on_images(start, images_u8)` as each pass finishes, so a caller can keep finished images (Ctrl-C)."""
+        `on_images(start, images_u8)` as each pass finishes, so a caller can keep finished images (Ctrl-C).
+        `init` (uint8 [n or 1, h, w, 3], any size: resized here) with the request's strength < 1 redraws those
+        images instead of drawing from noise: `sample --init`, and the second stage of a cascade."""
         plan, req = self.plan(), self.request
+        init = check_start_images(init, req.n, req.strength)
         bundle, manifest = self._opened.bundle, self._opened.manifest
         conds = choose_snippets(bundle, manifest, req.n, req.seed, req.snippet, req.interpolate)  # checksummed
-        self.log(f"sampling {req.n} image(s) × {req.steps} DDIM steps, seed {req.seed}")
+        start = "" if init is None else f" from start images at strength {req.strength:g}"
+        self.log(f"sampling {req.n} image(s) × {req.steps_run} DDIM steps{start}, seed {req.seed}")
         phases = Phases()
         eps_fn = _open_denoiser(bundle, manifest, plan, phases, reset_peak=req.phase_peaks)
-        images, floats = _sample_passes(req, self._opened, plan, eps_fn, conds, on_step, phases, on_images)
+        images, floats = _sample_passes(req, self._opened, plan, eps_fn, conds, on_step, phases, on_images, init)
         peak = max(phases.load_peak_mb, rss.peak_mb())  # the load's peak too, should the reset have forgotten it
         return SampleResult(images=images, plan=plan, peak_mb=round(peak, 1), phases=phases, floats=floats)
 
@@ -328,11 +343,12 @@ def _step_timer(phases: Phases, pass_index: int, steps: int, passes: int,
 
 def _sample_passes(req: SampleRequest, opened: _Opened, plan: Plan, eps_fn, conds: np.ndarray,
                    on_step: Callable[[int, int], None] | None, phases: Phases,
-                   on_images: Callable[[int, np.ndarray], None] | None = None
+                   on_images: Callable[[int, np.ndarray], None] | None = None, init: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray | None]:
     """All images, `plan.images_per_pass` at a time, as uint8 [n, H, W, C] (and float [n, C, H, W] with
     keep_float), each pass handed to `on_images(start, images)` when done. Each pass draws its slice of one seeded
-    noise stream, so passes do not change the images."""
+    noise stream, so passes do not change the images; a pass's start images (if any) are resized and converted to
+    floats only for that pass."""
     n, steps, seed, manifest = req.n, req.steps, req.seed, opened.manifest
     c, h = manifest.channels, manifest.image_size
     t0 = time.perf_counter()
@@ -344,9 +360,12 @@ def _sample_passes(req: SampleRequest, opened: _Opened, plan: Plan, eps_fn, cond
     for k, start in enumerate(range(0, n, g)):
         stop = min(n, start + g)
         x_T = rng.standard_normal((stop - start, c, h, h), dtype=np.float32)
+        x0 = None if init is None else imgio.to_float(imgio.resize(pass_slice(init, start, stop), h))
         x = sample_loop(eps_fn, geom=manifest.geometry, n=stop - start, steps=steps, seed=seed,
                         snippets=conds[start:stop], cells_per_call=plan.cells_per_call, schedule=opened.schedule,
-                        x_T=x_T, on_step=_step_timer(phases, k, steps, passes, on_step), guidance=opened.guidance)
+                        x_T=x_T, on_step=_step_timer(phases, k, req.steps_run, passes, on_step),
+                        guidance=opened.guidance, init=x0, strength=req.strength)
+        del x0
         phases.sampling_peak_mb = rss.peak_mb()
         del x_T
         for i in range(stop - start):  # one image at a time keeps the float temporaries small

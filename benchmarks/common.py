@@ -71,8 +71,21 @@ def write_json(name: str, body: dict) -> Path:
     return atomic_write_bytes(RESULTS / name, json.dumps(body, indent=1).encode())
 
 
+def compact_png(path: Path) -> Path:
+    """Re-code a PNG with a 256-colour palette, atomically: plots and sheets of samples are 3-4× smaller that way,
+    and git holds every results figure together with the shipped bundles under 20 MB."""
+    from PIL import Image
+
+    path = Path(path)
+    tmp = path.with_suffix(".tmp.png")
+    with Image.open(path) as im:
+        im.convert("RGB").quantize(colors=256).save(tmp, optimize=True)
+    tmp.replace(path)
+    return path
+
+
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure atomically (temp file + rename) and close it."""
+    """Save a matplotlib figure atomically (temp file + rename), palette-coded (compact_png), and close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
@@ -80,19 +93,14 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     tmp.replace(path)
-    return path
+    return compact_png(path)
 
 
-def save_palette_figure(fig, path: Path, dpi: int = 110) -> Path:
-    """`save_figure`, then the PNG re-coded with a 256-colour palette: sheets of samples are ~4× smaller that way,
-    and git holds every results figure together with the shipped bundles under 20 MB."""
-    from PIL import Image
+def save_sheet(images_u8, path: Path, scale: int = 1) -> Path:
+    """A sheet of sample images (make_grid), enlarged `scale`×, palette-coded like every results figure."""
+    from edgediff.images import make_grid, save_png
 
-    save_figure(fig, path, dpi)
-    tmp = Path(path).with_suffix(".tmp.png")
-    Image.open(path).convert("RGB").quantize(colors=256).save(tmp, optimize=True)
-    tmp.replace(path)
-    return Path(path)
+    return compact_png(save_png(make_grid(images_u8), path, scale=scale))
 
 
 def emit(result: dict) -> None:

@@ -69,7 +69,7 @@ def plot_sheets(sheets: dict[str, Path], rows: dict[str, dict], title: str, path
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from benchmarks.common import save_palette_figure
+    from benchmarks.common import save_figure
 
     fig, axes = plt.subplots(1, len(sheets), figsize=(6 * len(sheets), 6.4))
     for ax, (name, sheet) in zip(axes, sheets.items()):
@@ -78,7 +78,7 @@ def plot_sheets(sheets: dict[str, Path], rows: dict[str, dict], title: str, path
         ax.set_title(f"{name}: step {t['step']}\nFD-indep {q['fd_independent']:.1f}, seams {q['seam_border']:.2f}")
         ax.axis("off")
     fig.suptitle(title)
-    save_palette_figure(fig, path)
+    save_figure(fig, path)
 
 
 def lever_pair(control: Path, lever: Path, lever_name: str, start_step: int, n: int, workdir: Path,

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, save_figure, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, save_figure, save_sheet, write_json
 from benchmarks.default_sample import run as sample_cli
 
 SEED = 0
@@ -142,7 +142,6 @@ def describe(bundle: Path, n: int, cell: int, tmp: Path) -> tuple[dict, object]:
 
 def main(argv: list[str] | None = None) -> int:
     from edgediff.bundle import read_manifest
-    from edgediff.images import make_grid, save_png
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patch", type=Path, help="the cell model's bundle (default: the shipped emoji-128)")
@@ -165,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {"n": a.n, "ddim_steps": STEPS, "seed": SEED, "seam_lines_px": cell},
             **summarize(patch, full), "patch": patch, "full": full, "ladder": ladder}
     write_json(f"{a.name}.json", body)
-    save_png(make_grid(images[:16]), RESULTS / "emoji128_samples.png", scale=2)
+    save_sheet(images[:16], RESULTS / "emoji128_samples.png", scale=2)
     plot(body, RESULTS / f"{a.name}.png")
     print(json.dumps({k: v for k, v in body.items() if k.endswith("_full") or k.endswith("_image")}))
     return 0

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, save_figure, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, save_figure, save_sheet, write_json
 
 FULL = dict(steps=1000, dim=32, mults="1,2,2", batch_size=32, lr=5e-4, ema_decay=0.995, n_samples=256,
             sampler_steps=20, cases=[(32, [(1, 0), (2, 0), (2, 2), (2, 4)]), (64, [(4, 0), (4, 4)])])
@@ -99,9 +99,7 @@ def peak_512(halo: int) -> float | None:
 
 def sheet(images: np.ndarray, path: Path) -> None:
     """An 8-wide sample sheet, upscaled 4× (nearest) so cell borders are visible to the eye."""
-    from edgediff.images import make_grid, save_png
-
-    save_png(make_grid(images[:32]), path, scale=4)
+    save_sheet(images[:32], path, scale=4)
 
 
 def plot(body: dict, path: Path) -> None:

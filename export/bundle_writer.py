@@ -236,7 +236,9 @@ def export_from_run(run_dir: str | Path, out: str | Path, options: ExportOptions
     return ExportResult(out=out, manifest=manifest, messages=[f"bundle written to {out}"])
 
 
-FP16_MAX_ABS = 1e-2  # |Δε| on real inputs above which fp16 storage is refused (seen: 1.2e-3 on the default model)
+FP16_MAX_ABS = 0.05  # |Δε| on real inputs above which fp16 storage is refused: a sanity bound that catches a broken
+#                     conversion (O(1) errors); seen 1.2e-3 (emoji-32, random inputs) and 8.7e-3 (emoji-128), whose
+#                     images stay 49-55 dB PSNR from fp32's (docs/export.md)
 
 
 def to_fp16_weights(stage: Path, files: dict[str, str], check_inputs: dict[str, np.ndarray],

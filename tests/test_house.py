@@ -1,6 +1,7 @@
 """House rules a reader relies on, checked on the source: no module of the package (edgediff/, export/) over 400
-lines, and no import cycle between its modules, counting the imports inside functions too (a cycle hidden in a
-function-level import is still two modules that cannot be read, or changed, one without the other)."""
+lines, no import cycle between its modules, counting the imports inside functions too (a cycle hidden in a
+function-level import is still two modules that cannot be read, or changed, one without the other), and what git
+holds (source, tests, docs, results, the shipped bundles) under 20 MB together."""
 
 from __future__ import annotations
 
@@ -83,3 +84,20 @@ def test_no_import_cycle_between_modules():
 def test_the_cycle_check_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+GIT_LIMIT_BYTES = 20_000_000
+
+
+def test_what_git_holds_stays_under_20_mb():
+    """Every tracked file's size, summed: the shipped bundles are most of it (emoji-32 11.9 MB, emoji-128 ~4 MB)."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    total = sum((ROOT / n.decode()).stat().st_size for n in names if n and (ROOT / n.decode()).is_file())
+    assert total <= GIT_LIMIT_BYTES, f"git holds {total / 1e6:.1f} MB; the limit is {GIT_LIMIT_BYTES / 1e6:.0f} MB"

@@ -1,7 +1,9 @@
 """The scale ladder: a trained 128 px cell model beside a full-image model of the same widths, data and wall time.
 
 What each row measures, all in this run:
-- quality: N images from each bundle through the device runtime (25 DDIM steps, each bundle's own guidance),
+- quality: N images from each bundle through the device runtime as `edgediff sample BUNDLE` draws them (25 DDIM
+  steps, each bundle's own guidance and recorded cascade: both bundles of the ladder redraw emoji-32's images at the
+  same strength, so the two 128 px networks are compared on the same task),
   scored by `edgediff.metrics.evaluate`: FD/KID in Lite0 space and in the independent network's; seam ratios at the
   cell model's border lines and mid-cell lines for both models and for the real images (the controls);
 - memory and speed: peak RSS and wall time of `edgediff sample` in a fresh process at n = 1 and n = 16;
@@ -136,7 +138,8 @@ def describe(bundle: Path, n: int, cell: int, tmp: Path) -> tuple[dict, object]:
     m = read_manifest(bundle)
     q, images = quality(bundle, n, cell)
     return {"bundle": str(bundle), "image_size": m.image_size, "grid": m.grid, "halo": m.halo, "params": m.params,
-            "guidance": m.sampling.get("guidance", 1.0), "training": training_cost(bundle), "quality": q,
+            "guidance": m.sampling.get("guidance", 1.0), "cascade": m.sampling.get("base"),
+            "training": training_cost(bundle), "quality": q,
             "memory": memory_speed(bundle, tmp)}, images
 
 

@@ -169,3 +169,13 @@ def test_layout_snr_shift_4_puts_128_px_cells_where_the_32_px_default_is():
     assert plain["share_of_timesteps_legible"] > small["share_of_timesteps_legible"] + 0.1
     assert {k: v for k, v in shifted.items() if k not in ("pool", "shift")} == \
         {k: v for k, v in small.items() if k not in ("pool", "shift")}
+
+
+def test_cascade_picks_the_strength_with_the_lowest_fd_independent_and_compares_it_with_both_controls():
+    from benchmarks.cascade import summarize
+
+    table = [{"row": "upscaled base", "fd_independent": 200.0}, {"row": "strength 0.3", "strength": 0.3,
+             "fd_independent": 170.0}, {"row": "strength 0.5", "strength": 0.5, "fd_independent": 180.0},
+             {"row": "from noise", "fd_independent": 340.0}]
+    assert summarize(table) == {"best_strength": 0.3, "best_vs_upscaled_base": 0.85, "best_vs_from_noise": 0.5}
+    assert summarize(table[:3])["best_vs_from_noise"] is None

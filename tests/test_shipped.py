@@ -28,3 +28,35 @@ def test_a_shipped_name_this_install_lacks_is_one_line_naming_the_ones_it_has(mo
         shipped_bundle("emoji-999")
     msg = str(err.value)
     assert "\n" not in msg and "shipped: " in msg and all(name in msg for name in installed())
+
+
+def test_emoji_128_ships_as_a_cascade_from_emoji_32_with_fp16_weights():
+    """The 128 px model: installed, checksummed, recording emoji-32 as its base (it keeps a layout it is given but
+    does not invent one: docs/scale.md) and its fp32 weights stored as fp16 (the package's 20 MB)."""
+    from edgediff.bundle import open_bundle
+    from edgediff.runtime.cascade import Stage, choose_start
+
+    assert "emoji-128" in installed()
+    m = open_bundle(shipped_bundle("emoji-128"))
+    assert (m.image_size, m.grid, m.halo) == (128, 8, 4) and m.lut is not None
+    assert m.sampling["base"]["model"] == "emoji-32" and 0 < m.sampling["base"]["strength"] < 1
+    assert m.quality.fp16_weights["max_abs_vs_fp32"] < 0.05 and m.memory_profile is not None
+    assert choose_start("emoji-128").stage == Stage("emoji-32", m.sampling["base"]["strength"])
+    assert "emoji-128" in listing()
+
+
+def test_emoji_128_samples_whole_128_px_images_through_its_cascade():
+    """One image, 10 steps: both stages run, the images are 128 px, redrawn (not the upscaled base) and far closer
+    to the base's layout than what emoji-128 draws alone from noise."""
+    import numpy as np
+
+    from edgediff.images import resize
+    from edgediff.runtime.cascade import sample_as_recorded
+    from edgediff.runtime.sampler import sample_bundle
+
+    cascade = sample_as_recorded("emoji-128", n=1, steps=10, seed=0).images
+    alone = sample_bundle("emoji-128", n=1, steps=10, seed=0).images
+    base = resize(sample_bundle("emoji-32", n=1, steps=10, seed=0).images, 128)
+    assert cascade.shape == (1, 128, 128, 3)
+    dist = lambda a: np.abs(a.astype(int) - base.astype(int)).mean()  # noqa: E731
+    assert 0.2 < dist(cascade) < 0.5 * dist(alone)

@@ -93,8 +93,27 @@ def test_a_budget_the_cascade_cannot_meet_names_the_larger_stages_floor(bundles)
     floors = [BundleSampler(b, SampleRequest(n=2, steps=4)).plan().floor_mb for b in (small, large)]
     with pytest.raises(BudgetError) as e:
         CascadeSampler(large, SampleRequest(n=2, steps=4, memory_budget=1024 * 1024), Stage(small, 0.5)).plan()
-    assert one_line(str(e.value)) and "cascade" in str(e.value)
-    assert e.value.floor_mb >= max(floors) - 1.0
+    assert one_line(str(e.value)) and "this cascade" in str(e.value)
+    assert e.value.floor_mb >= max(floors) and f"--memory-budget {e.value.floor_mb:.0f}MiB or more" in str(e.value)
+
+
+def test_a_cascade_refused_by_its_second_stage_prints_nothing_first(bundles, tmp_path):
+    """The base's plan fits a budget the second stage does not (its denoiser made 20 MiB heavier in the profile):
+    the refusal names the second stage's need and comes before any plan line."""
+    import shutil
+
+    small, large = bundles
+    heavy = shutil.copytree(large, tmp_path / "heavy")
+    raw = load_manifest_dict(heavy)
+    for variant in raw["memory_profile"]["variants"].values():
+        variant["resident_mb"] += 20.0
+    write_manifest_dict(heavy, raw)
+    base_floor = BundleSampler(small, SampleRequest(n=2, steps=4)).plan().floor_mb
+    lines = []
+    with pytest.raises(BudgetError) as e:
+        CascadeSampler(heavy, SampleRequest(n=2, steps=4, memory_budget=int((base_floor + 5) * 1024 * 1024)),
+                       Stage(small, 0.5), log=lines.append).plan()
+    assert lines == [] and e.value.floor_mb > base_floor + 15
 
 
 def test_a_recorded_base_is_used_by_default_and_strength_overrides_it(bundles, tmp_path):

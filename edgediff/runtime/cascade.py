@@ -14,6 +14,7 @@ and snippet choice, so with banks built from the same data (as the shipped ones 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -23,7 +24,8 @@ import numpy as np
 from edgediff.bundle import read_manifest, resolve_bundle
 from edgediff.errors import EdgediffError
 from edgediff.images import read_image
-from edgediff.runtime.planner import BudgetError, Plan
+from edgediff.runtime.planner import RERUN_SLACK_MB, BudgetError, Plan
+from edgediff.runtime.rss import MIB
 from edgediff.runtime.sampler import BundleSampler, SampleRequest, SampleResult
 
 NO_BASE = "none"
@@ -92,18 +94,27 @@ class CascadeSampler:
     def plan(self) -> Plan:
         """Plan both stages before any model is read; a budget either cannot meet names the larger floor."""
         if self.plans is None:
-            plans, refusals = [], []
-            for name, sampler in ((f"the base {self.stage.base}", self.base), ("this bundle", self.final)):
+            plans, needs, refused, held = [], [], False, []
+            for sampler in (self.base, self.final):
+                log, sampler.log = sampler.log, lambda line, log=sampler.log: held.append((log, line))
                 try:
-                    plans.append(sampler.plan())
+                    plan = sampler.plan()
+                    plans.append(plan)
+                    needs.append(math.ceil(plan.floor_mb + RERUN_SLACK_MB))
                 except BudgetError as e:
-                    refusals.append((name, e))
-            if refusals:
-                name, first = refusals[0]
-                floor = max([e.floor_mb for _, e in refusals] + [p.floor_mb for p in plans])
-                more = "" if floor <= first.floor_mb else \
-                    f"; the cascade's other stage needs more: pass --memory-budget {floor:.0f}MiB or more"
-                raise BudgetError(f"cascade stage {name}: {first}{more}", floor)
+                    refused = True
+                    needs.append(e.floor_mb)
+                finally:
+                    sampler.log = log
+            if refused:
+                req = self.final.request
+                raise BudgetError(
+                    f"--memory-budget {req.memory_budget / MIB:.1f} MiB is too small for this cascade and --n "
+                    f"{req.n}: the base {self.stage.base} needs {needs[0]:.0f} MiB and this bundle {needs[1]:.0f} "
+                    f"MiB (each stage's leanest plan; they run one after the other); pass --memory-budget "
+                    f"{max(needs):.0f}MiB or more", float(max(needs)))
+            for log, line in held:  # nothing is printed before both stages have a plan
+                log(line)
             self.plans = (plans[0], plans[1])
         return self.plans[1]
 

@@ -60,6 +60,8 @@ CASES: list[tuple[str, str, str]] = [
     ("sample", "--guidance", "-1"), ("sample", "--guidance", "nan"), ("sample", "--guidance", "25"),
     ("export", "--guidance", "-2"), ("export", "--guidance", "3"), ("eval", "--guidance", "50"),  # 3, 2: no bank
     ("eval", "--guidance", "2"),
+    ("sample", "--strength", "0"), ("sample", "--strength", "nan"), ("sample", "--strength", "1.5"),
+    ("export", "--strength", "0.5"), ("export", "--strength", "nan"),  # both without --base
     ("eval", "--n", "0"), ("eval", "--steps", "0"), ("eval", "--seed", "-1"), ("eval", "--snippet", "-1"),
     ("audit", "--n", "0"), ("audit", "--steps", "0"), ("audit", "--seed", "-1"), ("audit", "--sigma", "-1"),
     ("audit", "--sigma", "nan"), ("audit", "--worst", "-1"),

@@ -98,17 +98,21 @@ def test_a_budget_the_cascade_cannot_meet_names_the_larger_stages_floor(bundles)
 
 
 def test_a_cascade_refused_by_its_second_stage_prints_nothing_first(bundles, tmp_path):
-    """The base's plan fits a budget the second stage does not (its denoiser made 20 MiB heavier in the profile):
+    """The base's plan fits a budget the second stage does not (its denoiser made heavier in the profile):
     the refusal names the second stage's need and comes before any plan line."""
     import shutil
 
+    from edgediff.runtime import rss
+
     small, large = bundles
+    base_floor = BundleSampler(small, SampleRequest(n=2, steps=4)).plan().floor_mb
+    # a plan's estimate is never below this process's peak so far (other tests may have raised it far above the
+    # tiny bundles' needs), so the heavy stage is made heavier than that peak too
     heavy = shutil.copytree(large, tmp_path / "heavy")
     raw = load_manifest_dict(heavy)
     for variant in raw["memory_profile"]["variants"].values():
-        variant["resident_mb"] += 20.0
+        variant["resident_mb"] += 20.0 + rss.peak_mb()
     write_manifest_dict(heavy, raw)
-    base_floor = BundleSampler(small, SampleRequest(n=2, steps=4)).plan().floor_mb
     lines = []
     with pytest.raises(BudgetError) as e:
         CascadeSampler(heavy, SampleRequest(n=2, steps=4, memory_budget=int((base_floor + 5) * 1024 * 1024)),

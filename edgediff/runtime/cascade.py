@@ -141,7 +141,6 @@ def _shifted(on_step: Callable[[int, int], None] | None, offset: int, span: int,
     return lambda done, stage_total: on_step(offset + round(done * span / max(1, stage_total)), total)
 
 
-
 def start_sampler(bundle_dir: str | Path | None, request: SampleRequest, start: Start = Start(), *,
                   log: Callable[[str], None] = lambda s: None, verbose: bool = False):
     """(sampler, run): the sampler a start needs (a cascade for a base, else one bundle) and its `run(on_step,

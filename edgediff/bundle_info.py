@@ -84,12 +84,15 @@ def _bank_lines(m: Manifest) -> list[str]:
 
 
 def _cascade_lines(m: Manifest) -> list[str]:
-    """The recorded base stage, if any: `sample` draws with it first unless told --base none."""
-    base = m.sampling.get("base")
-    if base is None:
-        return []
-    return [f"cascade       sample first draws with {base['model']}, then this bundle redraws those images from "
-            f"{base['strength']:.0%} of the steps (--base none: draw from noise)"]
+    """The recorded base stage and cell shift, if any: `sample` uses them unless told --base none / --cell-shift 0."""
+    lines, base, shift = [], m.sampling.get("base"), m.sampling.get("cell_shift", 0)
+    if base is not None:
+        lines.append(f"cascade       sample first draws with {base['model']}, then this bundle redraws those images "
+                     f"from {base['strength']:.0%} of the steps (--base none: draw from noise)")
+    if shift:
+        lines.append(f"cell shift    the grid moves up to {shift} px each way at every step (--cell-shift 0: a fixed "
+                     "grid)")
+    return lines
 
 
 def _quality_lines(q: Quality) -> list[str]:

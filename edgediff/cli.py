@@ -154,6 +154,7 @@ def export(
     fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store the fp32 denoiser's weights as fp16: half the file, the same fp32 computation (checked on real inputs; what the shipped emoji-128 uses)."),
     base: Optional[str] = typer.Option(None, "--base", help="Record a cascade: 'sample' first draws with this shipped model (e.g. emoji-32) and this bundle redraws its images ('none' removes a recorded one); needs --strength."),
     strength: Optional[float] = typer.Option(None, "--strength", help="With --base: the share of the steps that redraws the base's images (0 < S < 1)."),
+    cell_shift: Optional[int] = typer.Option(None, "--cell-shift", help="Record shifted cells as the bundle's sampling default: the grid moves by a random offset of up to this many pixels each way at every step (at most half a cell; 0 removes a recorded one)."),
 ) -> None:
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
     _require_training_extras("export")
@@ -161,7 +162,7 @@ def export(
 
     options = ExportOptions(int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
                             int8_recipe=int8_recipe, ort_format=ort, int8_images=int8_images, overwrite=overwrite,
-                            base=base, strength=strength, fp16_weights=fp16_weights)
+                            base=base, strength=strength, fp16_weights=fp16_weights, cell_shift=cell_shift)
     with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
         result = export_run(run_dir, out, options, log=typer.echo)
     typer.echo(result.summary(run_dir))
@@ -186,6 +187,7 @@ def sample(
     init: Optional[Path] = typer.Option(None, "--init", help="Redraw this picture (PNG, JPEG, WebP; fitted to the bundle's size) instead of drawing from noise; needs --strength."),
     base: Optional[str] = typer.Option(None, "--base", help="Cascade: draw the start images with this shipped model or bundle, then redraw them at this bundle's size ('none': draw from noise) [default: the bundle's recommendation, e.g. emoji-32 for emoji-128]."),
     strength: Optional[float] = typer.Option(None, "--strength", help="With --init or a base: the share of the steps that redraws the start images (0.5 keeps their layout, 1 ignores them) [default: the bundle's recommendation]."),
+    cell_shift: Optional[int] = typer.Option(None, "--cell-shift", help="Move the cell grid by a seeded random offset of up to this many pixels each way at every step, so no border stays put (0 = a fixed grid, at most half a cell) [default: the bundle's recommendation, else 0]."),
 ) -> None:
     """Sample images on device (numpy + onnxruntime only), planned to stay under --memory-budget."""
     import time
@@ -203,7 +205,7 @@ def sample(
         typer.echo(f"seed {seed_value} (--seed random; pass --seed {seed_value} to repeat these images)")
     request = SampleRequest(n=n, steps=steps, seed=seed_value, memory_budget=budget, snippet=snippet,
                             interpolate=interpolate, precision=precision, threads=threads,
-                            cells_per_call=cells_per_call, guidance=guidance)
+                            cells_per_call=cells_per_call, guidance=guidance, cell_shift=cell_shift)
     start = choose_start(bundle_dir, init, base, strength)
     result = sample_to_files(bundle_dir, request, out, out_dir, log=typer.echo, verbose=verbose, start=start)
     peak = max(result.peak_mb, rss.peak_mb())  # writing the files is part of the run the budget is about

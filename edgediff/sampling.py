@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgediff.cell_shift import cell_offsets, check_cell_shift, roll_into
 from edgediff.cells import CellGeometry, cell_inputs, cell_slice, pool_global
 from edgediff.schedule import Schedule, add_noise, ddim_step, ddim_timesteps, start_index
 
@@ -113,6 +114,7 @@ def sample_loop(
     guidance: float = 1.0,
     init: np.ndarray | None = None,
     strength: float = 1.0,
+    cell_shift: int = 0,
 ) -> np.ndarray:
     """Generate `n` images [n, C, H, W] in [-1, 1], at most `cells_per_call` rows per denoiser call, cut into cells
     as `geom` says (size, channels, grid, halo: edgediff.cells). Callers pass the geometry of what they run
@@ -120,10 +122,15 @@ def sample_loop(
 
     `init` [n, C, H, W] in [-1, 1] with `strength` < 1 starts from that image instead (SDEdit): it is noised to the
     first timestep of the last `strength` share of the steps with x_T as the noise, so the seed still fixes the
-    run. This is how a cascade draws: a small model decides the layout, this one redraws it at its own size."""
+    run. This is how a cascade draws: a small model decides the layout, this one redraws it at its own size.
+
+    `cell_shift` > 0 moves the grid by a seeded random offset of up to that many pixels each way at every step
+    (edgediff.cell_shift): the image is held rolled to the step's offset, so the cells' borders fall elsewhere
+    each step, and rolled back at the end."""
     if cells_per_call < 1:
         raise ValueError(f"cells per call must be >= 1, got {cells_per_call}")
     guidance = check_guidance(guidance)
+    cell_shift = check_cell_shift(cell_shift, geom.patch)
     if guidance != 1.0:
         eps_fn = guided(eps_fn, guidance, cells_per_call)
     p = geom.patch
@@ -137,8 +144,13 @@ def sample_loop(
     x_prev = np.empty_like(x)
     snippets = np.ascontiguousarray(snippets, dtype=np.float32)
     calls = work_items(n, grid, cells_per_chunk(cells_per_call, guidance))
+    offsets, frame = cell_offsets(len(ts), cell_shift, seed), (0, 0)  # frame: the offset x is held rolled by
     for k, t in enumerate(ts):
         t_prev = int(ts[k + 1]) if k + 1 < len(ts) else -1
+        dy, dx = (int(v) for v in offsets[k])
+        if (dy, dx) != frame:
+            x, x_prev = roll_into(x_prev, x, dy - frame[0], dx - frame[1]), x
+            frame = (dy, dx)
         pooled = pool_global(x, grid)  # once per step: a call holds its own rows only
         for call in calls:
             imgs = np.fromiter((i for i, _ in call), dtype=np.int64, count=len(call))
@@ -150,4 +162,4 @@ def sample_loop(
         x, x_prev = x_prev, x
         if on_step is not None:
             on_step(k)
-    return x
+    return x if frame == (0, 0) else roll_into(x_prev, x, -frame[0], -frame[1])

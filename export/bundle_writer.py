@@ -219,7 +219,7 @@ def export_from_run(run_dir: str | Path, out: str | Path, options: ExportOptions
     model, config, meta = load_ema_model(run_dir)
     data = load_run_data(run_dir, meta, config, seed=options.seed)
     bank = load_run_bank(run_dir, meta)
-    sampling = options.sampling(has_bank=bank is not None)
+    sampling = options.sampling(has_bank=bank is not None, patch=config.geometry.patch)
     stage = staging_dir(out)
     try:
         manifest = _stage_run(stage, run_dir, model, config, meta, data, bank, options, sampling, log)

@@ -53,10 +53,13 @@ class ExportOptions:
     overwrite: bool = False  # replace a bundle already at --out (else refused before any work)
     base: str | None = None  # a shipped model whose images this bundle redraws by default (a cascade); "none" drops it
     strength: float | None = None  # the share of the steps that redraws them
+    cell_shift: int | None = None  # pixels the grid moves each way per step when sampling (edgediff.cell_shift)
 
-    def sampling(self, has_bank: bool, recorded: dict | None = None) -> dict:
+    def sampling(self, has_bank: bool, patch: int, recorded: dict | None = None) -> dict:
         """manifest.sampling from these options over what a bundle already records (a rebuilt bundle keeps its
-        own unless told otherwise). Refuses what the manifest's validator would, naming the export flags."""
+        own unless told otherwise); `patch` is the cell side. Refuses what the manifest's validator would, naming
+        the export flags."""
+        from edgediff.cell_shift import resolve_cell_shift
         from edgediff.errors import EdgediffError
         from edgediff.sampling import resolve_guidance
         from edgediff.shipped import SHIPPED
@@ -64,6 +67,10 @@ class ExportOptions:
         sampling = dict(recorded or {})
         if self.guidance is not None:
             sampling["guidance"] = resolve_guidance(self.guidance, has_bank=has_bank)
+        if self.cell_shift is not None:
+            sampling["cell_shift"] = resolve_cell_shift(self.cell_shift, 0, patch)
+            if not sampling["cell_shift"]:
+                sampling.pop("cell_shift")  # 0 is what no record means: keep manifests of fixed grids as they were
         if self.base is not None and self.base.strip().lower() == "none":
             sampling.pop("base", None)
             return sampling

@@ -36,7 +36,7 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
         raise EdgediffError(f"{bundle_dir} holds no fp32 .onnx to rebuild from (it is already in ORT format); "
                             "export from the training run instead")
     check_out(out, bundle_dir, options.overwrite)
-    sampling = options.sampling(has_bank=m.lut is not None, recorded=m.sampling)
+    sampling = options.sampling(has_bank=m.lut is not None, patch=m.geometry.patch, recorded=m.sampling)
     data, config = bundle_run_data(bundle_dir, data=m.training.get("data") or "emoji", seed=options.seed)
     stage = staging_dir(out)
     try:

@@ -171,11 +171,16 @@ def test_layout_snr_shift_4_puts_128_px_cells_where_the_32_px_default_is():
         {k: v for k, v in small.items() if k not in ("pool", "shift")}
 
 
-def test_cascade_picks_the_strength_with_the_lowest_fd_independent_and_compares_it_with_both_controls():
+def test_cascade_picks_the_row_with_the_lowest_fd_independent_and_compares_it_with_both_controls():
     from benchmarks.cascade import summarize
 
     table = [{"row": "upscaled base", "fd_independent": 200.0}, {"row": "strength 0.3", "strength": 0.3,
-             "fd_independent": 170.0}, {"row": "strength 0.5", "strength": 0.5, "fd_independent": 180.0},
+             "cell_shift": 0, "fd_independent": 175.0, "seam_border": 1.05}, {"row": "strength 0.3, cell shift 8",
+             "strength": 0.3, "cell_shift": 8, "fd_independent": 170.0, "seam_border": 1.2},
+             {"row": "strength 0.5", "strength": 0.5, "fd_independent": 180.0, "seam_border": 1.0},
              {"row": "from noise", "fd_independent": 340.0}]
-    assert summarize(table) == {"best_strength": 0.3, "best_vs_upscaled_base": 0.85, "best_vs_from_noise": 0.5}
-    assert summarize(table[:3])["best_vs_from_noise"] is None
+    assert summarize(table) == {"best_row": "strength 0.3, cell shift 8", "best_strength": 0.3, "best_cell_shift": 8,
+                                "best_vs_upscaled_base": 0.85, "best_vs_from_noise": 0.5,
+                                "best_seamless_row": "strength 0.3"}
+    assert summarize(table[:4])["best_vs_from_noise"] is None
+    assert summarize(table[:1] + [table[2]])["best_seamless_row"] is None

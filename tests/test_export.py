@@ -285,30 +285,36 @@ def test_a_bundle_without_its_run_is_rebuilt_with_int8_in_ort_format(bundle, tmp
         export_run(bundle, tmp_path / "x", ExportOptions(lut_bytes=16))
 
 
-def test_a_rebuilt_bundle_records_a_cascade_base_that_sample_then_uses(bundle, tmp_path):
-    """`edgediff export BUNDLE --base emoji-32 --strength 0.6`: manifest.sampling.base names the shipped model, the
-    rest of the bundle is carried over, and choose_start picks the base up by default."""
+def test_a_rebuilt_bundle_records_a_cascade_base_and_cell_shift_that_sample_then_uses(bundle, tmp_path):
+    """`edgediff export BUNDLE --base emoji-32 --strength 0.6 --cell-shift 2`: manifest.sampling names the shipped
+    model and the shift, the rest of the bundle is carried over, and the runtime picks both up by default."""
     from edgediff.runtime.cascade import Stage, choose_start
+    from edgediff.runtime.sampler import BundleSampler, SampleRequest
 
     out = tmp_path / "cascade"
-    export_run(bundle, out, ExportOptions(profile=False, base="emoji-32", strength=0.6))
+    export_run(bundle, out, ExportOptions(profile=False, base="emoji-32", strength=0.6, cell_shift=2))
     m = open_bundle(out)
-    assert m.sampling["base"] == {"model": "emoji-32", "strength": 0.6}
+    assert m.sampling["base"] == {"model": "emoji-32", "strength": 0.6} and m.sampling["cell_shift"] == 2
     assert m.files["denoiser_fp32"] == open_bundle(bundle).files["denoiser_fp32"]
     assert choose_start(out).stage == Stage("emoji-32", 0.6)
-    assert "cascade       sample first draws with emoji-32" in bundle_info(out)
+    sampler = BundleSampler(out, SampleRequest(n=1, steps=2))
+    sampler.plan()
+    assert sampler._opened.cell_shift == 2
+    info = bundle_info(out)
+    assert "cascade       sample first draws with emoji-32" in info and "moves up to 2 px" in info
     again = tmp_path / "plain"
-    export_run(out, again, ExportOptions(profile=False, base="none"))
-    assert "base" not in open_bundle(again).sampling
+    export_run(out, again, ExportOptions(profile=False, base="none", cell_shift=0))
+    assert "base" not in open_bundle(again).sampling and "cell_shift" not in open_bundle(again).sampling
 
 
 @pytest.mark.parametrize("options, why", [(dict(base="../elsewhere", strength=0.5), "never a path"),
                                           (dict(base="emoji-32"), "needs --strength"),
                                           (dict(base="emoji-32", strength=1.0), "below 1"),
-                                          (dict(strength=0.5), "needs --base")])
-def test_bad_cascade_flags_are_refused_by_name(options, why):
+                                          (dict(strength=0.5), "needs --base"),
+                                          (dict(cell_shift=5), "--cell shift 5 must be a whole number")])
+def test_bad_sampling_flags_are_refused_by_name(options, why):
     with pytest.raises(EdgediffError, match=why):
-        ExportOptions(**options).sampling(has_bank=True)
+        ExportOptions(**options).sampling(has_bank=True, patch=8)
 
 
 def test_fp16_weights_halve_the_file_and_keep_the_images(bundle, tmp_path):

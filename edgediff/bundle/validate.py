@@ -106,9 +106,12 @@ def _profile(d: Any) -> MemoryProfile | None:
     return MemoryProfile(baseline_mb=_num(d, "baseline_mb", w), variants=variants, settings=settings)
 
 
-def _sampling(d: dict) -> dict:
-    """manifest.sampling: only known keys, each range-checked (it steers the sampler, so it is validated too)."""
-    unknown = set(d) - {"guidance", "base"}
+def _sampling(d: dict, patch: int) -> dict:
+    """manifest.sampling: only known keys, each range-checked (it steers the sampler, so it is validated too).
+    `patch` is the cell side, which bounds the cell shift."""
+    from edgediff.cell_shift import check_cell_shift
+
+    unknown = set(d) - {"guidance", "base", "cell_shift"}
     if unknown:
         raise BundleError(f"manifest.sampling has unknown key {_label(sorted(unknown)[0])}; upgrade edgediff or "
                           "re-export the bundle")
@@ -120,6 +123,12 @@ def _sampling(d: dict) -> dict:
         out["guidance"] = float(g)
     if "base" in d:
         out["base"] = _base(d["base"])
+    if "cell_shift" in d:
+        try:
+            out["cell_shift"] = check_cell_shift(d["cell_shift"], patch)
+        except ValueError:
+            raise BundleError(f"manifest.sampling.cell_shift must be a whole number from 0 to {patch // 2} (half a "
+                              "cell); re-export the bundle") from None
     return out
 
 
@@ -316,7 +325,7 @@ def parse_manifest(raw: Any) -> Manifest:
         memory_profile=_profile(raw.get("memory_profile")),
         training=raw.get("training", {}),
         quality=_quality(raw),
-        sampling=_sampling(raw.get("sampling", {})),
+        sampling=_sampling(raw.get("sampling", {}), geometry["image_size"] // geometry["grid"]),
         created=str(raw.get("created", "")),
         edgediff_version=str(raw.get("edgediff_version", "")),
     )

@@ -85,7 +85,8 @@ class CascadeSampler:
                  log: Callable[[str], None] = lambda s: None, verbose: bool = False):
         self.stage = stage
         self.final = BundleSampler(bundle_dir, replace(request, strength=stage.strength), log=log, verbose=verbose)
-        base_request = replace(request, guidance=None, strength=1.0, keep_float=False)  # the base's own guidance
+        base_request = replace(request, guidance=None, cell_shift=None, strength=1.0,  # the base's own settings
+                               keep_float=False)
         self.base = BundleSampler(stage.base, base_request, log=lambda s: log(f"base {stage.base}: {s}"),
                                   verbose=verbose)
         self.log = log

@@ -35,6 +35,7 @@ from edgediff.runtime.conditions import check_conditions, choose_snippets
 from edgediff.runtime.planner import BudgetError, Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
 from edgediff.runtime.start_images import check_start_images, pass_slice
+from edgediff.cell_shift import resolve_cell_shift
 from edgediff.sampling import resolve_guidance, sample_loop
 from edgediff.schedule import Schedule, start_index
 
@@ -105,6 +106,7 @@ class SampleRequest:
     mode: str | None = None
     guidance: float | None = None  # None: the bundle's recommended scale (manifest.sampling), else 1
     strength: float = 1.0  # < 1: redraw the images given to run(init=...) from this share of the steps (SDEdit)
+    cell_shift: int | None = None  # None: the bundle's (manifest.sampling.cell_shift, else 0); edgediff.cell_shift
     # Reset the kernel's peak (VmHWM) after loading, so that Phases.sampling_peak_mb is the sampling phase's own
     # peak. A measuring lever for benchmarks: it makes this process forget its earlier peak, so it is off by default.
     phase_peaks: bool = False
@@ -156,12 +158,14 @@ class SampleResult:
 
 @dataclass(frozen=True)
 class _Opened:
-    """The bundle as `plan()` read it, for `run()`: folder, manifest, schedule and the guidance scale in force."""
+    """The bundle as `plan()` read it, for `run()`: folder, manifest, schedule, and the guidance scale and cell shift
+    in force."""
 
     bundle: Path
     manifest: Manifest
     schedule: Schedule
     guidance: float
+    cell_shift: int
 
 
 class BundleSampler:
@@ -197,10 +201,11 @@ class BundleSampler:
         check_conditions(manifest, req.snippet, req.interpolate)
         guidance = resolve_guidance(req.guidance, manifest.lut is not None,
                                     default=manifest.sampling.get("guidance", 1.0))
+        shift = resolve_cell_shift(req.cell_shift, manifest.sampling.get("cell_shift", 0), manifest.geometry.patch)
         profile = load_profile(bundle, manifest, self.log)
         warm_up()
         plan, warnings = _checked_plan(req, bundle, manifest, profile, guidance)
-        self._opened, self._plan = _Opened(bundle, manifest, schedule, guidance), plan
+        self._opened, self._plan = _Opened(bundle, manifest, schedule, guidance, shift), plan
         for line in warnings:
             self.log(line)
         self.log(plan.describe())  # before the work: what it will do (the progress bar then gives the time left)
@@ -364,7 +369,7 @@ def _sample_passes(req: SampleRequest, opened: _Opened, plan: Plan, eps_fn, cond
         x = sample_loop(eps_fn, geom=manifest.geometry, n=stop - start, steps=steps, seed=seed,
                         snippets=conds[start:stop], cells_per_call=plan.cells_per_call, schedule=opened.schedule,
                         x_T=x_T, on_step=_step_timer(phases, k, req.steps_run, passes, on_step),
-                        guidance=opened.guidance, init=x0, strength=req.strength)
+                        guidance=opened.guidance, init=x0, strength=req.strength, cell_shift=opened.cell_shift)
         del x0
         phases.sampling_peak_mb = rss.peak_mb()
         del x_T

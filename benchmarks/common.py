@@ -72,14 +72,17 @@ def write_json(name: str, body: dict) -> Path:
 
 
 def compact_png(path: Path) -> Path:
-    """Re-code a PNG with a 256-colour palette, atomically: plots and sheets of samples are 3-4× smaller that way,
-    and git holds every results figure together with the shipped bundles under 20 MB."""
+    """Re-code a PNG with a 256-colour palette, then losslessly with oxipng, atomically: plots and sheets of samples
+    are 3-4× smaller that way (oxipng takes another ~10%), and git holds every results figure together with the
+    shipped bundles under 20 MB."""
+    import oxipng
     from PIL import Image
 
     path = Path(path)
     tmp = path.with_suffix(".tmp.png")
     with Image.open(path) as im:
         im.convert("RGB").quantize(colors=256).save(tmp, optimize=True)
+    oxipng.optimize(tmp, level=6, strip=oxipng.StripChunks.safe())
     tmp.replace(path)
     return path
 

@@ -184,3 +184,20 @@ def test_cascade_picks_the_row_with_the_lowest_fd_independent_and_compares_it_wi
                                 "best_seamless_row": "strength 0.3"}
     assert summarize(table[:4])["best_vs_from_noise"] is None
     assert summarize(table[:1] + [table[2]])["best_seamless_row"] is None
+
+
+def test_compact_png_keeps_every_pixel_of_a_figure_with_few_colours(tmp_path):
+    from PIL import Image
+
+    from benchmarks.common import compact_png
+
+    rng = np.random.default_rng(0)
+    pixels = rng.choice(np.array([[255, 255, 255], [31, 119, 180], [0, 0, 0]], dtype=np.uint8), size=(64, 96))
+    path = tmp_path / "fig.png"
+    Image.fromarray(pixels).save(path)
+    before = path.stat().st_size
+    compact_png(path)
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), pixels)
+    assert path.stat().st_size < before
+    assert not list(tmp_path.glob("*.tmp.png"))

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, save_figure, write_json
+from edgediff.images import UPSCALE_BLUR_PER_FACTOR
 
 SEED = 1
 STEPS = 25
@@ -147,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     shifts = tuple(int(k) for k in a.cell_shifts.split(","))
     table, sheets = rows(a.bundle, a.base, strengths, a.n, noise_row=not a.no_noise_row, cell_shifts=shifts,
                          plain_row=a.plain_row)
+    settings = {"n": a.n, "ddim_steps": STEPS, "seed": SEED, "upscale_blur_per_factor": UPSCALE_BLUR_PER_FACTOR}
     body = {"machine": {**machine_info(), "load_average": list(os.getloadavg())}, "note": SHARED_CPU_NOTE,
-            "bundle": a.bundle.name, "base": str(a.base), "settings": {"n": a.n, "ddim_steps": STEPS, "seed": SEED},
+            "bundle": a.bundle.name, "base": str(a.base), "settings": settings,
             **summarize(table), "rows": table}
     write_json(f"{a.name}.json", body)
     plot(body, sheets, RESULTS / f"{a.name}.png")

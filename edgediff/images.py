@@ -30,19 +30,20 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return x.astype(np.uint8).transpose(0, 2, 3, 1)
 
 
-UPSCALE_BLUR_PER_FACTOR = 0.5  # σ of the smoothing after an upscale, in output pixels per unit of the factor
+UPSCALE_BLUR_PER_FACTOR = 0.25  # σ of the smoothing after an upscale, in output pixels per unit of the factor
 
 
 def resize(images_u8: np.ndarray, side: int, smooth_upscale: bool = True) -> np.ndarray:
     """[N, H, W, 3] uint8 → [N, side, side, 3] uint8, bicubic (pillow): how a cascade hands a small model's images
     to a larger one, and how `sample --init` fits a picture to the bundle. Images already at `side` are returned.
 
-    An upscale by a factor f is then smoothed by a Gaussian of σ = f/2 output pixels (`smooth_upscale`). Why: an
+    An upscale by a factor f is then smoothed by a Gaussian of σ = f/4 output pixels (`smooth_upscale`). Why: an
     enlarged image holds no detail finer than its source pixels, but any interpolation leaves a pattern at their
     period (bicubic: the steepest step of each source pixel falls on every f-th line). A model redrawing the image
-    takes that pattern for detail and sharpens it into f × f blocks: the 128 px cascade's pixel steps were 1.3× the
-    average on every 4th line, and 1.0× after this smoothing (docs/scale.md). σ = f/2 damps the period-f pattern
-    to under 1% of its amplitude and keeps the source's coarser detail."""
+    takes that pattern for detail and sharpens it into f × f blocks: the 128 px cascade's pixel steps were 1.2-1.3×
+    the average on every 4th line. σ = f/4 damps the period-f pattern to 29% of its amplitude; σ = f/2 (under 1%)
+    left no pattern at all but blurred enough to cost 7% FD-independent, f/4 costs 3% against no smoothing
+    (benchmarks/results/cascade_shift*.json, docs/scale.md)."""
     if images_u8.shape[1:3] == (side, side):
         return images_u8
     from PIL import Image, ImageFilter

@@ -29,10 +29,11 @@ def max_cell_shift(patch: int) -> int:
     return patch // 2
 
 
-def check_cell_shift(shift: int, patch: int) -> int:
-    """`shift` as an int in [0, patch // 2], or ValueError naming the range (a float or a bool is refused too)."""
+def check_cell_shift(shift: int, patch: int, name: str = "cell shift") -> int:
+    """`shift` as an int in [0, patch // 2], or ValueError naming the range (a float or a bool is refused too);
+    `name` is what the message calls it (the CLI flag, where a user typed it)."""
     if not isinstance(shift, (int, np.integer)) or isinstance(shift, bool) or not 0 <= shift <= max_cell_shift(patch):
-        raise ValueError(f"cell shift {shift} must be a whole number of pixels from 0 (a fixed grid) to "
+        raise ValueError(f"{name} {shift} must be a whole number of pixels from 0 (a fixed grid) to "
                          f"{max_cell_shift(patch)} (half of a {patch} px cell)")
     return int(shift)
 
@@ -68,6 +69,6 @@ def resolve_cell_shift(requested: int | None, recorded: int, patch: int) -> int:
     if requested is None:
         return recorded
     try:
-        return check_cell_shift(requested, patch)
+        return check_cell_shift(requested, patch, name="--cell-shift")
     except ValueError as e:
-        raise EdgediffError(f"--{e}") from None
+        raise EdgediffError(str(e)) from None

@@ -99,7 +99,7 @@ def test_a_bad_recorded_shift_is_refused(bundle, tmp_path, value):
 def test_sample_cell_shift_out_of_range_is_a_one_line_refusal(bundle, tmp_path, monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "sample", str(bundle), "--n", "1", "--steps", "2",
                              "--cell-shift", "9", "--out", str(tmp_path / "g.png"))
-    assert code != 0 and "--cell shift 9 must be a whole number of pixels from 0" in err
+    assert code != 0 and "--cell-shift 9 must be a whole number of pixels from 0" in err
     assert one_line(err.strip().removeprefix("error: ")) and not (tmp_path / "g.png").exists()
 
 

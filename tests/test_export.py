@@ -311,7 +311,7 @@ def test_a_rebuilt_bundle_records_a_cascade_base_and_cell_shift_that_sample_then
                                           (dict(base="emoji-32"), "needs --strength"),
                                           (dict(base="emoji-32", strength=1.0), "below 1"),
                                           (dict(strength=0.5), "needs --base"),
-                                          (dict(cell_shift=5), "--cell shift 5 must be a whole number")])
+                                          (dict(cell_shift=5), "--cell-shift 5 must be a whole number")])
 def test_bad_sampling_flags_are_refused_by_name(options, why):
     with pytest.raises(EdgediffError, match=why):
         ExportOptions(**options).sampling(has_bank=True, patch=8)

@@ -62,6 +62,8 @@ CASES: list[tuple[str, str, str]] = [
     ("eval", "--guidance", "2"),
     ("sample", "--strength", "0"), ("sample", "--strength", "nan"), ("sample", "--strength", "1.5"),
     ("export", "--strength", "0.5"), ("export", "--strength", "nan"),  # both without --base
+    ("sample", "--cell-shift", "-1"), ("sample", "--cell-shift", "5"),  # the tiny bundle's cells are 8 px: 0..4
+    ("export", "--cell-shift", "-2"), ("export", "--cell-shift", "99"),
     ("eval", "--n", "0"), ("eval", "--steps", "0"), ("eval", "--seed", "-1"), ("eval", "--snippet", "-1"),
     ("audit", "--n", "0"), ("audit", "--steps", "0"), ("audit", "--seed", "-1"), ("audit", "--sigma", "-1"),
     ("audit", "--sigma", "nan"), ("audit", "--worst", "-1"),

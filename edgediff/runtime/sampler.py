@@ -28,6 +28,7 @@ import onnxruntime as ort  # imported before planning: its RSS is part of "the p
 from edgediff import images as imgio  # pillow comes in here, also before planning
 from edgediff.bundle import (ROLE, BundleError, Manifest, MemoryProfile, check_model_interface, read_manifest,
                              resolve, resolve_bundle, verify_files)
+from edgediff.cell_shift import resolve_cell_shift
 from edgediff.errors import EdgediffError
 from edgediff.int8_gate import int8_failures
 from edgediff.runtime import rss
@@ -35,7 +36,6 @@ from edgediff.runtime.conditions import check_conditions, choose_snippets
 from edgediff.runtime.planner import BudgetError, Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
 from edgediff.runtime.start_images import check_start_images, pass_slice
-from edgediff.cell_shift import resolve_cell_shift
 from edgediff.sampling import resolve_guidance, sample_loop
 from edgediff.schedule import Schedule, start_index
 

@@ -124,9 +124,8 @@ def sample_loop(
     first timestep of the last `strength` share of the steps with x_T as the noise, so the seed still fixes the
     run. This is how a cascade draws: a small model decides the layout, this one redraws it at its own size.
 
-    `cell_shift` > 0 moves the grid by a seeded random offset of up to that many pixels each way at every step
-    (edgediff.cell_shift): the image is held rolled to the step's offset, so the cells' borders fall elsewhere
-    each step, and rolled back at the end."""
+    `cell_shift` > 0 moves the grid up to that many pixels each way at every step (edgediff.cell_shift): the image
+    is held rolled to each step's seeded offset, so the cells' borders fall elsewhere, and rolled back at the end."""
     if cells_per_call < 1:
         raise ValueError(f"cells per call must be >= 1, got {cells_per_call}")
     guidance = check_guidance(guidance)
@@ -147,10 +146,7 @@ def sample_loop(
     offsets, frame = cell_offsets(len(ts), cell_shift, seed), (0, 0)  # frame: the offset x is held rolled by
     for k, t in enumerate(ts):
         t_prev = int(ts[k + 1]) if k + 1 < len(ts) else -1
-        dy, dx = (int(v) for v in offsets[k])
-        if (dy, dx) != frame:
-            x, x_prev = roll_into(x_prev, x, dy - frame[0], dx - frame[1]), x
-            frame = (dy, dx)
+        x, x_prev, frame = _roll_to(x, x_prev, frame, offsets[k])
         pooled = pool_global(x, grid)  # once per step: a call holds its own rows only
         for call in calls:
             imgs = np.fromiter((i for i, _ in call), dtype=np.int64, count=len(call))
@@ -162,4 +158,13 @@ def sample_loop(
         x, x_prev = x_prev, x
         if on_step is not None:
             on_step(k)
-    return x if frame == (0, 0) else roll_into(x_prev, x, -frame[0], -frame[1])
+    return _roll_to(x, x_prev, frame, (0, 0))[0]
+
+
+def _roll_to(x: np.ndarray, spare: np.ndarray, frame: tuple[int, int], offset) -> tuple:
+    """`x`, held rolled by `frame`, held rolled by `offset` instead: (the image, the buffer now free, the new frame).
+    The roll writes into `spare`, so shifted cells allocate nothing."""
+    dy, dx = (int(v) for v in offset)
+    if (dy, dx) == frame:
+        return x, spare, frame
+    return roll_into(spare, x, dy - frame[0], dx - frame[1]), x, (dy, dx)

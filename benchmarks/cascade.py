@@ -6,7 +6,8 @@ Rows, all n images of one seed through the device runtime (onnxruntime, 25 DDIM 
   not beat this, the 128 px model adds nothing a resize would not;
 - one row per strength: the same base images redrawn by the 128 px bundle from that share of the steps;
 - "from noise": the 128 px bundle alone (strength 1, no base): what it draws without a layout handed to it.
-Each strength runs once per `--cell-shifts` value (the grid moving each step, edgediff.cell_shift); `--plain-row`
+Each strength runs once per `--cell-shifts` value (the grid moving each step, edgediff.cell_shift; "from noise"
+runs with the largest); `--plain-row`
 adds the hand-off as it was before upscales were smoothed (plain bicubic, fixed grid), as a control.
 Each is scored like every 128 px benchmark (`edgediff.metrics.evaluate`: FD/KID in Lite0 space and in the
 independent network's; seam ratios at the 128 px model's cell borders and mid-cell, with real images' as controls).

@@ -86,8 +86,9 @@ def train(
     image_size: Optional[int] = typer.Option(None, help="Training resolution in pixels (square) [default: the preset's, else 32]."),
     grid: Optional[int] = typer.Option(None, help="Cells per side: grid×grid patches; 1 = full-image baseline [default: the preset's, else 2]."),
     halo: Optional[int] = typer.Option(None, help="Pixels of the neighbouring cells each cell sees [default: the preset's, else 4 with cells (what every shipped model uses; 0 shows the grid as seams) and 0 at grid 1]."),
-    init_from: Optional[Path] = typer.Option(None, help="Start from the weights of a bundle or run of the same "
-                                                        "widths (a halo model may start from a halo-0 one)."),
+    init_from: Optional[Path] = typer.Option(None, help="Start from the weights of a shipped model (e.g. "
+                                                        "emoji-32), bundle or run of the same widths (a halo model may "
+                                                        "start from a halo-0 one)."),
     backbone: Optional[str] = typer.Option(None, help="unet, dis (state-space) or dit (attention) [default: the preset's, else unet]."),
     steps: int = typer.Option(1000, help="Total optimisation steps (with --resume: the new total)."),
     batch_size: int = typer.Option(64, help="Examples per step, summed over all processes."),

@@ -1,7 +1,7 @@
 """Warm start: begin a new run from another model's weights (`edgediff train --init-from PATH`).
 
-PATH is a bundle (its fp32 ONNX denoiser: the weights a user actually has, since runs stay on the training box) or a
-run folder (its latest checkpoint's EMA weights). Weights are matched by name and shape. The planned mismatches are
+PATH is a shipped model's name, a bundle (its fp32 ONNX denoiser: the weights a user actually has, since runs stay
+on the training box) or a run folder (its latest checkpoint's EMA weights). Weights are matched by name and shape. The planned mismatches are
 input channels of the first conv: a halo model's validity mask (edgediff.cells) and a `position_map` model's
 "you are here" channel. A source without them has its `conv_in` widened with zero weights for those channels, so
 the warm-started network computes exactly what the old one did (on interior cells) until training teaches it to
@@ -21,6 +21,14 @@ from edgediff.model_config import ModelConfig
 FIRST_CONV = "conv_in.weight"
 
 
+def cast_weights(graph, init: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The weights a bundle stores as fp16 (`export --fp16-weights`: an fp16 initializer read through a Cast to
+    float32 whose output keeps the torch name), as float32 under that name: without them a shipped fp16 bundle such
+    as emoji-128 could not be warm-started from."""
+    return {node.output[0]: init[node.input[0]].astype(np.float32) for node in graph.node
+            if node.op_type == "Cast" and node.input[0] in init}
+
+
 def onnx_weights(onnx_path: Path, model: torch.nn.Module) -> dict[str, np.ndarray]:
     """State-dict-named arrays from an exported denoiser. Named initializers keep their torch names; GroupNorm's
     affine pair does not (it exports as InstanceNormalization → Reshape → Mul(weight) → Add(bias) with anonymous
@@ -30,6 +38,7 @@ def onnx_weights(onnx_path: Path, model: torch.nn.Module) -> dict[str, np.ndarra
 
     graph = onnx.load(str(onnx_path)).graph
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    init.update(cast_weights(graph, init))
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
@@ -58,9 +67,13 @@ def onnx_weights(onnx_path: Path, model: torch.nn.Module) -> dict[str, np.ndarra
 
 
 def source_weights(path: str | Path, model: torch.nn.Module) -> dict[str, np.ndarray]:
-    """Named float arrays from a bundle's fp32 denoiser (checked against its sha256 first) or a run's EMA weights."""
-    path = Path(path)
+    """Named float arrays from a bundle's fp32 denoiser (checked against its sha256 first), a shipped model's (by its
+    name, e.g. emoji-128: how a shipped model is fine-tuned or trained on when its run folder is gone) or a run's
+    EMA weights."""
     from edgediff.bundle import is_bundle, open_bundle, resolve
+    from edgediff.shipped import expand
+
+    path = expand(path)
 
     if is_bundle(path):
 

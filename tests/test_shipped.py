@@ -60,3 +60,26 @@ def test_emoji_128_samples_whole_128_px_images_through_its_cascade():
     assert cascade.shape == (1, 128, 128, 3)
     dist = lambda a: np.abs(a.astype(int) - base.astype(int)).mean()  # noqa: E731
     assert 0.2 < dist(cascade) < 0.5 * dist(alone)
+
+
+def test_a_shipped_model_warm_starts_by_name_with_its_fp16_weights_read_as_float32():
+    """`train --init-from emoji-128`: the name resolves to the shipped bundle, and the weights it stores as fp16
+    behind a Cast (export --fp16-weights) come back under their torch names, every tensor of the model filled (51
+    of 148 were missing before, so the shipped 128 px model could not be trained on)."""
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from edgediff.bundle import read_manifest
+    from edgediff.models import build_model
+    from edgediff.warmstart import load_init_weights
+
+    folder = shipped_bundle("emoji-128")
+    config = read_manifest(folder).model_config
+    model = build_model(config)
+    assert load_init_weights(model, "emoji-128", config) == len(model.state_dict())
+    stored = {t.name: t for t in onnx.load(str(folder / "denoiser.onnx")).graph.initializer}
+    half = numpy_helper.to_array(stored["conv_in.weight__fp16"])
+    assert half.dtype == np.float16
+    torch.testing.assert_close(model.conv_in.weight.detach(), torch.from_numpy(half.astype(np.float32)))

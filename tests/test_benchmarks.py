@@ -201,3 +201,12 @@ def test_compact_png_keeps_every_pixel_of_a_figure_with_few_colours(tmp_path):
         np.testing.assert_array_equal(np.asarray(im.convert("RGB")), pixels)
     assert path.stat().st_size < before
     assert not list(tmp_path.glob("*.tmp.png"))
+
+
+def test_more_steps_rows_name_the_steps_and_the_warm_start_their_weights_come_from():
+    from benchmarks.more_steps import training_record
+    from edgediff.bundle import DEFAULT_BUNDLE
+
+    rec = training_record(DEFAULT_BUNDLE)
+    assert rec["steps"] == 8000 and rec["lr"] == 0.0003 and rec["init_from"] == "edgediff/default_bundle"
+    assert "--init-from" in rec["command"]

@@ -92,6 +92,8 @@ def _cascade_lines(m: Manifest) -> list[str]:
     if shift:
         lines.append(f"cell shift    the grid moves up to {shift} px each way at every step (--cell-shift 0: a fixed "
                      "grid)")
+    if m.sampling.get("eta"):
+        lines.append(f"eta           {m.sampling['eta']:g}: fresh noise at every DDIM step (--eta 0: deterministic DDIM)")
     return lines
 
 

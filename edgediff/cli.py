@@ -156,6 +156,7 @@ def export(
     base: Optional[str] = typer.Option(None, "--base", help="Record a cascade: 'sample' first draws with this shipped model (e.g. emoji-32) and this bundle redraws its images ('none' removes a recorded one); needs --strength."),
     strength: Optional[float] = typer.Option(None, "--strength", help="With --base: the share of the steps that redraws the base's images (0 < S < 1)."),
     cell_shift: Optional[int] = typer.Option(None, "--cell-shift", help="Record shifted cells as the bundle's sampling default: the grid moves by a random offset of up to this many pixels each way at every step (at most half a cell; 0 removes a recorded one)."),
+    eta: Optional[float] = typer.Option(None, "--eta", help="Record the DDIM η sampling uses by default: 0 deterministic (what no record means), 1 fresh noise at every step."),
 ) -> None:
     """Export a run's EMA model to a verified bundle: ONNX (fp32, optional int8), bank LUT, manifest."""
     _require_training_extras("export")
@@ -163,7 +164,8 @@ def export(
 
     options = ExportOptions(int8=int8, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
                             int8_recipe=int8_recipe, ort_format=ort, int8_images=int8_images, overwrite=overwrite,
-                            base=base, strength=strength, fp16_weights=fp16_weights, cell_shift=cell_shift)
+                            base=base, strength=strength, fp16_weights=fp16_weights, cell_shift=cell_shift,
+                            eta=eta)
     with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
         result = export_run(run_dir, out, options, log=typer.echo)
     typer.echo(result.summary(run_dir))
@@ -189,6 +191,7 @@ def sample(
     base: Optional[str] = typer.Option(None, "--base", help="Cascade: draw the start images with this shipped model or bundle, then redraw them at this bundle's size ('none': draw from noise) [default: the bundle's recommendation, e.g. emoji-32 for emoji-128]."),
     strength: Optional[float] = typer.Option(None, "--strength", help="With --init or a base: the share of the steps that redraws the start images (0.5 keeps their layout, 1 ignores them) [default: the bundle's recommendation]."),
     cell_shift: Optional[int] = typer.Option(None, "--cell-shift", help="Move the cell grid by a seeded random offset of up to this many pixels each way at every step, so no border stays put (0 = a fixed grid, at most half a cell) [default: the bundle's recommendation, else 0]."),
+    eta: Optional[float] = typer.Option(None, "--eta", help="DDIM η: 0 deterministic, 1 fresh seeded noise at every step (ancestral), which cleans up a small model's shapes [default: the bundle's recommendation, else 0]."),
 ) -> None:
     """Sample images on device (numpy + onnxruntime only), planned to stay under --memory-budget."""
     import time
@@ -206,7 +209,7 @@ def sample(
         typer.echo(f"seed {seed_value} (--seed random; pass --seed {seed_value} to repeat these images)")
     request = SampleRequest(n=n, steps=steps, seed=seed_value, memory_budget=budget, snippet=snippet,
                             interpolate=interpolate, precision=precision, threads=threads,
-                            cells_per_call=cells_per_call, guidance=guidance, cell_shift=cell_shift)
+                            cells_per_call=cells_per_call, guidance=guidance, cell_shift=cell_shift, eta=eta)
     start = choose_start(bundle_dir, init, base, strength)
     result = sample_to_files(bundle_dir, request, out, out_dir, log=typer.echo, verbose=verbose, start=start)
     peak = max(result.peak_mb, rss.peak_mb())  # writing the files is part of the run the budget is about
@@ -253,6 +256,7 @@ def eval_(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON here."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Memory-bank guidance scale (default: a bundle's recommendation; 1 for a run)."),
     precision: str = typer.Option("auto", help="A bundle's denoiser: auto (what `sample` would run), fp32 or int8."),
+    eta: Optional[float] = typer.Option(None, "--eta", help="DDIM η: 0 deterministic, 1 fresh noise at every step (default: a bundle's recommendation; 0 for a run)."),
 ) -> None:
     """Quality of a run or bundle: FD and KID against real images in Lite0 space (the bank's) and in an independent
     network's, and the seam ratio (1.0 = invisible)."""
@@ -262,7 +266,7 @@ def eval_(
     with _on_interrupt("interrupted: no scores or files written"):
         result = eval_command(run_dir, data=data, n=n, steps=steps, seed=seed, snippet=snippet,
                               interpolate=interpolate, like=like, save=save, json_out=json_out, guidance=guidance,
-                              other_data=other_data, precision=precision, log=typer.echo)
+                              other_data=other_data, precision=precision, eta=eta, log=typer.echo)
     typer.echo(format_scores(result))
     for path in (save, json_out):
         if path is not None:

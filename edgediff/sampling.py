@@ -22,7 +22,7 @@ import numpy as np
 
 from edgediff.cell_shift import cell_offsets, check_cell_shift, roll_into
 from edgediff.cells import CellGeometry, cell_inputs, cell_slice, pool_global
-from edgediff.schedule import Schedule, add_noise, ddim_step, ddim_timesteps, start_index
+from edgediff.schedule import Schedule, add_noise, ddim_sigma, ddim_step, ddim_timesteps, start_index
 
 EpsFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -30,6 +30,38 @@ EpsFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], n
 def initial_noise(n: int, channels: int, image_size: int, seed: int) -> np.ndarray:
     """x_T for `n` images: the seed alone fixes it, whatever the batching later does."""
     return np.random.default_rng(seed).standard_normal((n, channels, image_size, image_size), dtype=np.float32)
+
+
+STEP_NOISE_STREAM = 2  # the stream of the noise an η > 0 step adds (edgediff.cell_shift's offsets are stream 1)
+
+
+def check_eta(eta: float) -> float:
+    """η as a float in [0, 1] (0 = deterministic DDIM, 1 = ancestral), or ValueError."""
+    e = float(eta)
+    if not np.isfinite(e) or not 0.0 <= e <= 1.0:
+        raise ValueError(f"eta {eta} must be a number from 0 (deterministic DDIM) to 1 (fresh noise at every step)")
+    return e
+
+
+def resolve_eta(eta: float | None, default: float = 0.0) -> float:
+    """The η a run uses: the one asked for, else the bundle's recommendation; a bad value is a one-line error."""
+    from edgediff.errors import EdgediffError
+
+    try:
+        return check_eta(default if eta is None else eta)
+    except ValueError as e:
+        raise EdgediffError(f"--{e}") from None
+
+
+def add_step_noise(x_prev: np.ndarray, spare: np.ndarray, sigma: float, seed: int, first_image: int,
+                   step: int) -> None:
+    """x_prev[i] += sigma · z, z drawn for (seed, image first_image + i, step) alone, so the plan (passes, cells per
+    call) never changes an image. z is drawn into `spare` (x_t, no longer read once a step is done): no memory."""
+    for i in range(len(x_prev)):
+        rng = np.random.default_rng([seed, STEP_NOISE_STREAM, first_image + i, step])
+        rng.standard_normal(out=spare[i], dtype=np.float32)
+        spare[i] *= np.float32(sigma)
+        x_prev[i] += spare[i]
 
 
 def work_items(n: int, grid: int, cells_per_call: int) -> list[list[tuple[int, int]]]:
@@ -115,6 +147,8 @@ def sample_loop(
     init: np.ndarray | None = None,
     strength: float = 1.0,
     cell_shift: int = 0,
+    eta: float = 0.0,
+    first_image: int = 0,
 ) -> np.ndarray:
     """Generate `n` images [n, C, H, W] in [-1, 1], at most `cells_per_call` rows per denoiser call, cut into cells
     as `geom` says (size, channels, grid, halo: edgediff.cells). Callers pass the geometry of what they run
@@ -125,11 +159,16 @@ def sample_loop(
     run. This is how a cascade draws: a small model decides the layout, this one redraws it at its own size.
 
     `cell_shift` > 0 moves the grid up to that many pixels each way at every step (edgediff.cell_shift): the image
-    is held rolled to each step's seeded offset, so the cells' borders fall elsewhere, and rolled back at the end."""
+    is held rolled to each step's seeded offset, so the cells' borders fall elsewhere, and rolled back at the end.
+
+    `eta` > 0 adds fresh seeded noise at every step but the last (ddim_sigma; η = 1: ancestral sampling);
+    `first_image` is the index of this call's first image among all the run's, so its noise does not depend on how
+    the images were split into passes."""
     if cells_per_call < 1:
         raise ValueError(f"cells per call must be >= 1, got {cells_per_call}")
     guidance = check_guidance(guidance)
     cell_shift = check_cell_shift(cell_shift, geom.patch)
+    eta = check_eta(eta)
     if guidance != 1.0:
         eps_fn = guided(eps_fn, guidance, cells_per_call)
     p = geom.patch
@@ -146,6 +185,7 @@ def sample_loop(
     offsets, frame = cell_offsets(len(ts), cell_shift, seed), (0, 0)  # frame: the offset x is held rolled by
     for k, t in enumerate(ts):
         t_prev = int(ts[k + 1]) if k + 1 < len(ts) else -1
+        sigma = ddim_sigma(int(t), t_prev, acp, eta)
         x, x_prev, frame = _roll_to(x, x_prev, frame, offsets[k])
         pooled = pool_global(x, grid)  # once per step: a call holds its own rows only
         for call in calls:
@@ -154,7 +194,9 @@ def sample_loop(
             eps = eps_fn(*cell_inputs(x, imgs, cells, int(t), snippets, geom, pooled=pooled))
             for j, (i, c) in enumerate(call):
                 ys, xs = cell_slice(c, grid, p)
-                x_prev[i, :, ys, xs] = ddim_step(x[i, :, ys, xs], eps[j], int(t), t_prev, acp)
+                x_prev[i, :, ys, xs] = ddim_step(x[i, :, ys, xs], eps[j], int(t), t_prev, acp, sigma=sigma)
+        if sigma:
+            add_step_noise(x_prev, x, sigma, seed, first_image, k)
         x, x_prev = x_prev, x
         if on_step is not None:
             on_step(k)

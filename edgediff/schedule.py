@@ -85,10 +85,23 @@ def predict_x0(x_t: np.ndarray, eps: np.ndarray, a, clip: bool = True) -> np.nda
     return np.clip(x0, -1.0, 1.0) if clip else x0
 
 
+def ddim_sigma(t: int, t_prev: int, alphas_cumprod: np.ndarray, eta: float) -> float:
+    """σ of DDIM's generalised step from t to t_prev (Song et al. 2021, eq. 16): η = 0 is deterministic DDIM, η = 1
+    the ancestral step of DDPM on the same timesteps. Why: fresh noise at every step corrects the errors earlier
+    steps made (a deterministic step keeps them), which makes a small model's shapes cleaner (docs/sampling.md).
+    The last step (to x_0) adds none."""
+    if eta == 0.0 or t_prev < 0:
+        return 0.0
+    a_t, a_prev = float(alphas_cumprod[t]), float(alphas_cumprod[t_prev])
+    return float(eta * np.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)))
+
+
 def ddim_step(
-    x_t: np.ndarray, eps: np.ndarray, t: int, t_prev: int, alphas_cumprod: np.ndarray, clip: bool = True
+    x_t: np.ndarray, eps: np.ndarray, t: int, t_prev: int, alphas_cumprod: np.ndarray, clip: bool = True,
+    sigma: float = 0.0,
 ) -> np.ndarray:
-    """One deterministic DDIM (η = 0) update from x_t to x_{t_prev}; t_prev < 0 means 'return x_0'.
+    """One DDIM update from x_t to x_{t_prev}; t_prev < 0 means 'return x_0'. With `sigma` > 0 (ddim_sigma) this
+    is the step's deterministic part only: the caller adds sigma · z, since the caller owns the seeded noise.
 
     x_0 is clipped to the image range before re-noising: patches are predicted independently, so an
     out-of-range estimate in one cell would otherwise leak into the next step's global content.
@@ -97,4 +110,4 @@ def ddim_step(
     a_prev = float(alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
     x0 = predict_x0(x_t, eps, a_t, clip)
     eps = (x_t - np.sqrt(a_t) * x0) / np.sqrt(1.0 - a_t)
-    return (np.sqrt(a_prev) * x0 + np.sqrt(1.0 - a_prev) * eps).astype(x_t.dtype)
+    return (np.sqrt(a_prev) * x0 + np.sqrt(max(0.0, 1.0 - a_prev - sigma * sigma)) * eps).astype(x_t.dtype)

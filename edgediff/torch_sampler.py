@@ -39,10 +39,12 @@ def sample_torch(
     on_step=None,
     init: np.ndarray | None = None,
     strength: float = 1.0,
+    eta: float = 0.0,
 ) -> np.ndarray:
     """Images [n, C, H, W] in [-1, 1]; `snippets` None means the null (all-zero) condition; `guidance` w != 1
     applies memory-bank guidance (edgediff.sampling.guided), meaningless without snippets. `on_step(k)` is called
-    after DDIM step k (progress); `init` with `strength` < 1 redraws given images (sample_loop, SDEdit)."""
+    after DDIM step k (progress); `init` with `strength` < 1 redraws given images (sample_loop, SDEdit); `eta` > 0
+    adds fresh noise at every step (sample_loop)."""
     if snippets is None:
         snippets = np.zeros((n, config.snippet_dim), dtype=np.float32)
     return sample_loop(
@@ -58,4 +60,5 @@ def sample_torch(
         schedule=config.schedule,
         init=init,
         strength=strength,
+        eta=eta,
     )

@@ -54,6 +54,7 @@ class ExportOptions:
     base: str | None = None  # a shipped model whose images this bundle redraws by default (a cascade); "none" drops it
     strength: float | None = None  # the share of the steps that redraws them
     cell_shift: int | None = None  # pixels the grid moves each way per step when sampling (edgediff.cell_shift)
+    eta: float | None = None  # the DDIM η sampling uses by default (edgediff.schedule.ddim_sigma); 0 drops a record
 
     def sampling(self, has_bank: bool, patch: int, recorded: dict | None = None) -> dict:
         """manifest.sampling from these options over what a bundle already records (a rebuilt bundle keeps its
@@ -61,7 +62,7 @@ class ExportOptions:
         the export flags."""
         from edgediff.cell_shift import resolve_cell_shift
         from edgediff.errors import EdgediffError
-        from edgediff.sampling import resolve_guidance
+        from edgediff.sampling import resolve_eta, resolve_guidance
         from edgediff.shipped import SHIPPED
 
         sampling = dict(recorded or {})
@@ -71,6 +72,10 @@ class ExportOptions:
             sampling["cell_shift"] = resolve_cell_shift(self.cell_shift, 0, patch)
             if not sampling["cell_shift"]:
                 sampling.pop("cell_shift")  # 0 is what no record means: keep manifests of fixed grids as they were
+        if self.eta is not None:
+            sampling["eta"] = resolve_eta(self.eta)
+            if not sampling["eta"]:
+                sampling.pop("eta")  # likewise: deterministic DDIM is what no record means
         if self.base is not None and self.base.strip().lower() == "none":
             sampling.pop("base", None)
             return sampling

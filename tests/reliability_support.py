@@ -141,6 +141,15 @@ def copy_bundle(src: Path, dst: Path) -> Path:
     return dst
 
 
+def with_sampling(src: Path, dst: Path, sampling: dict) -> Path:
+    """A copy of bundle `src` at `dst` whose manifest.sampling is `sampling` (any JSON values, for refusals too)."""
+    copy_bundle(src, dst)
+    raw = load_manifest_dict(dst)
+    raw["sampling"] = sampling
+    write_manifest_dict(dst, raw)
+    return dst
+
+
 def one_line(message: str) -> bool:
     """What the CLI promises: a single, non-empty line (every Unicode line break counts)."""
     return bool(message.strip()) and len(message.splitlines()) == 1

@@ -4,8 +4,6 @@ out-of-range shifts are one-line refusals. Also the smoothing of upscaled start 
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
@@ -15,7 +13,7 @@ from edgediff.cells import CellGeometry
 from edgediff.images import resize
 from edgediff.runtime.sampler import BundleSampler, SampleRequest
 from edgediff.sampling import sample_loop
-from reliability_support import load_manifest_dict, make_bundle, one_line, run_cli, write_manifest_dict
+from reliability_support import make_bundle, one_line, run_cli, with_sampling
 
 GEOM = CellGeometry(image_size=16, channels=3, grid=2, halo=2)
 
@@ -74,10 +72,7 @@ def test_the_runtime_uses_the_recorded_shift_and_passes_do_not_change_the_images
     def draw(path, **kw):
         return BundleSampler(path, SampleRequest(n=3, steps=4, seed=1, **kw)).run().images
 
-    shutil.copytree(bundle, tmp_path / "s")
-    raw = load_manifest_dict(tmp_path / "s")
-    raw["sampling"] = {"cell_shift": 4}
-    write_manifest_dict(tmp_path / "s", raw)
+    with_sampling(bundle, tmp_path / "s", {"cell_shift": 4})
     assert read_manifest(tmp_path / "s").sampling["cell_shift"] == 4
     recorded = draw(tmp_path / "s")
     np.testing.assert_array_equal(recorded, draw(bundle, cell_shift=4))
@@ -87,12 +82,8 @@ def test_the_runtime_uses_the_recorded_shift_and_passes_do_not_change_the_images
 
 @pytest.mark.parametrize("value", [5, -1, 2.5, "4"])
 def test_a_bad_recorded_shift_is_refused(bundle, tmp_path, value):
-    shutil.copytree(bundle, tmp_path / "b")
-    raw = load_manifest_dict(tmp_path / "b")
-    raw["sampling"] = {"cell_shift": value}
-    write_manifest_dict(tmp_path / "b", raw)
     with pytest.raises(BundleError, match="cell_shift must be a whole number from 0 to 4") as e:
-        read_manifest(tmp_path / "b")
+        read_manifest(with_sampling(bundle, tmp_path / "b", {"cell_shift": value}))
     assert one_line(str(e.value))
 
 

@@ -307,11 +307,22 @@ def test_a_rebuilt_bundle_records_a_cascade_base_and_cell_shift_that_sample_then
     assert "base" not in open_bundle(again).sampling and "cell_shift" not in open_bundle(again).sampling
 
 
+def test_a_rebuilt_bundle_records_eta_and_zero_removes_it(bundle, tmp_path):
+    """`edgediff export BUNDLE --eta 1`: manifest.sampling.eta, shown by info; --eta 0 leaves no record (what no
+    record means), so manifests of deterministic bundles stay as they were."""
+    export_run(bundle, tmp_path / "e", ExportOptions(profile=False, eta=1.0))
+    assert open_bundle(tmp_path / "e").sampling["eta"] == 1.0
+    assert "eta           1: fresh noise at every DDIM step" in bundle_info(tmp_path / "e")
+    export_run(tmp_path / "e", tmp_path / "d", ExportOptions(profile=False, eta=0.0))
+    assert "eta" not in open_bundle(tmp_path / "d").sampling
+
+
 @pytest.mark.parametrize("options, why", [(dict(base="../elsewhere", strength=0.5), "never a path"),
                                           (dict(base="emoji-32"), "needs --strength"),
                                           (dict(base="emoji-32", strength=1.0), "below 1"),
                                           (dict(strength=0.5), "needs --base"),
-                                          (dict(cell_shift=5), "--cell-shift 5 must be a whole number")])
+                                          (dict(cell_shift=5), "--cell-shift 5 must be a whole number"),
+                                          (dict(eta=1.5), "--eta 1.5 must be a number from 0")])
 def test_bad_sampling_flags_are_refused_by_name(options, why):
     with pytest.raises(EdgediffError, match=why):
         ExportOptions(**options).sampling(has_bank=True, patch=8)

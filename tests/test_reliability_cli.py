@@ -64,6 +64,7 @@ CASES: list[tuple[str, str, str]] = [
     ("export", "--strength", "0.5"), ("export", "--strength", "nan"),  # both without --base
     ("sample", "--cell-shift", "-1"), ("sample", "--cell-shift", "5"),  # the tiny bundle's cells are 8 px: 0..4
     ("export", "--cell-shift", "-2"), ("export", "--cell-shift", "99"),
+    ("sample", "--eta", "-0.5"), ("sample", "--eta", "nan"), ("export", "--eta", "2"), ("eval", "--eta", "1.5"),
     ("eval", "--n", "0"), ("eval", "--steps", "0"), ("eval", "--seed", "-1"), ("eval", "--snippet", "-1"),
     ("audit", "--n", "0"), ("audit", "--steps", "0"), ("audit", "--seed", "-1"), ("audit", "--sigma", "-1"),
     ("audit", "--sigma", "nan"), ("audit", "--worst", "-1"),

@@ -111,7 +111,7 @@ def _sampling(d: dict, patch: int) -> dict:
     `patch` is the cell side, which bounds the cell shift."""
     from edgediff.cell_shift import check_cell_shift
 
-    unknown = set(d) - {"guidance", "base", "cell_shift"}
+    unknown = set(d) - {"guidance", "base", "cell_shift", "eta"}
     if unknown:
         raise BundleError(f"manifest.sampling has unknown key {_label(sorted(unknown)[0])}; upgrade edgediff or "
                           "re-export the bundle")
@@ -129,6 +129,11 @@ def _sampling(d: dict, patch: int) -> dict:
         except ValueError:
             raise BundleError(f"manifest.sampling.cell_shift must be a whole number from 0 to {patch // 2} (half a "
                               "cell); re-export the bundle") from None
+    if "eta" in d:
+        e = d["eta"]
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or not 0 <= e <= 1:
+            raise BundleError("manifest.sampling.eta must be a number from 0 to 1; re-export the bundle")
+        out["eta"] = float(e)
     return out
 
 

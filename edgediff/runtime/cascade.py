@@ -85,7 +85,7 @@ class CascadeSampler:
                  log: Callable[[str], None] = lambda s: None, verbose: bool = False):
         self.stage = stage
         self.final = BundleSampler(bundle_dir, replace(request, strength=stage.strength), log=log, verbose=verbose)
-        base_request = replace(request, guidance=None, cell_shift=None, strength=1.0,  # the base's own settings
+        base_request = replace(request, guidance=None, cell_shift=None, eta=None, strength=1.0,  # the base's own
                                keep_float=False)
         self.base = BundleSampler(stage.base, base_request, log=lambda s: log(f"base {stage.base}: {s}"),
                                   verbose=verbose)

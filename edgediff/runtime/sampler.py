@@ -36,7 +36,7 @@ from edgediff.runtime.conditions import check_conditions, choose_snippets
 from edgediff.runtime.planner import BudgetError, Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
 from edgediff.runtime.start_images import check_start_images, pass_slice
-from edgediff.sampling import resolve_guidance, sample_loop
+from edgediff.sampling import resolve_eta, resolve_guidance, sample_loop
 from edgediff.schedule import Schedule, start_index
 
 MAX_N = 4096
@@ -107,6 +107,7 @@ class SampleRequest:
     guidance: float | None = None  # None: the bundle's recommended scale (manifest.sampling), else 1
     strength: float = 1.0  # < 1: redraw the images given to run(init=...) from this share of the steps (SDEdit)
     cell_shift: int | None = None  # None: the bundle's (manifest.sampling.cell_shift, else 0); edgediff.cell_shift
+    eta: float | None = None  # None: the bundle's (manifest.sampling.eta, else 0 = deterministic DDIM)
     # Reset the kernel's peak (VmHWM) after loading, so that Phases.sampling_peak_mb is the sampling phase's own
     # peak. A measuring lever for benchmarks: it makes this process forget its earlier peak, so it is off by default.
     phase_peaks: bool = False
@@ -158,14 +159,15 @@ class SampleResult:
 
 @dataclass(frozen=True)
 class _Opened:
-    """The bundle as `plan()` read it, for `run()`: folder, manifest, schedule, and the guidance scale and cell shift
-    in force."""
+    """The bundle as `plan()` read it, for `run()`: folder, manifest, schedule, and the guidance scale, cell shift
+    and η in force."""
 
     bundle: Path
     manifest: Manifest
     schedule: Schedule
     guidance: float
     cell_shift: int
+    eta: float
 
 
 class BundleSampler:
@@ -202,10 +204,11 @@ class BundleSampler:
         guidance = resolve_guidance(req.guidance, manifest.lut is not None,
                                     default=manifest.sampling.get("guidance", 1.0))
         shift = resolve_cell_shift(req.cell_shift, manifest.sampling.get("cell_shift", 0), manifest.geometry.patch)
+        eta = resolve_eta(req.eta, manifest.sampling.get("eta", 0.0))
         profile = load_profile(bundle, manifest, self.log)
         warm_up()
         plan, warnings = _checked_plan(req, bundle, manifest, profile, guidance)
-        self._opened, self._plan = _Opened(bundle, manifest, schedule, guidance, shift), plan
+        self._opened, self._plan = _Opened(bundle, manifest, schedule, guidance, shift, eta), plan
         for line in warnings:
             self.log(line)
         self.log(plan.describe())  # before the work: what it will do (the progress bar then gives the time left)
@@ -369,7 +372,8 @@ def _sample_passes(req: SampleRequest, opened: _Opened, plan: Plan, eps_fn, cond
         x = sample_loop(eps_fn, geom=manifest.geometry, n=stop - start, steps=steps, seed=seed,
                         snippets=conds[start:stop], cells_per_call=plan.cells_per_call, schedule=opened.schedule,
                         x_T=x_T, on_step=_step_timer(phases, k, req.steps_run, passes, on_step),
-                        guidance=opened.guidance, init=x0, strength=req.strength, cell_shift=opened.cell_shift)
+                        guidance=opened.guidance, init=x0, strength=req.strength, cell_shift=opened.cell_shift,
+                        eta=opened.eta, first_image=start)
         del x0
         phases.sampling_peak_mb = rss.peak_mb()
         del x_T

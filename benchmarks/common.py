@@ -64,6 +64,13 @@ def machine_info() -> dict:
     }
 
 
+def repo_path(path: str | Path) -> str:
+    """`path` as results record it: relative to the repository when inside it (the shipped bundles: not this
+    machine's path), else as given."""
+    where = Path(path).resolve()
+    return str(where.relative_to(ROOT)) if where.is_relative_to(ROOT) else str(path)
+
+
 def write_json(name: str, body: dict) -> Path:
     """Write benchmarks/results/NAME atomically (temp file + rename)."""
     from edgediff.files import atomic_write_bytes

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.common import machine_info, write_json
+from benchmarks.common import machine_info, repo_path, write_json
 from edgediff.bundle import DEFAULT_BUNDLE, read_manifest
 from edgediff.evaluate import eval_command
 from edgediff.metrics import quality_fields
@@ -35,7 +35,7 @@ def score(bundle: Path, n: int, steps: int) -> dict:
     r = eval_command(bundle, data="emoji", n=n, steps=steps, seed=0)
     print(f"{bundle}: FD-Lite0 {r['fd_lite0']:.2f} | FD-independent {r['fd_independent']:.2f} | seams "
           f"{r['seam_border']:.3f}", flush=True)
-    return {"bundle": str(bundle), "training": training_record(bundle), **quality_fields(r),
+    return {"bundle": repo_path(bundle), "training": training_record(bundle), **quality_fields(r),
             "seam_border": r["seam_border"], "seam_midcell": r["seam_midcell"], "guidance": r["guidance"]}
 
 
@@ -46,7 +46,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     a = ap.parse_args()
     rows = [score(Path(b), a.n, a.steps) for b in [DEFAULT_BUNDLE, *a.bundles.split(",")]]
-    rows[0]["bundle"] = "edgediff/default_bundle (the shipped emoji-32)"
     base = rows[0]
     for row in rows[1:]:
         row["vs_default"] = {k: row[k] / base[k] for k in RATIO_KEYS}

@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import RESULTS, ROOT, SHARED_CPU_NOTE, machine_info, save_figure, save_sheet, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, machine_info, repo_path, save_figure, save_sheet, write_json
 from benchmarks.default_sample import run as sample_cli
 
 SEED = 0
@@ -137,9 +137,8 @@ def describe(bundle: Path, n: int, cell: int, tmp: Path) -> tuple[dict, object]:
 
     m = read_manifest(bundle)
     q, images = quality(bundle, n, cell)
-    where = Path(bundle).resolve()
-    named = where.relative_to(ROOT) if where.is_relative_to(ROOT) else bundle  # the shipped one: not this machine's path
-    return {"bundle": str(named), "image_size": m.image_size, "grid": m.grid, "halo": m.halo, "params": m.params,
+    return {"bundle": repo_path(bundle), "image_size": m.image_size, "grid": m.grid, "halo": m.halo,
+            "params": m.params,
             "guidance": m.sampling.get("guidance", 1.0), "cascade": m.sampling.get("base"),
             "cell_shift": m.sampling.get("cell_shift", 0),
             "training": training_cost(bundle), "quality": q,

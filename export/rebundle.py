@@ -4,8 +4,9 @@ Why: a bundle whose training run is gone (the shipped default's is not in the re
 denoiser or the ORT format. Calibration and measurement use the dataset the manifest names, each image paired with
 its memory-bank entry decoded from the bundle's LUT (int8_quality.bundle_run_data). The fp32 file, the LUT, the
 geometry and the training record are carried over unchanged; the int8 file, `quality.int8`, the ORT conversion and
-the memory profile are made afresh, exactly as `export_run` makes them, and the result goes through the same
-`write_bundle` (checked, atomic).
+the memory profile are made afresh, exactly as `export_run` makes them (the profile is kept when the denoiser files
+are unchanged: a rebuild that only records sampling settings), and the result goes through the same `write_bundle`
+(checked, atomic).
 """
 
 from __future__ import annotations
@@ -57,10 +58,17 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
         if options.ort_format:
             quality = replace(quality, ort_format=to_ort_format(stage, files, parity_inputs(data, config, options),
                                                                 log))
-        manifest = replace(m, files={role: file_entry(stage, rel) for role, rel in files.items()}, quality=quality,
-                           sampling=sampling, memory_profile=None, edgediff_version=edgediff.__version__,
+        entries = {role: file_entry(stage, rel) for role, rel in files.items()}
+        same_files = entries == m.files and m.memory_profile is not None
+        manifest = replace(m, files=entries, quality=quality, sampling=sampling,
+                           memory_profile=m.memory_profile if same_files else None,
+                           edgediff_version=edgediff.__version__,
                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        if options.profile:
+        if same_files:
+            # Only manifest.sampling (or nothing) changed: the profile measured on these very files still holds,
+            # and measuring it again on a busy box would only move the planner's choices by the noise.
+            log("kept the memory profile: the denoiser files are unchanged")
+        elif options.profile:
             log("measuring the memory profile of each denoiser in fresh processes")
             manifest.memory_profile = measure_profile_of(stage, manifest, options)
         write_bundle(out, manifest, stage)

@@ -308,10 +308,12 @@ def test_a_rebuilt_bundle_records_a_cascade_base_and_cell_shift_that_sample_then
 
 
 def test_a_rebuilt_bundle_records_eta_and_zero_removes_it(bundle, tmp_path):
-    """`edgediff export BUNDLE --eta 1`: manifest.sampling.eta, shown by info; --eta 0 leaves no record (what no
-    record means), so manifests of deterministic bundles stay as they were."""
-    export_run(bundle, tmp_path / "e", ExportOptions(profile=False, eta=1.0))
+    """`edgediff export BUNDLE --eta 1`: manifest.sampling.eta, shown by info, the rest of the manifest kept; --eta 0
+    leaves no record (what no record means), so manifests of deterministic bundles stay as they were."""
+    export_run(bundle, tmp_path / "e", ExportOptions(eta=1.0))
     assert open_bundle(tmp_path / "e").sampling["eta"] == 1.0
+    # the denoiser files are the same bytes, so the profile measured on them is kept, not measured again
+    assert open_bundle(tmp_path / "e").memory_profile == open_bundle(bundle).memory_profile is not None
     assert "eta           1: fresh noise at every DDIM step" in bundle_info(tmp_path / "e")
     export_run(tmp_path / "e", tmp_path / "d", ExportOptions(profile=False, eta=0.0))
     assert "eta" not in open_bundle(tmp_path / "d").sampling

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import SHARED_CPU_NOTE, machine_info, write_json
+from benchmarks.common import RESULTS, SHARED_CPU_NOTE, compact_png, machine_info, write_json
 from edgediff.bundle import DEFAULT_BUNDLE
 
 
@@ -68,6 +68,16 @@ def precision_speed(tmp: Path, rounds: int = 3) -> dict:
             "fp32_over_default": round(med["fp32"] / med["default"], 3)}
 
 
+def keep_grid(grid_png: Path, path: Path, scale: int = 4) -> Path:
+    """The grid `edgediff sample` wrote, enlarged `scale`× (nearest: the pixels as sampled), palette-coded."""
+    import numpy as np
+    from PIL import Image
+
+    from edgediff.images import save_png
+
+    return compact_png(save_png(np.asarray(Image.open(grid_png).convert("RGB")), path, scale=scale))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bundle", default=None, help="measure this bundle instead of the shipped default")
@@ -83,6 +93,8 @@ def main() -> None:
                   "files": {r: e.path for r, e in read_manifest(bundle).files.items()}}
     with tempfile.TemporaryDirectory() as d:
         rows = [run([], Path(d) / "a.png"), run(["--cells-per-call", "16"], Path(d) / "b.png")]
+        if a.bundle is None:  # the README's picture: the first command's own grid, enlarged 4×
+            keep_grid(Path(d) / "a.png", RESULTS / "default_samples.png")
         if "denoiser_int8" in body["files"]:
             body["precision_speed"] = precision_speed(Path(d))
             floors = {p: planner_floor(p) for p in ("fp32", "int8")}

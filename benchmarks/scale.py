@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patch", type=Path, help="the cell model's bundle (default: the shipped emoji-128)")
-    ap.add_argument("--full", type=Path, required=True, help="the full-image model's bundle (grid 1)")
+    ap.add_argument("--full", type=Path, help="the full-image model's bundle (grid 1); required unless --sheet-only")
+    ap.add_argument("--sheet-only", action="store_true",
+                    help="only redraw results/emoji128_samples.png (16 images, seed 0, as the full run draws them)")
     ap.add_argument("--n", type=int, default=64, help="images sampled from each bundle for FD/KID and seams")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "edgediff_scale")
     ap.add_argument("--name", default="scale", help="result name: results/NAME.json and NAME.png")
@@ -158,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     from edgediff.shipped import shipped_bundle
 
     patch_bundle = a.patch or shipped_bundle("emoji-128")
+    if a.sheet_only:
+        from edgediff.runtime.cascade import sample_as_recorded
+
+        images = sample_as_recorded(patch_bundle, n=16, steps=STEPS, seed=SEED).images
+        save_sheet(images, RESULTS / "emoji128_samples.png", scale=2)
+        return 0
+    if a.full is None:
+        ap.error("--full BUNDLE is required (the full-image model to compare with)")
     m = read_manifest(patch_bundle)
     cell = m.image_size // m.grid
     a.workdir.mkdir(parents=True, exist_ok=True)

@@ -161,9 +161,8 @@ def sample_loop(
     `cell_shift` > 0 moves the grid up to that many pixels each way at every step (edgediff.cell_shift): the image
     is held rolled to each step's seeded offset, so the cells' borders fall elsewhere, and rolled back at the end.
 
-    `eta` > 0 adds fresh seeded noise at every step but the last (ddim_sigma; η = 1: ancestral sampling);
-    `first_image` is the index of this call's first image among all the run's, so its noise does not depend on how
-    the images were split into passes."""
+    `eta` > 0 adds fresh seeded noise at every step but the last (ddim_sigma); `first_image`, the index of this
+    call's first image in the run, keeps that noise independent of how the images were split into passes."""
     if cells_per_call < 1:
         raise ValueError(f"cells per call must be >= 1, got {cells_per_call}")
     guidance = check_guidance(guidance)
@@ -171,36 +170,42 @@ def sample_loop(
     eta = check_eta(eta)
     if guidance != 1.0:
         eps_fn = guided(eps_fn, guidance, cells_per_call)
-    p = geom.patch
-    image_size, channels, grid = geom.image_size, geom.channels, geom.grid
     acp = schedule.alphas_cumprod()
     ts = ddim_timesteps(steps, schedule.num_train_timesteps)
-    x = initial_noise(n, channels, image_size, seed) if x_T is None else x_T.astype(np.float32, copy=True)
+    x = initial_noise(n, geom.channels, geom.image_size, seed) if x_T is None else x_T.astype(np.float32, copy=True)
     if init is not None:
         ts = ts[start_index(steps, strength):]
         x = add_noise(init.astype(np.float32, copy=False), x, np.full(n, ts[0]), acp)
     x_prev = np.empty_like(x)
     snippets = np.ascontiguousarray(snippets, dtype=np.float32)
-    calls = work_items(n, grid, cells_per_chunk(cells_per_call, guidance))
+    calls = work_items(n, geom.grid, cells_per_chunk(cells_per_call, guidance))
     offsets, frame = cell_offsets(len(ts), cell_shift, seed), (0, 0)  # frame: the offset x is held rolled by
     for k, t in enumerate(ts):
         t_prev = int(ts[k + 1]) if k + 1 < len(ts) else -1
         sigma = ddim_sigma(int(t), t_prev, acp, eta)
         x, x_prev, frame = _roll_to(x, x_prev, frame, offsets[k])
-        pooled = pool_global(x, grid)  # once per step: a call holds its own rows only
-        for call in calls:
-            imgs = np.fromiter((i for i, _ in call), dtype=np.int64, count=len(call))
-            cells = np.fromiter((c for _, c in call), dtype=np.int64, count=len(call))
-            eps = eps_fn(*cell_inputs(x, imgs, cells, int(t), snippets, geom, pooled=pooled))
-            for j, (i, c) in enumerate(call):
-                ys, xs = cell_slice(c, grid, p)
-                x_prev[i, :, ys, xs] = ddim_step(x[i, :, ys, xs], eps[j], int(t), t_prev, acp, sigma=sigma)
+        _denoise_cells(eps_fn, x, x_prev, calls, geom, snippets, (int(t), t_prev), acp, sigma)
         if sigma:
             add_step_noise(x_prev, x, sigma, seed, first_image, k)
         x, x_prev = x_prev, x
         if on_step is not None:
             on_step(k)
     return _roll_to(x, x_prev, frame, (0, 0))[0]
+
+
+def _denoise_cells(eps_fn: EpsFn, x: np.ndarray, x_prev: np.ndarray, calls: list, geom: CellGeometry,
+                   snippets: np.ndarray, t_pair: tuple[int, int], acp: np.ndarray, sigma: float) -> None:
+    """One step's denoiser calls and the deterministic part of its DDIM update: every cell reads x (x_t) and only
+    its centre is written into x_prev, so the step is synchronous whatever the cells per call."""
+    t, t_prev = t_pair
+    pooled = pool_global(x, geom.grid)  # once per step: a call holds its own rows only
+    for call in calls:
+        imgs = np.fromiter((i for i, _ in call), dtype=np.int64, count=len(call))
+        cells = np.fromiter((c for _, c in call), dtype=np.int64, count=len(call))
+        eps = eps_fn(*cell_inputs(x, imgs, cells, t, snippets, geom, pooled=pooled))
+        for j, (i, c) in enumerate(call):
+            ys, xs = cell_slice(c, geom.grid, geom.patch)
+            x_prev[i, :, ys, xs] = ddim_step(x[i, :, ys, xs], eps[j], t, t_prev, acp, sigma=sigma)
 
 
 def _roll_to(x: np.ndarray, spare: np.ndarray, frame: tuple[int, int], offset) -> tuple:

@@ -15,6 +15,7 @@ independent network's; seam ratios at the 128 px model's cell borders and mid-ce
 The seed (1) differs from the scale ladder's (0), so the strength is not chosen on the images it is judged by.
 
     python -m benchmarks.cascade --bundle BUNDLE [--base emoji-32] [--strengths 0.3,0.5,0.7] [--n 64]
+                                 [--cell-shifts 0,8] [--etas 0,1]   # η of the redraw; the base keeps its own
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def score(images, dataset, grid: int, cell: int) -> dict:
 
 
 def rows(bundle: Path, base: str, strengths: list[float], n: int, noise_row: bool = True,
-         cell_shifts: tuple[int, ...] = (0,), plain_row: bool = False) -> tuple[list[dict], dict]:
+         cell_shifts: tuple[int, ...] = (0,), plain_row: bool = False,
+         etas: tuple[float, ...] = (0.0,)) -> tuple[list[dict], dict]:
     """Every row's scores and seconds, and each row's first 8 images for the sheet. `noise_row` False leaves out
     the costliest control (25 steps from noise) when only more strengths are wanted. Each strength runs once per
     cell shift (edgediff.cell_shift); `plain_row` adds the first strength with the base enlarged by plain bicubic
@@ -64,9 +66,9 @@ def rows(bundle: Path, base: str, strengths: list[float], n: int, noise_row: boo
         sheets[name] = images[:8]
         print(json.dumps(out[-1]), flush=True)
 
-    def redraw(name: str, strength: float, start, shift: int) -> None:
+    def redraw(name: str, strength: float, start, shift: int, eta: float = 0.0) -> None:
         t0 = time.perf_counter()
-        request = SampleRequest(n=n, steps=STEPS, seed=SEED, strength=strength, cell_shift=shift)
+        request = SampleRequest(n=n, steps=STEPS, seed=SEED, strength=strength, cell_shift=shift, eta=eta)
         add(name, strength, BundleSampler(bundle, request).run(init=start).images,
             base_s + time.perf_counter() - t0, shift)
 
@@ -79,7 +81,10 @@ def rows(bundle: Path, base: str, strengths: list[float], n: int, noise_row: boo
                resize(base_images, m.image_size, smooth_upscale=False), 0)
     for s in strengths:
         for shift in cell_shifts:
-            redraw(f"strength {s:g}" + (f", cell shift {shift}" if shift else ""), s, base_images, shift)
+            for eta in etas:
+                redraw(f"strength {s:g}" + (f", cell shift {shift}" if shift else "") + (f", eta {eta:g}" if eta
+                                                                                          else ""),
+                       s, base_images, shift, eta)
     if noise_row:
         t0 = time.perf_counter()
         shift = max(cell_shifts)
@@ -142,13 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="cascade", help="result name: results/NAME.json and NAME.png")
     ap.add_argument("--no-noise-row", action="store_true", help="leave out the from-noise control (more strengths only)")
     ap.add_argument("--cell-shifts", default="0", help="comma-separated cell shifts to run each strength with")
+    ap.add_argument("--etas", default="0", help="comma-separated DDIM η for the redraw (the base keeps its own)")
     ap.add_argument("--plain-row", action="store_true",
                     help="add the first strength from a plain bicubic enlargement on a fixed grid (the old hand-off)")
     a = ap.parse_args(argv)
     strengths = [float(s) for s in a.strengths.split(",")]
     shifts = tuple(int(k) for k in a.cell_shifts.split(","))
     table, sheets = rows(a.bundle, a.base, strengths, a.n, noise_row=not a.no_noise_row, cell_shifts=shifts,
-                         plain_row=a.plain_row)
+                         plain_row=a.plain_row, etas=tuple(float(e) for e in a.etas.split(",")))
     settings = {"n": a.n, "ddim_steps": STEPS, "seed": SEED, "upscale_blur_per_factor": UPSCALE_BLUR_PER_FACTOR}
     body = {"machine": {**machine_info(), "load_average": list(os.getloadavg())}, "note": SHARED_CPU_NOTE,
             "bundle": a.bundle.name, "base": str(a.base), "settings": settings,

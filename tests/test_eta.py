@@ -60,6 +60,18 @@ def test_eta_zero_is_the_deterministic_sampler_and_eta_above_it_draws_other_imag
     assert not np.array_equal(_loop(1.0, seed=1), _loop(1.0))
 
 
+def test_eta_redraws_start_images_handed_over_as_transposed_views():
+    """A redraw gets its start images as HWC pictures converted to CHW views; the step noise is drawn into the
+    loop's buffers, which must therefore be C-ordered whatever numpy makes of the view (at 128 px its arithmetic
+    keeps the view's order: `sample emoji-128 --eta 1` once failed there)."""
+    geom = CellGeometry(image_size=128, channels=3, grid=8, halo=0)
+    start = np.random.default_rng(3).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32).transpose(0, 3, 1, 2)
+    out = sample_loop(lambda patch, glob, t, pos, snippet: np.zeros((len(patch), 3, 16, 16), np.float32), geom=geom,
+                      n=1, steps=4, seed=0, snippets=np.zeros((1, 4), np.float32), cells_per_call=64, eta=1.0,
+                      init=start, strength=0.5)
+    assert out.shape == (1, 3, 128, 128) and np.isfinite(out).all()
+
+
 def test_the_step_noise_of_an_image_does_not_depend_on_the_pass_it_is_drawn_in(bundle):
     def draw(**kw):
         return BundleSampler(bundle, SampleRequest(n=3, steps=4, seed=1, eta=1.0, **kw)).run().images

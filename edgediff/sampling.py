@@ -175,8 +175,7 @@ def sample_loop(
     x = initial_noise(n, geom.channels, geom.image_size, seed) if x_T is None else x_T.astype(np.float32, copy=True)
     if init is not None:
         ts = ts[start_index(steps, strength):]
-        # C order: a start image often arrives as a transposed (HWC → CHW) view, and the step noise is drawn into x
-        x = add_noise(np.ascontiguousarray(init, dtype=np.float32), x, np.full(n, ts[0]), acp)
+        x = add_noise(np.ascontiguousarray(init, dtype=np.float32), x, np.full(n, ts[0]), acp)  # C order: η's noise
     x_prev = np.empty_like(x)
     snippets = np.ascontiguousarray(snippets, dtype=np.float32)
     calls = work_items(n, geom.grid, cells_per_chunk(cells_per_call, guidance))

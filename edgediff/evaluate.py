@@ -147,11 +147,11 @@ def _eval_bundle(bundle_dir: Path, data: str, n: int, steps: int, seed: int, sni
     was refused already: a bundle has no encoder)."""
     from edgediff.bundle import read_manifest
     from edgediff.metrics import evaluate
-    from edgediff.sampling import resolve_eta
+    from edgediff.sampling import bundle_eta
 
     manifest = read_manifest(bundle_dir)
     dataset = _open_scoring(data, manifest.image_size, save, log)
-    e = resolve_eta(eta, manifest.sampling.get("eta", 0.0))
+    e = bundle_eta(eta, manifest.sampling)
     run = generate_from_bundle(bundle_dir, n, steps, seed, snippet=snippet, interpolate=interpolate,
                                guidance=guidance, precision=precision, eta=e, log=log)
     result = evaluate(run.images, dataset, manifest.grid)

@@ -43,6 +43,12 @@ def check_eta(eta: float) -> float:
     return e
 
 
+def bundle_eta(eta: float | None, sampling: dict) -> float:
+    """The η a bundle samples with: the one asked for, else its manifest's recommendation, else 0. The one home of
+    that rule for the runtime and `eval`."""
+    return resolve_eta(eta, sampling.get("eta", 0.0))
+
+
 def resolve_eta(eta: float | None, default: float = 0.0) -> float:
     """The η a run uses: the one asked for, else the bundle's recommendation; a bad value is a one-line error."""
     from edgediff.errors import EdgediffError

@@ -36,7 +36,7 @@ from edgediff.runtime.conditions import check_conditions, choose_snippets
 from edgediff.runtime.planner import BudgetError, Plan, available_mb, plan_sampling
 from edgediff.runtime.session import create_session, is_cap_error
 from edgediff.runtime.start_images import check_start_images, pass_slice
-from edgediff.sampling import resolve_eta, resolve_guidance, sample_loop
+from edgediff.sampling import bundle_eta, resolve_guidance, sample_loop
 from edgediff.schedule import Schedule, start_index
 
 MAX_N = 4096
@@ -204,7 +204,7 @@ class BundleSampler:
         guidance = resolve_guidance(req.guidance, manifest.lut is not None,
                                     default=manifest.sampling.get("guidance", 1.0))
         shift = resolve_cell_shift(req.cell_shift, manifest.sampling.get("cell_shift", 0), manifest.geometry.patch)
-        eta = resolve_eta(req.eta, manifest.sampling.get("eta", 0.0))
+        eta = bundle_eta(req.eta, manifest.sampling)
         profile = load_profile(bundle, manifest, self.log)
         warm_up()
         plan, warnings = _checked_plan(req, bundle, manifest, profile, guidance)

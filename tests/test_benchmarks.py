@@ -210,3 +210,10 @@ def test_more_steps_rows_name_the_steps_and_the_warm_start_their_weights_come_fr
     rec = training_record(DEFAULT_BUNDLE)
     assert rec["steps"] == 8000 and rec["lr"] == 0.0003 and rec["init_from"] == "edgediff/default_bundle"
     assert "--init-from" in rec["command"]
+
+
+def test_eta_rows_take_an_optional_guidance_and_default_to_the_bundles():
+    from benchmarks.eta import parse_rows
+
+    assert parse_rows("0:25,1:50") == [(0.0, 25, None), (1.0, 50, None)]
+    assert parse_rows("1:25:4.5") == [(1.0, 25, 4.5)]

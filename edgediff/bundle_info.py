@@ -34,8 +34,9 @@ def int8_lines(q: dict) -> list[str]:
         lines.append("  x0 rel error by t band " + ", ".join(f"{b} {v:.1%}" for b, v in x0.items()))
     if "psnr_vs_fp32_db" in q:
         im = q.get("images", {})
-        lines.append(f"  images vs fp32 (same noise and snippets, {im.get('n', '?')} images, {im.get('ddim_steps', '?')} "
-                     f"steps, guidance {im.get('guidance', '?')}): PSNR {q['psnr_vs_fp32_db']:.1f} dB (median image "
+        lines.append(f"  images vs fp32 (same noise and snippets, {im.get('n', '?')} images, "
+                     f"{im.get('ddim_steps', '?')} steps, guidance {im.get('guidance', '?')}, η {im.get('eta', 0.0):g})"
+                     f": PSNR {q['psnr_vs_fp32_db']:.1f} dB (median image "
                      f"{q.get('psnr_median_image_db', float('nan')):.1f} dB), mean |Δ| "
                      f"{q.get('mean_abs_diff_255', float('nan')):.1f}/255")
     for name, d in q.get("fd_delta", {}).items():

@@ -196,8 +196,7 @@ def _stage_run(stage: Path, run_dir: Path, model, config, meta: dict, data: RunD
     files = {"denoiser_fp32": FILES["denoiser_fp32"]}
     if options.int8:
         quality["int8"] = build_int8(fp32, stage / FILES["denoiser_int8"], data, config,
-                                     meta.get("train", {}).get("data", "emoji"), options,
-                                     guidance=sampling.get("guidance", 1.0), log=log)
+                                     meta.get("train", {}).get("data", "emoji"), options, sampling=sampling, log=log)
         files["denoiser_int8"] = FILES["denoiser_int8"]
     lut = _stage_lut(bank, options.lut_bytes, stage, options.seed, quality, files, log)
     specs = tensor_specs(fp32)  # before --ort replaces the .onnx file
@@ -300,27 +299,50 @@ def to_ort_format(stage: Path, files: dict[str, str], check_inputs: dict[str, np
 
 
 def build_int8(fp32: Path, dst: Path, data: RunData, config, data_name: str, options: ExportOptions, *,
-               guidance: float, log: Callable[[str], None]) -> dict:
+               sampling: dict, log: Callable[[str], None]) -> dict:
     """Quantise by `options.int8_recipe` on `options`' calibration set, then measure what int8 changes
-    (int8_quality, against the `data_name` images) unless `options.int8_measure` is off: the manifest's
-    `quality.int8`."""
-    from edgediff.data import load_dataset
-    from edgediff.bundle_info import int8_lines
-    from edgediff_export.int8_quality import default_metrics, measure_int8
+    (`measure_int8_as_sampled`) unless `options.int8_measure` is off: the manifest's `quality.int8`."""
     from edgediff_export.quantize import quantize_int8
 
     report = quantize_int8(fp32, dst, data, config, seed=options.seed, recipe=options.int8_recipe,
                            calib_timesteps=options.calib_timesteps, calib_rows=options.calib_rows, log=log)
-    if not options.int8_measure:
-        return report
-    log(f"int8: sampling {options.int8_images} images through fp32 and int8 from the same noise, to measure what "
-        "int8 changes")
+    if options.int8_measure:
+        report.update(measure_int8_as_sampled(fp32, dst, data, config, data_name, options, sampling=sampling,
+                                              log=log))
+        log_int8(report, log)
+    return report
+
+
+def measure_int8_as_sampled(fp32: Path, int8: Path, data: RunData, config, data_name: str, options: ExportOptions,
+                            *, sampling: dict, log: Callable[[str], None]) -> dict:
+    """What int8 changes against the `data_name` images (int8_quality.measure_int8), sampled with the guidance and
+    DDIM η of the bundle's `sampling` record: the int8 gate must judge the sampler `edgediff sample` will run."""
+    from edgediff.data import load_dataset
+    from edgediff_export.int8_quality import default_metrics, measure_int8
+
+    guidance, eta = sampling.get("guidance", 1.0), sampling.get("eta", 0.0)
+    log(f"int8: sampling {options.int8_images} images through fp32 and int8 from the same noise (guidance "
+        f"{guidance:g}, η {eta:g}), to measure what int8 changes")
     dataset = load_dataset(data_name, config.image_size)
-    report.update(measure_int8(fp32, dst, data, config, metrics=default_metrics(dataset), guidance=guidance,
-                               seed=options.seed, images=options.int8_images))
+    return measure_int8(fp32, int8, data, config, metrics=default_metrics(dataset), guidance=guidance, eta=eta,
+                        seed=options.seed, images=options.int8_images)
+
+
+def int8_sampler_changed(int8_quality: dict | None, sampling: dict) -> bool:
+    """Whether a recorded int8 measurement was sampled with another guidance or η than `sampling` now records
+    (records from before η existed were measured at η = 0; a bundle without a bank samples unguided)."""
+    images = (int8_quality or {}).get("images")
+    if not images:
+        return False
+    measured = (images.get("guidance", 1.0), images.get("eta", 0.0))
+    return measured != (sampling.get("guidance", 1.0), sampling.get("eta", 0.0))
+
+
+def log_int8(report: dict, log: Callable[[str], None]) -> None:
+    from edgediff.bundle_info import int8_lines
+
     for line in int8_lines(report):
         log(line)
-    return report
 
 
 def _train_command(meta: dict) -> str:

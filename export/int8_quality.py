@@ -115,7 +115,7 @@ class Fp32Reference:
     levers benchmark compares many, so all rows and the manifest are measured the same way."""
 
     def __init__(self, fp32: Path, data: RunData, config: ModelConfig, snippets: np.ndarray, *, guidance: float,
-                 steps: int = 25, seed: int = 0, images_per_t: int = 8, cells_per_call: int = 16):
+                 steps: int = 25, seed: int = 0, images_per_t: int = 8, cells_per_call: int = 16, eta: float = 0.0):
         from edgediff.images import to_uint8
 
         sess = session(fp32)
@@ -125,7 +125,7 @@ class Fp32Reference:
         self.eps = run_rows(sess, self.inputs)
         self.x_t = cell_xt(self.inputs, sess, self.eps.shape)
         self.sampling = dict(geom=config.geometry, n=len(snippets), steps=steps, seed=seed + 29, snippets=snippets,
-                             cells_per_call=cells_per_call, schedule=self.schedule, guidance=guidance)
+                             cells_per_call=cells_per_call, schedule=self.schedule, guidance=guidance, eta=eta)
         self.images = to_uint8(sample_loop(eps_fn_of(sess), **self.sampling))
 
     def band_errors(self, model: Path) -> dict:
@@ -146,18 +146,20 @@ class Fp32Reference:
 
 
 def measure_int8(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, metrics: dict[str, Metric],
-                 images: int = 256, steps: int = 25, guidance: float = 1.0, seed: int = 0) -> dict:
+                 images: int = 256, steps: int = 25, guidance: float = 1.0, eta: float = 0.0, seed: int = 0) -> dict:
     """What the manifest records as `quality.int8` (besides how it was made): `Fp32Reference.compare` on `images`
-    images conditioned on random bank entries (the null snippet and no guidance without a bank)."""
+    images conditioned on random bank entries (the null snippet and no guidance without a bank), sampled with the
+    guidance and DDIM η the bundle records, so the int8 gate judges the sampler `edgediff sample` runs."""
     rng = np.random.default_rng(seed + 23)
     if data.bank is not None:
         snippets = data.bank[rng.integers(0, len(data.bank), images)].astype(np.float32)
     else:
         snippets = np.zeros((images, config.snippet_dim), dtype=np.float32)
         guidance = 1.0
-    ref = Fp32Reference(fp32, data, config, snippets, guidance=guidance, steps=steps, seed=seed)
+    ref = Fp32Reference(fp32, data, config, snippets, guidance=guidance, steps=steps, seed=seed, eta=eta)
     out = ref.compare(int8, metrics)
-    out["images"] = {"n": int(images), "ddim_steps": int(steps), "guidance": float(guidance), "seed": int(seed + 29)}
+    out["images"] = {"n": int(images), "ddim_steps": int(steps), "guidance": float(guidance), "eta": float(eta),
+                     "seed": int(seed + 29)}
     return out
 
 

@@ -20,9 +20,9 @@ from typing import Callable
 import edgediff
 from edgediff.bundle import file_entry, open_bundle, resolve, staging_dir, write_bundle
 from edgediff.errors import EdgediffError
-from edgediff_export.bundle_writer import (FILES, ExportResult, build_int8, check_out, measure_profile_of,
-                                           parity_inputs, to_fp16_weights,
-                                           to_ort_format)
+from edgediff_export.bundle_writer import (FILES, ExportResult, build_int8, check_out, int8_sampler_changed,
+                                           log_int8, measure_int8_as_sampled, measure_profile_of, parity_inputs,
+                                           to_fp16_weights, to_ort_format)
 from edgediff_export.int8_quality import bundle_run_data
 from edgediff_export.options import ExportOptions
 
@@ -50,8 +50,11 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
         if int8:
             quality = replace(quality, int8=build_int8(stage / files["denoiser_fp32"], stage / FILES["denoiser_int8"],
                                                        data, config, m.training.get("data") or "emoji", options,
-                                                       guidance=sampling.get("guidance", 1.0), log=log))
+                                                       sampling=sampling, log=log))
             files["denoiser_int8"] = FILES["denoiser_int8"]
+        elif options.int8_measure and int8_sampler_changed(quality.int8, sampling):
+            quality = replace(quality, int8=_remeasure_int8(stage, files, quality.int8, data, config, m, options,
+                                                            sampling, log))
         if options.fp16_weights:
             quality = replace(quality, fp16_weights=to_fp16_weights(stage, files, parity_inputs(data, config, options),
                                                                     log))
@@ -76,3 +79,16 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return ExportResult(out=out, manifest=manifest, messages=[f"bundle written to {out}"], source="bundle")
+
+
+def _remeasure_int8(stage: Path, files: dict[str, str], recorded: dict, data, config, m, options: ExportOptions,
+                    sampling: dict, log: Callable[[str], None]) -> dict:
+    """The carried-over int8 file measured again, as many images as before, with the sampler the bundle now
+    records: a `quality.int8` of another guidance or η would let the int8 gate judge a sampler nobody runs."""
+    log("int8: its recorded measurement used another guidance or η than the bundle now records; measuring again")
+    again = measure_int8_as_sampled(stage / files["denoiser_fp32"], stage / files["denoiser_int8"], data, config,
+                                    m.training.get("data") or "emoji",
+                                    replace(options, int8_images=recorded["images"]["n"]), sampling=sampling, log=log)
+    report = {**recorded, **again}
+    log_int8(report, log)
+    return report

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from edgediff.bundle import open_bundle
-from edgediff.bundle_info import bundle_info
+from edgediff.bundle_info import bundle_info, int8_lines
 from edgediff.checkpoint import load_ema_model
 from edgediff.errors import EdgediffError
 from edgediff.lut import decode, mean_cosine
@@ -267,22 +267,44 @@ def test_ort_format_bundle_samples_like_the_onnx_one_and_is_profiled_as_shipped(
 
 
 def test_a_bundle_without_its_run_is_rebuilt_with_int8_in_ort_format(bundle, tmp_path):
-    """`edgediff export BUNDLE_DIR --int8 --ort`: the fp32 file and LUT carried over, int8 made and measured anew."""
+    """`edgediff export BUNDLE_DIR --int8 --ort`: the fp32 file and LUT carried over, int8 made and measured anew
+    with the sampler the bundle records (its guidance and η), since that is what the int8 gate must judge."""
     from edgediff.runtime.sampler import sample_bundle
 
     out = tmp_path / "rebuilt"
     export_run(bundle, out, ExportOptions(int8=True, ort_format=True, int8_recipe="weight-only", profile=False,
-                                          guidance=2.0))
+                                          guidance=2.0, eta=1.0))
     before, after = open_bundle(bundle), open_bundle(out)
-    assert after.files["denoiser_int8"].path == "denoiser.int8.ort" and after.sampling == {"guidance": 2.0}
+    assert after.files["denoiser_int8"].path == "denoiser.int8.ort"
+    assert after.sampling == {"guidance": 2.0, "eta": 1.0}
     assert after.files["lut_codes"] == before.files["lut_codes"] and after.training == before.training
     q = after.quality.int8
     assert q["recipe"] == "weight-only" and set(q["rel_error_by_band"]) and "fd_lite0" in q["fd_delta"]
-    want = sample_bundle(bundle, n=2, steps=4, seed=1, precision="fp32", guidance=1.0).images
-    got = sample_bundle(out, n=2, steps=4, seed=1, precision="fp32", guidance=1.0).images
+    assert q["images"]["guidance"] == 2.0 and q["images"]["eta"] == 1.0
+    assert "guidance 2.0, η 1)" in "\n".join(int8_lines(q))  # what `info` prints
+    want = sample_bundle(bundle, n=2, steps=4, seed=1, precision="fp32", guidance=1.0, eta=0.0).images
+    got = sample_bundle(out, n=2, steps=4, seed=1, precision="fp32", guidance=1.0, eta=0.0).images
     assert np.abs(got.astype(int) - want).max() <= 1
     with pytest.raises(EdgediffError, match="lut-bytes"):
         export_run(bundle, tmp_path / "x", ExportOptions(lut_bytes=16))
+
+
+def test_recording_another_eta_measures_the_carried_over_int8_again_with_it(bundle, tmp_path):
+    """`edgediff export BUNDLE --eta 1` keeps the int8 file but not a `quality.int8` measured at η = 0: the gate must
+    judge the sampler `sample` runs. A rebuild that leaves the sampler alone carries the measurement over as is."""
+    before = open_bundle(bundle)
+    assert before.quality.int8["images"].get("eta", 0.0) == 0.0
+    same = tmp_path / "same"
+    export_run(bundle, same, ExportOptions(profile=False))
+    assert open_bundle(same).quality.int8 == before.quality.int8
+    out = tmp_path / "eta1"
+    export_run(bundle, out, ExportOptions(profile=False, eta=1.0))
+    after = open_bundle(out)
+    q, old = after.quality.int8, before.quality.int8
+    assert after.files["denoiser_int8"] == before.files["denoiser_int8"]  # the same file, measured again
+    assert q["images"]["eta"] == 1.0 and q["images"]["n"] == old["images"]["n"] and q["recipe"] == old["recipe"]
+    assert q["psnr_vs_fp32_db"] != old["psnr_vs_fp32_db"]  # other images were compared
+    assert q["fd_delta"]["fd_lite0"]["fp32"] != old["fd_delta"]["fd_lite0"]["fp32"]
 
 
 def test_a_rebuilt_bundle_records_a_cascade_base_and_cell_shift_that_sample_then_uses(bundle, tmp_path):

@@ -6,6 +6,8 @@
 #   bash scripts/train_gpu.sh RUN_DIR [MINUTES] [extra `edgediff train` flags]
 #   bash scripts/train_gpu.sh "$OUT/e128" 8                      # the 128 px recipe (--preset emoji-128)
 #   bash scripts/train_gpu.sh "$OUT/e128" 8 --init-from emoji-128  # ... starting from the shipped weights
+#   bash scripts/train_gpu.sh "$OUT/e32l" 4 --preset unet-l        # a larger base for the cascade: 32 px, 2x2
+#                                                                 # cells (the later --preset wins), 4.5 M params
 #   EDGEDIFF_DEVICE=cpu NPROC=2 bash scripts/train_gpu.sh /tmp/r 1 --steps 20 --image-size 32 --grid 2
 #                                                                 # the same path on a CPU (gloo): a dry run
 set -euo pipefail

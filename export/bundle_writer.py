@@ -318,9 +318,10 @@ def measure_int8_as_sampled(fp32: Path, int8: Path, data: RunData, config, data_
     """What int8 changes against the `data_name` images (int8_quality.measure_int8), sampled with the guidance and
     DDIM η of the bundle's `sampling` record: the int8 gate must judge the sampler `edgediff sample` will run."""
     from edgediff.data import load_dataset
+    from edgediff.sampling import bundle_eta
     from edgediff_export.int8_quality import default_metrics, measure_int8
 
-    guidance, eta = sampling.get("guidance", 1.0), sampling.get("eta", 0.0)
+    guidance, eta = sampling.get("guidance", 1.0), bundle_eta(None, sampling)
     log(f"int8: sampling {options.int8_images} images through fp32 and int8 from the same noise (guidance "
         f"{guidance:g}, η {eta:g}), to measure what int8 changes")
     dataset = load_dataset(data_name, config.image_size)
@@ -331,11 +332,13 @@ def measure_int8_as_sampled(fp32: Path, int8: Path, data: RunData, config, data_
 def int8_sampler_changed(int8_quality: dict | None, sampling: dict) -> bool:
     """Whether a recorded int8 measurement was sampled with another guidance or η than `sampling` now records
     (records from before η existed were measured at η = 0; a bundle without a bank samples unguided)."""
+    from edgediff.sampling import bundle_eta
+
     images = (int8_quality or {}).get("images")
     if not images:
         return False
     measured = (images.get("guidance", 1.0), images.get("eta", 0.0))
-    return measured != (sampling.get("guidance", 1.0), sampling.get("eta", 0.0))
+    return measured != (sampling.get("guidance", 1.0), bundle_eta(None, sampling))
 
 
 def log_int8(report: dict, log: Callable[[str], None]) -> None:

@@ -7,7 +7,10 @@ What each row measures, all in this run:
   scored by `edgediff.metrics.evaluate`: FD/KID in Lite0 space and in the independent network's; seam ratios at the
   cell model's border lines and mid-cell lines for both models and for the real images (the controls);
 - memory and speed: peak RSS and wall time of `edgediff sample` in a fresh process at n = 1 and n = 16;
-- training cost: seconds per 1,000 steps from the wall time each run's checkpoints record (`train_seconds`);
+- training cost: seconds per 1,000 steps from the wall time each run's checkpoints record (`train_seconds`), or,
+  with `--training-from JSON`, from an earlier scale result whose pair trained side by side: a model retrained later
+  for the same steps (a lost bundle made again) keeps its equal-compute record, since its own wall time counts other
+  threads and pauses;
 - the same cell network at 256 and 512 px (untrained, exported at grid 16 and 32): peak RSS of n = 1. Memory
   follows the cell, not the image; quality does not carry over, since the one-hot position names a cell of the
   grid the model was trained on (a 128 px model samples 128 px).
@@ -64,6 +67,20 @@ def training_cost(bundle: Path) -> dict:
     secs, step = t.get("train_seconds"), int(t.get("step", 0))
     return {"train_steps": step, "train_seconds": secs, "batch_size": t.get("settings", {}).get("batch_size"),
             "train_s_per_1000_steps": round(1000 * secs / step, 1) if secs and step else None}
+
+
+def training_from(result: Path, patch: dict, full: dict) -> None:
+    """Replace both rows' training cost with `result`'s (an earlier scale JSON) where the steps agree; a mismatch
+    is a one-line error, since then the two runs are not the ones that trained side by side."""
+    from edgediff.errors import EdgediffError
+
+    prior = json.loads(result.read_text())
+    for name, row in (("patch", patch), ("full", full)):
+        was = prior[name]["training"]
+        if was["train_steps"] != row["training"]["train_steps"]:
+            raise EdgediffError(f"--training-from {result}: its {name} model trained {was['train_steps']} steps, this "
+                                f"one {row['training']['train_steps']}; retrain or export the same step")
+        row["training"] = {**was, "source": repo_path(result)}
 
 
 def memory_speed(bundle: Path, tmp: Path, steps: int = STEPS) -> dict:
@@ -156,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=64, help="images sampled from each bundle for FD/KID and seams")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "edgediff_scale")
     ap.add_argument("--name", default="scale", help="result name: results/NAME.json and NAME.png")
+    ap.add_argument("--training-from", type=Path,
+                    help="an earlier scale JSON whose pair trained side by side: its training cost is reported")
     a = ap.parse_args(argv)
     from edgediff.shipped import shipped_bundle
 
@@ -173,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     a.workdir.mkdir(parents=True, exist_ok=True)
     patch, images = describe(patch_bundle, a.n, cell, a.workdir)
     full, _ = describe(a.full, a.n, cell, a.workdir)
+    if a.training_from:
+        training_from(a.training_from, patch, full)
     widths = {"dim": m.model_config.dim, "mults": m.model_config.mults, "backbone": m.backbone}
     ladder = [ladder_row(size, grid, widths, m.halo, a.workdir, a.workdir) for size, grid in LADDER]
     body = {"machine": {**machine_info(), "load_average": list(os.getloadavg())}, "note": SHARED_CPU_NOTE,

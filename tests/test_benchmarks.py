@@ -148,6 +148,21 @@ def test_scale_ratios_are_cell_model_over_full_image_model():
                    "s_per_image_vs_full": 2.0, "train_s_per_1000_vs_full": None}
 
 
+def test_scale_takes_the_training_cost_of_the_pair_that_trained_side_by_side_only_for_the_same_steps(tmp_path):
+    from benchmarks.scale import training_from
+    from edgediff.errors import EdgediffError
+
+    prior = tmp_path / "scale_before.json"
+    prior.write_text(json.dumps({"patch": {"training": {"train_steps": 6400, "train_seconds": 14445.0}},
+                                 "full": {"training": {"train_steps": 820, "train_seconds": 14475.0}}}))
+    patch = {"training": {"train_steps": 6400, "train_seconds": 14445.0}}
+    full = {"training": {"train_steps": 820, "train_seconds": 5200.0}}  # retrained on two threads, with pauses
+    training_from(prior, patch, full)
+    assert full["training"]["train_seconds"] == 14475.0 and full["training"]["source"].endswith("scale_before.json")
+    with pytest.raises(EdgediffError, match="820 steps, this one 700"):
+        training_from(prior, patch, {"training": {"train_steps": 700, "train_seconds": 1.0}})
+
+
 def test_pair_arm_reads_its_checkpoint_and_a_measured_eval_back_without_sampling(run_dir, tmp_path):
     from benchmarks.run_pair import ratio, recorded_training, score_arm
 

@@ -43,6 +43,12 @@ def score(images, dataset, grid: int, cell: int) -> dict:
             "seam_midcell_real": round(real["midcell"], 3)}
 
 
+def row_name(strength: float, shift: int, eta: float) -> str:
+    """'strength 0.3, cell shift 8, eta 1': only the levers a row moves off their default are named."""
+    return (f"strength {strength:g}" + (f", cell shift {shift}" if shift else "")
+            + (f", eta {eta:g}" if eta else ""))
+
+
 def rows(bundle: Path, base: str, strengths: list[float], n: int, noise_row: bool = True,
          cell_shifts: tuple[int, ...] = (0,), plain_row: bool = False,
          etas: tuple[float, ...] = (0.0,)) -> tuple[list[dict], dict]:
@@ -82,9 +88,7 @@ def rows(bundle: Path, base: str, strengths: list[float], n: int, noise_row: boo
     for s in strengths:
         for shift in cell_shifts:
             for eta in etas:
-                redraw(f"strength {s:g}" + (f", cell shift {shift}" if shift else "") + (f", eta {eta:g}" if eta
-                                                                                          else ""),
-                       s, base_images, shift, eta)
+                redraw(row_name(s, shift, eta), s, base_images, shift, eta)
     if noise_row:
         t0 = time.perf_counter()
         shift = max(cell_shifts)

@@ -130,10 +130,13 @@ def _sampling(d: dict, patch: int) -> dict:
             raise BundleError(f"manifest.sampling.cell_shift must be a whole number from 0 to {patch // 2} (half a "
                               "cell); re-export the bundle") from None
     if "eta" in d:
+        from edgediff.sampling import check_eta  # the one home of η's range
+
         e = d["eta"]
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or not 0 <= e <= 1:
-            raise BundleError("manifest.sampling.eta must be a number from 0 to 1; re-export the bundle")
-        out["eta"] = float(e)
+        try:
+            out["eta"] = check_eta(e if isinstance(e, (int, float)) and not isinstance(e, bool) else "not a number")
+        except (ValueError, OverflowError):
+            raise BundleError("manifest.sampling.eta must be a number from 0 to 1; re-export the bundle") from None
     return out
 
 

@@ -97,6 +97,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint, with the run's own settings (any other value is refused)."),
     override: Optional[list[str]] = typer.Option(None, "--override", help="With --resume: let this optimisation setting (e.g. lr, batch-size, ema-decay) take its new value from the current step on; recorded in run.json and the bundle. Repeat for several."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", help="Forward-pass arithmetic: auto (bf16 autocast on CUDA, float32 on a CPU), bf16 (also on a CPU: 1.6-1.8x faster where it has AVX512-BF16 or AMX) or fp32."),
     lr: float = typer.Option(2e-4, help="AdamW learning rate."),
     seed: int = typer.Option(0, min=0, help="Seed: fixes data order, noise and initialisation."),
     preset: Optional[str] = typer.Option(None, help="A named model size to start from: unet-s, unet-m (the default bundle's), unet-l, dis-s or dit-s; or a recipe that also sets the geometry: emoji-128. Explicit flags win."),
@@ -127,7 +128,7 @@ def train(
         init_from=str(init_from) if init_from else None,
         batch_size=batch_size, lr=lr, seed=seed, memory=not no_memory, snippet_dropout=snippet_dropout,
         features=str(features) if features else None, sample_every=sample_every,
-        checkpoint_every=checkpoint_every, device=device, ema_decay=ema_decay, snippet_mode=snippet_mode,
+        checkpoint_every=checkpoint_every, device=device, precision=precision, ema_decay=ema_decay, snippet_mode=snippet_mode,
         snippet_element_dropout=snippet_element_dropout, align=align, align_until=align_until,
         model=widths,
     )

@@ -28,6 +28,7 @@ from edgediff.errors import EdgediffError
 from edgediff.files import atomic_write_bytes
 from edgediff.memory_bank import Snippets
 from edgediff.models import ModelConfig, build_model, count_params
+from edgediff.precision import autocast, autocast_dtype, bf16_hint, describe
 from edgediff.preview import draw_preview
 from edgediff.progress import Progress
 from edgediff.resume import ResumePoint, check_resume, check_same_images
@@ -207,12 +208,15 @@ def _loop(run: _Run, progress: bool, log: Callable[[str], None]) -> float:
     run.forward = dist.wrap(run.model)
     run.batches = TrainBatches.for_run(cfg, dist.rank, run.per_rank, run.dataset, run.snippets, run.mcfg,
                                        device)
-    run.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                    else torch.autocast("cpu", enabled=False))
+    run.autocast = autocast(cfg.precision, device)
     meta_base = {"train": asdict(cfg), "model": run.mcfg.to_dict(), "memory": run.snippets.info}
     if dist.main and step < cfg.steps:
         log(f"training steps {step + 1}-{cfg.steps} on {device} ({count_params(run.model):,} "
-            f"parameters, batch {cfg.batch_size}, checkpoint every {cfg.checkpoint_every})")
+            f"parameters, batch {cfg.batch_size}, {describe(cfg.precision, device)}, checkpoint every "
+            f"{cfg.checkpoint_every})")
+        hint = bf16_hint(cfg.precision, device)
+        if hint:
+            log(hint)
     shown = Progress("step", cfg.steps, start=step, tenths=False, enabled=progress and dist.main)
     t0 = time.perf_counter()
     since = (step, t0)
@@ -264,6 +268,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         "losses": run.losses,
         "steps_per_s": done / elapsed if elapsed > 0 and done else math.nan,
         "params": count_params(run.model),
+        "autocast": str(autocast_dtype(cfg.precision, run.device) or "float32").removeprefix("torch."),
         "last_preview": str(run.last_preview) if run.last_preview else None,
         "main_process": dist.main,  # under torchrun only rank 0 reports
     }

@@ -13,6 +13,8 @@ from edgediff.errors import EdgediffError
 from edgediff.cells import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from edgediff.model_config import ModelConfig
 
+PRECISIONS = ("auto", "bf16", "fp32")  # edgediff.precision reads them from here (this module is torch-free)
+
 # The ModelConfig fields TrainConfig sets itself (the geometry and the backbone: flags of their own, checked by
 # validate()) or that the data fixes (channels); `TrainConfig.model` may set every other one.
 OWNED_MODEL_FIELDS = frozenset({"image_size", "grid", "halo", "backbone", "channels"})
@@ -53,6 +55,7 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 100
     device: str = "auto"
+    precision: str = "auto"  # forward-pass arithmetic (edgediff.precision): auto = bf16 on CUDA, float32 on a CPU
     model: dict = field(default_factory=dict)  # ModelConfig overrides: keys of MODEL_OVERRIDES (dim, mults, ...)
     init_from: str | None = None  # bundle or run whose weights start a fresh run (edgediff.warmstart)
     # settings changed by `--resume --override NAME`: [{"step", "flag", "was", "now"}] (edgediff.resume)
@@ -100,6 +103,8 @@ class TrainConfig:
             parts.append(f"--align {self.align:g} --align-until {self.align_until}")
         if self.init_from:
             parts.append(f"--init-from {self.init_from}")
+        if self.precision != "auto":
+            parts.append(f"--precision {self.precision}")
         line = " ".join(parts + [f"--out {self.out}"])
         # an override is not a flag of the first command: say where each one took effect
         return line + "".join(f"; resumed at step {o['step']} with {o['flag']} {o['now']} --override "
@@ -131,6 +136,7 @@ class TrainConfig:
             (self.sample_every >= 0, f"--sample-every {self.sample_every} must be >= 0 (0 disables previews)"),
             (self.backbone in ("unet", "dis", "dit"), f"--backbone {self.backbone}: use unet, dis or dit"),
             (self.device in ("auto", "cpu", "cuda"), f"--device {self.device}: use auto, cpu or cuda"),
+            (self.precision in PRECISIONS, f"--precision {self.precision}: use {', '.join(PRECISIONS)}"),
         ]
         for ok, msg in checks:
             if not ok:

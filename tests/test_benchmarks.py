@@ -232,3 +232,20 @@ def test_eta_rows_take_an_optional_guidance_and_default_to_the_bundles():
 
     assert parse_rows("0:25,1:50") == [(0.0, 25, None), (1.0, 50, None)]
     assert parse_rows("1:25:4.5") == [(1.0, 25, 4.5)]
+
+
+def test_cpu_bf16_trains_the_default_recipe_differing_only_in_width_steps_and_precision():
+    """The speed-up is quoted for the emoji-32 recipe: the benchmark's runs must be that recipe."""
+    import re
+    from pathlib import Path
+
+    from benchmarks.cpu_bf16 import WIDTHS, recipe
+    from benchmarks.more_steps import training_record
+    from edgediff.bundle import DEFAULT_BUNDLE
+
+    drop = r" --(steps|init-from|out|precision) \S+"
+    shipped = re.sub(drop, "", training_record(DEFAULT_BUNDLE)["command"])
+    ours = recipe(Path("RUN"), WIDTHS["unet-m"], "bf16", 10)
+    ours.validate()
+    assert re.sub(drop, "", ours.command()) == shipped
+    assert "--precision bf16" in ours.command()

@@ -60,6 +60,7 @@ def _files(run_dir: Path) -> dict[str, bytes]:
     (dict(lr=0.01), "--lr", "0.0002", "0.01"), (dict(batch_size=2), "--batch-size", "4", "2"),
     (dict(ema_decay=0.9), "--ema-decay", "0.999", "0.9"), (dict(snippet_dropout=0.5), "--snippet-dropout", "0.2", "0.5"),
     (dict(seed=3), "--seed", "0", "3"), (dict(grid=4), "--grid", "2", "4"), (dict(halo=2), "--halo", "0", "2"),
+    (dict(precision="bf16"), "--precision", "auto", "bf16"),
     (dict(model=dict(tiny_model(), dim=16)), "--dim", "8", "16"), (dict(snippet_mode="gmem"), "--snippet-mode", "pca", "gmem"),
 ])
 def test_resume_refuses_any_changed_setting_naming_flag_and_values(run, change, flag, was, now):

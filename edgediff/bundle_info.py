@@ -18,6 +18,13 @@ def _mb(n: int) -> str:
     return f"{n / MIB:.2f} MiB" if n >= 1 << 16 else f"{n / 1024:.1f} KiB"
 
 
+def _measured_start(images: dict) -> str:
+    """How an int8 measurement's images started, where not from noise on a fixed grid."""
+    shift, base = images.get("cell_shift", 0), images.get("base")
+    return ((f", cell shift {shift}" if shift else "")
+            + (f", redrawing {base['model']}'s images from strength {base['strength']:g}" if base else ""))
+
+
 def int8_lines(q: dict) -> list[str]:
     """What int8 changes, as `export` and `info` print it: ε error per timestep band, the x₀ error it causes, and the
     images (PSNR against fp32 from the same noise and snippets, each quality metric's change). Older bundles
@@ -35,8 +42,8 @@ def int8_lines(q: dict) -> list[str]:
     if "psnr_vs_fp32_db" in q:
         im = q.get("images", {})
         lines.append(f"  images vs fp32 (same noise and snippets, {im.get('n', '?')} images, "
-                     f"{im.get('ddim_steps', '?')} steps, guidance {im.get('guidance', '?')}, η {im.get('eta', 0.0):g})"
-                     f": PSNR {q['psnr_vs_fp32_db']:.1f} dB (median image "
+                     f"{im.get('ddim_steps', '?')} steps, guidance {im.get('guidance', '?')}, η {im.get('eta', 0.0):g}"
+                     f"{_measured_start(im)}): PSNR {q['psnr_vs_fp32_db']:.1f} dB (median image "
                      f"{q.get('psnr_median_image_db', float('nan')):.1f} dB), mean |Δ| "
                      f"{q.get('mean_abs_diff_255', float('nan')):.1f}/255")
     for name, d in q.get("fd_delta", {}).items():

@@ -313,32 +313,61 @@ def build_int8(fp32: Path, dst: Path, data: RunData, config, data_name: str, opt
     return report
 
 
+def int8_sampler(sampling: dict) -> dict:
+    """What of the bundle's `sampling` record an int8 measurement follows, with the defaults of a record that omits
+    them: guidance, DDIM η (sampling.bundle_eta), cell shift and the cascade base (model and strength)."""
+    from edgediff.sampling import bundle_eta
+
+    base = sampling.get("base")
+    return {"guidance": float(sampling.get("guidance", 1.0)), "eta": float(bundle_eta(None, sampling)),
+            "cell_shift": int(sampling.get("cell_shift", 0)),
+            "base": {"model": base["model"], "strength": float(base["strength"])} if base else None}
+
+
+def base_start(sampler: dict, n: int, seed: int, size: int, log: Callable[[str], None]):
+    """A cascade's start images for a measurement: the base model's own `n` images with `seed`, drawn by the
+    runtime as `edgediff sample` draws them, at this bundle's size (int8_quality.Start; noise without a base)."""
+    from edgediff.images import resize, to_float
+    from edgediff.runtime.cascade import sample_as_recorded
+    from edgediff_export.int8_quality import Start
+
+    base = sampler["base"]
+    if base is None:
+        return Start()
+    log(f"int8: drawing {n} start images with the base {base['model']} (the recorded cascade)")
+    images = sample_as_recorded(base["model"], n=n, seed=seed).images
+    return Start(images=to_float(resize(images, size)), strength=base["strength"], base=base)
+
+
 def measure_int8_as_sampled(fp32: Path, int8: Path, data: RunData, config, data_name: str, options: ExportOptions,
                             *, sampling: dict, log: Callable[[str], None]) -> dict:
-    """What int8 changes against the `data_name` images (int8_quality.measure_int8), sampled with the guidance and
-    DDIM η of the bundle's `sampling` record: the int8 gate must judge the sampler `edgediff sample` will run."""
+    """What int8 changes against the `data_name` images (int8_quality.measure_int8), sampled as the bundle's
+    `sampling` record says (`int8_sampler`): the int8 gate must judge the sampler `edgediff sample` will run."""
     from edgediff.data import load_dataset
-    from edgediff.sampling import bundle_eta
     from edgediff_export.int8_quality import default_metrics, measure_int8
 
-    guidance, eta = sampling.get("guidance", 1.0), bundle_eta(None, sampling)
+    sampler = int8_sampler(sampling)
+    start = base_start(sampler, options.int8_images, options.seed + 29, config.image_size, log)
     log(f"int8: sampling {options.int8_images} images through fp32 and int8 from the same noise (guidance "
-        f"{guidance:g}, η {eta:g}), to measure what int8 changes")
+        f"{sampler['guidance']:g}, η {sampler['eta']:g}, cell shift {sampler['cell_shift']}), to measure what int8 "
+        "changes")
     dataset = load_dataset(data_name, config.image_size)
-    return measure_int8(fp32, int8, data, config, metrics=default_metrics(dataset), guidance=guidance, eta=eta,
-                        seed=options.seed, images=options.int8_images)
+    return measure_int8(fp32, int8, data, config, metrics=default_metrics(dataset), guidance=sampler["guidance"],
+                        eta=sampler["eta"], seed=options.seed, images=options.int8_images, start=start,
+                        cell_shift=sampler["cell_shift"])
 
 
 def int8_sampler_changed(int8_quality: dict | None, sampling: dict) -> bool:
-    """Whether a recorded int8 measurement was sampled with another guidance or η than `sampling` now records
-    (records from before η existed were measured at η = 0; a bundle without a bank samples unguided)."""
-    from edgediff.sampling import bundle_eta
-
+    """Whether a recorded int8 measurement was sampled otherwise than `sampling` now records (`int8_sampler`;
+    records from before a field existed were measured without it: η 0, a fixed grid, from noise). A bundle without
+    a bank samples unguided, so its guidance is not compared."""
     images = (int8_quality or {}).get("images")
     if not images:
         return False
-    measured = (images.get("guidance", 1.0), images.get("eta", 0.0))
-    return measured != (sampling.get("guidance", 1.0), bundle_eta(None, sampling))
+    now = int8_sampler(sampling)
+    measured = {"guidance": images.get("guidance", 1.0), "eta": images.get("eta", 0.0),
+                "cell_shift": images.get("cell_shift", 0), "base": images.get("base")}
+    return measured != now
 
 
 def log_int8(report: dict, log: Callable[[str], None]) -> None:

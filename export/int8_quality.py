@@ -21,6 +21,7 @@ to the output's side.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -115,7 +116,8 @@ class Fp32Reference:
     levers benchmark compares many, so all rows and the manifest are measured the same way."""
 
     def __init__(self, fp32: Path, data: RunData, config: ModelConfig, snippets: np.ndarray, *, guidance: float,
-                 steps: int = 25, seed: int = 0, images_per_t: int = 8, cells_per_call: int = 16, eta: float = 0.0):
+                 steps: int = 25, seed: int = 0, images_per_t: int = 8, cells_per_call: int = 16, eta: float = 0.0,
+                 start: Start | None = None, cell_shift: int = 0):
         from edgediff.images import to_uint8
 
         sess = session(fp32)
@@ -124,8 +126,10 @@ class Fp32Reference:
                                       null_fraction=0.2)
         self.eps = run_rows(sess, self.inputs)
         self.x_t = cell_xt(self.inputs, sess, self.eps.shape)
+        start = start or Start()
         self.sampling = dict(geom=config.geometry, n=len(snippets), steps=steps, seed=seed + 29, snippets=snippets,
-                             cells_per_call=cells_per_call, schedule=self.schedule, guidance=guidance, eta=eta)
+                             cells_per_call=cells_per_call, schedule=self.schedule, guidance=guidance, eta=eta,
+                             init=start.images, strength=start.strength, cell_shift=cell_shift)
         self.images = to_uint8(sample_loop(eps_fn_of(sess), **self.sampling))
 
     def band_errors(self, model: Path) -> dict:
@@ -146,21 +150,34 @@ class Fp32Reference:
 
 
 def measure_int8(fp32: Path, int8: Path, data: RunData, config: ModelConfig, *, metrics: dict[str, Metric],
-                 images: int = 256, steps: int = 25, guidance: float = 1.0, eta: float = 0.0, seed: int = 0) -> dict:
+                 images: int = 256, steps: int = 25, guidance: float = 1.0, eta: float = 0.0, seed: int = 0,
+                 start: Start | None = None, cell_shift: int = 0) -> dict:
     """What the manifest records as `quality.int8` (besides how it was made): `Fp32Reference.compare` on `images`
     images conditioned on random bank entries (the null snippet and no guidance without a bank), sampled with the
-    guidance and DDIM η the bundle records, so the int8 gate judges the sampler `edgediff sample` runs."""
+    guidance, DDIM η, cell shift and start images (a cascade's) the bundle records, so the int8 gate judges the
+    sampler `edgediff sample` runs. Images are drawn with seed + 29: `start` must be drawn with it too."""
     rng = np.random.default_rng(seed + 23)
     if data.bank is not None:
         snippets = data.bank[rng.integers(0, len(data.bank), images)].astype(np.float32)
     else:
         snippets = np.zeros((images, config.snippet_dim), dtype=np.float32)
         guidance = 1.0
-    ref = Fp32Reference(fp32, data, config, snippets, guidance=guidance, steps=steps, seed=seed, eta=eta)
+    ref = Fp32Reference(fp32, data, config, snippets, guidance=guidance, steps=steps, seed=seed, eta=eta,
+                        start=start, cell_shift=cell_shift)
     out = ref.compare(int8, metrics)
     out["images"] = {"n": int(images), "ddim_steps": int(steps), "guidance": float(guidance), "eta": float(eta),
-                     "seed": int(seed + 29)}
+                     "cell_shift": int(cell_shift), "base": (start or Start()).base, "seed": int(seed + 29)}
     return out
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a measurement's images start: noise, or a cascade base's images (float [n, C, H, W] in [-1, 1] at
+    this bundle's size) redrawn from `strength`; `base` is the manifest's record of it, kept with the figures."""
+
+    images: np.ndarray | None = None
+    strength: float = 1.0
+    base: dict | None = None
 
 
 def fd_metric(real_features: np.ndarray, encoder: str = "lite0") -> Metric:

@@ -318,6 +318,10 @@ def test_a_rebuilt_bundle_records_a_cascade_base_and_cell_shift_that_sample_then
     m = open_bundle(out)
     assert m.sampling["base"] == {"model": "emoji-32", "strength": 0.6} and m.sampling["cell_shift"] == 2
     assert m.files["denoiser_fp32"] == open_bundle(bundle).files["denoiser_fp32"]
+    # the carried-over int8 is measured again as sample will run it: emoji-32's images redrawn on a moving grid
+    q = m.quality.int8
+    assert q["images"]["base"] == {"model": "emoji-32", "strength": 0.6} and q["images"]["cell_shift"] == 2
+    assert q["psnr_vs_fp32_db"] != open_bundle(bundle).quality.int8["psnr_vs_fp32_db"]
     assert choose_start(out).stage == Stage("emoji-32", 0.6)
     sampler = BundleSampler(out, SampleRequest(n=1, steps=2))
     sampler.plan()
@@ -327,6 +331,17 @@ def test_a_rebuilt_bundle_records_a_cascade_base_and_cell_shift_that_sample_then
     again = tmp_path / "plain"
     export_run(out, again, ExportOptions(profile=False, base="none", cell_shift=0))
     assert "base" not in open_bundle(again).sampling and "cell_shift" not in open_bundle(again).sampling
+
+
+@pytest.mark.parametrize("sampling, changed", [
+    ({}, False), ({"guidance": 1.0, "eta": 0.0}, False), ({"eta": 1.0}, True), ({"cell_shift": 2}, True),
+    ({"base": {"model": "emoji-32", "strength": 0.6}}, True)])
+def test_an_int8_measurement_from_noise_on_a_fixed_grid_is_stale_only_for_another_sampler(sampling, changed):
+    """A record from before cell shifts and cascades were followed (no such keys) was measured without them."""
+    from edgediff_export.bundle_writer import int8_sampler_changed
+
+    old = {"images": {"n": 32, "ddim_steps": 25, "guidance": 1.0, "eta": 0.0, "seed": 29}}
+    assert int8_sampler_changed(old, sampling) is changed
 
 
 def test_a_rebuilt_bundle_records_eta_and_zero_removes_it(bundle, tmp_path):

@@ -249,3 +249,13 @@ def test_cpu_bf16_trains_the_default_recipe_differing_only_in_width_steps_and_pr
     ours.validate()
     assert re.sub(drop, "", ours.command()) == shipped
     assert "--precision bf16" in ours.command()
+
+
+def test_larger_base_rows_carry_the_widths_and_parameter_count_each_run_trained(run_dir):
+    from benchmarks.larger_base import widths
+    from edgediff.checkpoint import load_ema_model
+    from edgediff.models import count_params
+
+    model, config, _ = load_ema_model(run_dir)
+    got = widths(run_dir)
+    assert got["params"] == count_params(model) and got["dim"] == config.dim and got["mults"] == list(config.mults)

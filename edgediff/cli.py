@@ -128,7 +128,8 @@ def train(
         init_from=str(init_from) if init_from else None,
         batch_size=batch_size, lr=lr, seed=seed, memory=not no_memory, snippet_dropout=snippet_dropout,
         features=str(features) if features else None, sample_every=sample_every,
-        checkpoint_every=checkpoint_every, device=device, precision=precision, ema_decay=ema_decay, snippet_mode=snippet_mode,
+        checkpoint_every=checkpoint_every, device=device, precision=precision, ema_decay=ema_decay,
+        snippet_mode=snippet_mode,
         snippet_element_dropout=snippet_element_dropout, align=align, align_until=align_until,
         model=widths,
     )

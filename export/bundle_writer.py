@@ -359,8 +359,7 @@ def measure_int8_as_sampled(fp32: Path, int8: Path, data: RunData, config, data_
 
 def int8_sampler_changed(int8_quality: dict | None, sampling: dict) -> bool:
     """Whether a recorded int8 measurement was sampled otherwise than `sampling` now records (`int8_sampler`;
-    records from before a field existed were measured without it: η 0, a fixed grid, from noise). A bundle without
-    a bank samples unguided, so its guidance is not compared."""
+    records from before a field existed were measured without it: η 0, a fixed grid, from noise)."""
     images = (int8_quality or {}).get("images")
     if not images:
         return False

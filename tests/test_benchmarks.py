@@ -259,3 +259,16 @@ def test_larger_base_rows_carry_the_widths_and_parameter_count_each_run_trained(
     model, config, _ = load_ema_model(run_dir)
     got = widths(run_dir)
     assert got["params"] == count_params(model) and got["dim"] == config.dim and got["mults"] == list(config.mults)
+
+
+def test_larger_base_matches_pairs_on_steps_or_on_quiet_cpu_time():
+    from benchmarks.larger_base import comparison, quiet_seconds
+
+    def row(step, dim, fd):
+        return {"training": {"step": step}, "quiet_cpu_seconds": quiet_seconds(step, dim),
+                "quality": {"fd_independent": fd, "fd_lite0": fd, "kid_independent": fd}}
+
+    large = row(1000, 64, 200.0)
+    same_steps, same_time, neither = (comparison(large, row(s, 40, 400.0)) for s in (1000, 1800, 3000))
+    assert same_steps["same"] == "steps" and same_steps["fd_independent"] == 0.5
+    assert same_time["same"] == "time" and neither["same"] is None

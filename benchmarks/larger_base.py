@@ -27,16 +27,15 @@ KEYS = ("fd_independent", "fd_lite0", "kid_independent")
 
 
 def widths(run: Path) -> dict:
-    """The run's recorded widths, parameter count and precision (run.json)."""
-    import json
-
+    """The widths, parameter count and precision of the checkpoint scored (the meta run_pair reads its step from)."""
+    from edgediff.checkpoint import latest_checkpoint
     from edgediff.models import ModelConfig, build_model, count_params
 
-    body = json.loads((run / "run.json").read_text())
-    model = body["model"]
+    meta = latest_checkpoint(run)[1]
+    model = meta["model"]
     return {"dim": model["dim"], "mults": model["mults"],
             "params": count_params(build_model(ModelConfig.from_dict(model))),
-            "precision": body["train"].get("precision")}
+            "precision": meta["train"].get("precision")}
 
 
 def quiet_seconds(step: int, dim: int) -> float:

@@ -42,15 +42,16 @@ STEPS = 25
 LADDER = ((256, 16), (512, 32))  # (image size, grid): 16 px cells, as the 128 px model's
 
 
-def quality(bundle: Path, n: int, cell: int) -> tuple[dict, object]:
-    """FD/KID in both feature spaces and seam ratios at `cell`-px lines of n images sampled from `bundle`."""
+def quality(bundle: Path, n: int, cell: int, base: str | None = None) -> tuple[dict, object]:
+    """FD/KID in both feature spaces and seam ratios at `cell`-px lines of n images sampled from `bundle` (through
+    `base` in place of its recorded base, if given)."""
     from edgediff.bundle import read_manifest
     from edgediff.data import load_dataset
     from edgediff.metrics import evaluate, quality_fields, seam_ratios
     from edgediff.runtime.cascade import sample_as_recorded
 
     m = read_manifest(bundle)
-    images = sample_as_recorded(bundle, n=n, steps=STEPS, seed=SEED).images
+    images = sample_as_recorded(bundle, n=n, steps=STEPS, seed=SEED, base=base).images
     dataset = load_dataset(m.training.get("data") or "emoji", m.image_size)
     scores = evaluate(images, dataset, m.grid)
     seams, real = seam_ratios(images, cell), seam_ratios(dataset.images, cell)

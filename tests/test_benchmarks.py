@@ -272,3 +272,24 @@ def test_larger_base_matches_pairs_on_steps_or_on_quiet_cpu_time():
     same_steps, same_time, neither = (comparison(large, row(s, 40, 400.0)) for s in (1000, 1800, 3000))
     assert same_steps["same"] == "steps" and same_steps["fd_independent"] == 0.5
     assert same_time["same"] == "time" and neither["same"] is None
+
+
+def test_base_swap_divides_by_the_recorded_base_and_puts_each_rows_sheet_side_by_side(tmp_path):
+    from PIL import Image
+
+    from benchmarks.base_swap import KEYS, ratios, save_sheets
+    from edgediff.images import make_grid
+
+    def scores(fd):
+        return {k: fd for k in KEYS}
+
+    recorded = {"base_32px": scores(60.0), "cascade_128px": scores(160.0)}
+    candidate = {"base_32px": scores(30.0), "cascade_128px": scores(200.0)}
+    got = ratios(candidate, recorded)
+    assert got["base_32px"]["fd_independent"] == 0.5 and got["cascade_128px"]["kid_independent"] == 1.25
+    dark, light = np.zeros((16, 8, 8, 3), np.uint8), np.full((16, 8, 8, 3), 200, np.uint8)
+    strip = np.asarray(Image.open(save_sheets([dark, light], tmp_path / "s.png", gap=6)).convert("RGB"))
+    one = make_grid(dark, nrow=4)
+    assert strip.shape == (one.shape[0], 2 * one.shape[1] + 6, 3)
+    assert np.array_equal(strip[:, : one.shape[1]], one)
+    assert np.array_equal(strip[:, -one.shape[1]:], make_grid(light, nrow=4))

@@ -47,7 +47,8 @@ def test_emoji_128_ships_as_a_cascade_from_emoji_32_with_fp16_weights():
 
 def test_emoji_128_samples_whole_128_px_images_through_its_cascade():
     """One image, 10 steps: both stages run, the images are 128 px, redrawn (not the upscaled base) and far closer
-    to the base's layout than what emoji-128 draws alone from noise."""
+    to the base's layout than what emoji-128 draws alone from noise; a base swapped in (`base=`, as benchmarks.base_swap
+    swaps candidates in) is the one used."""
     import numpy as np
 
     from edgediff.images import resize
@@ -60,6 +61,7 @@ def test_emoji_128_samples_whole_128_px_images_through_its_cascade():
     assert cascade.shape == (1, 128, 128, 3)
     dist = lambda a: np.abs(a.astype(int) - base.astype(int)).mean()  # noqa: E731
     assert 0.2 < dist(cascade) < 0.5 * dist(alone)
+    assert np.array_equal(sample_as_recorded("emoji-128", n=1, steps=10, seed=0, base="none").images, alone)
 
 
 def test_a_shipped_model_warm_starts_by_name_with_its_fp16_weights_read_as_float32():

@@ -155,8 +155,10 @@ def start_sampler(bundle_dir: str | Path | None, request: SampleRequest, start: 
 
 
 def sample_as_recorded(bundle_dir: str | Path | None, log: Callable[[str], None] = lambda s: None,
-                       **options) -> SampleResult:
+                       base: str | None = None, **options) -> SampleResult:
     """Sample a bundle the way `edgediff sample BUNDLE` does without start flags: through its recorded cascade, if
-    any. Writes nothing (the benchmarks' one call)."""
-    _, run = start_sampler(bundle_dir, SampleRequest(**options), choose_start(bundle_dir), log=log)
+    any; `base` swaps in another base at the recorded strength, as `sample --base` does. Writes nothing (the
+    benchmarks' one call)."""
+    start = choose_start(bundle_dir, base=None if base is None else str(base))
+    _, run = start_sampler(bundle_dir, SampleRequest(**options), start, log=log)
     return run()

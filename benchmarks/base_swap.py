@@ -6,11 +6,14 @@ on issue 23's sheet are recognisable. A candidate is worth shipping only if it m
 its own 32 px ones. Each row measures, in this run:
 - the base alone at 32 px, scored as default_eval.json scores emoji-32 (benchmarks.more_steps.score: `edgediff
   eval BUNDLE --data emoji --n 256 --steps 25 --seed 0`, each bundle's own guidance);
+- the base alone as a first command would run it: peak RSS and seconds per image of `edgediff sample BASE` in fresh
+  processes at n = 1 and 16 (benchmarks.scale.memory_speed), what a base replacing the default would cost;
 - emoji-128 redrawing that base's images at its recorded strength, cell shift and η, scored as scale.json scores
   the shipped model (benchmarks.scale.quality: n = 64, seed 0, 25 DDIM steps): same noise, snippets and 128 px
   weights in every row, so only the base differs.
-The figure puts each row's first 16 128 px images side by side (left to right in row order; the first is the sheet
-emoji128_samples.png shows), for the count by eye that the issue asks for.
+The figure puts each candidate's first 16 128 px images side by side (left to right), for the count by eye that
+the issue asks for; the recorded base's 16 are the sheet emoji128_samples.png shows (its row here reproduces
+scale.json's scores), so they are not stored twice in git's 20 MB.
 
     python -m benchmarks.base_swap --bases BUNDLE[,BUNDLE...] [--n32 256] [--n128 64]
 Writes benchmarks/results/base_swap.json and base_swap.png.
@@ -20,20 +23,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import RESULTS, SHARED_CPU_NOTE, compact_png, machine_info, write_json
 from benchmarks.more_steps import score as score_32px
-from benchmarks.scale import STEPS, quality
+from benchmarks.scale import STEPS, memory_speed, quality
 
 RECORDED_BASE = "emoji-32"
 KEYS = ("fd_independent", "fd_lite0", "kid_independent")
 
 
-def row(base: str, final: Path, n32: int, n128: int) -> tuple[dict, np.ndarray]:
-    """One base: its own 32 px scores, and emoji-128's through it (with the first 16 images, for the sheet)."""
+def row(base: str, final: Path, n32: int, n128: int, tmp: Path) -> tuple[dict, np.ndarray]:
+    """One base: its own 32 px scores and sampling cost, and emoji-128's scores through it (with the first 16
+    images, for the sheet)."""
     from edgediff.bundle import read_manifest
     from edgediff.shipped import expand
 
@@ -42,7 +47,7 @@ def row(base: str, final: Path, n32: int, n128: int) -> tuple[dict, np.ndarray]:
     q128, images = quality(final, n128, final_m.image_size // final_m.grid, base=base)
     return {"base": base if base == RECORDED_BASE else str(base), "params": m.params,
             "widths": {"dim": m.model_config.dim, "mults": list(m.model_config.mults)},
-            "base_32px": score_32px(bundle, n32, STEPS),
+            "base_32px": score_32px(bundle, n32, STEPS), "base_sample": memory_speed(bundle, tmp),
             "cascade_128px": q128}, images[:16]
 
 
@@ -74,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     final = a.final or shipped_bundle("emoji-128")
     load_before = os.getloadavg()
-    measured = [row(b, final, a.n32, a.n128) for b in [RECORDED_BASE, *a.bases.split(",")]]
+    with tempfile.TemporaryDirectory() as tmp:
+        measured = [row(b, final, a.n32, a.n128, Path(tmp)) for b in [RECORDED_BASE, *a.bases.split(",")]]
     rows = [r for r, _ in measured]
     for r in rows[1:]:
         r["vs_recorded_base"] = ratios(r, rows[0])
@@ -82,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "base_swap", "machine": machine_info(), "note": SHARED_CPU_NOTE,
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "final": str(final.name), "settings": {"n32": a.n32, "n128": a.n128, "ddim_steps": STEPS, "seed": 0},
-        "figure": "each row's first 16 128 px images, left to right in row order",
+        "figure": "each candidate row's first 16 128 px images, left to right; the recorded base's are "
+                  "emoji128_samples.png",
         "fd_independent_128_vs_recorded_base": [r["vs_recorded_base"]["cascade_128px"]["fd_independent"]
                                                 for r in rows[1:]],
         "rows": rows})
-    save_sheets([s for _, s in measured], RESULTS / f"{a.name}.png")
+    save_sheets([s for _, s in measured[1:]], RESULTS / f"{a.name}.png")
     return 0
 
 

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         from edgediff.runtime.cascade import sample_as_recorded
 
         images = sample_as_recorded(patch_bundle, n=16, steps=STEPS, seed=SEED).images
-        save_sheet(images, RESULTS / "emoji128_samples.png", scale=2)
+        save_sheet(images, RESULTS / "emoji128_samples.png")
         return 0
     if a.full is None:
         ap.error("--full BUNDLE is required (the full-image model to compare with)")
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {"n": a.n, "ddim_steps": STEPS, "seed": SEED, "seam_lines_px": cell},
             **summarize(patch, full), "patch": patch, "full": full, "ladder": ladder}
     write_json(f"{a.name}.json", body)
-    save_sheet(images[:16], RESULTS / "emoji128_samples.png", scale=2)
+    save_sheet(images[:16], RESULTS / "emoji128_samples.png")
     plot(body, RESULTS / f"{a.name}.png")
     print(json.dumps({k: v for k, v in body.items() if k.endswith("_full") or k.endswith("_image")}))
     return 0

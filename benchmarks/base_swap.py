@@ -45,7 +45,7 @@ def row(base: str, final: Path, n32: int, n128: int, tmp: Path) -> tuple[dict, n
     bundle = expand(base)
     m, final_m = read_manifest(bundle), read_manifest(final)
     q128, images = quality(final, n128, final_m.image_size // final_m.grid, base=base)
-    return {"base": base if base == RECORDED_BASE else str(base), "params": m.params,
+    return {"base": base, "params": m.params,
             "widths": {"dim": m.model_config.dim, "mults": list(m.model_config.mults)},
             "base_32px": score_32px(bundle, n32, STEPS), "base_sample": memory_speed(bundle, tmp),
             "cascade_128px": q128}, images[:16]
@@ -58,7 +58,8 @@ def ratios(candidate: dict, recorded: dict) -> dict:
 
 
 def save_sheets(sheets: list[np.ndarray], path: Path, gap: int = 16) -> Path:
-    """Each row's 4×4 sheet, left to right, on white: real pixels, no resampling, palette-coded like every figure."""
+    """Each 16-image sheet as a 4×4 grid, left to right, on white: real pixels, no resampling, palette-coded like
+    every results figure."""
     from edgediff.images import make_grid, save_png
 
     grids = [make_grid(s, nrow=4) for s in sheets]

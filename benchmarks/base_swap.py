@@ -36,15 +36,15 @@ RECORDED_BASE = "emoji-32"
 KEYS = ("fd_independent", "fd_lite0", "kid_independent")
 
 
-def row(base: str, final: Path, n32: int, n128: int, tmp: Path) -> tuple[dict, np.ndarray]:
+def row(base: str, final: Path, cell: int, n32: int, n128: int, tmp: Path) -> tuple[dict, np.ndarray]:
     """One base: its own 32 px scores and sampling cost, and emoji-128's scores through it (with the first 16
     images, for the sheet)."""
     from edgediff.bundle import read_manifest
     from edgediff.shipped import expand
 
     bundle = expand(base)
-    m, final_m = read_manifest(bundle), read_manifest(final)
-    q128, images = quality(final, n128, final_m.image_size // final_m.grid, base=base)
+    m = read_manifest(bundle)
+    q128, images = quality(final, n128, cell, base=base)
     return {"base": base, "params": m.params,
             "widths": {"dim": m.model_config.dim, "mults": list(m.model_config.mults)},
             "base_32px": score_32px(bundle, n32, STEPS), "base_sample": memory_speed(bundle, tmp),
@@ -69,6 +69,7 @@ def save_sheets(sheets: list[np.ndarray], path: Path, gap: int = 16) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edgediff.bundle import read_manifest
     from edgediff.shipped import shipped_bundle
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="base_swap", help="result name: results/NAME.json and NAME.png")
     a = ap.parse_args(argv)
     final = a.final or shipped_bundle("emoji-128")
+    final_m = read_manifest(final)
+    cell = final_m.image_size // final_m.grid  # the 128 px model's cell: where its seams are measured
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        measured = [row(b, final, a.n32, a.n128, Path(tmp)) for b in [RECORDED_BASE, *a.bases.split(",")]]
+        measured = [row(b, final, cell, a.n32, a.n128, Path(tmp)) for b in [RECORDED_BASE, *a.bases.split(",")]]
     rows = [r for r, _ in measured]
     for r in rows[1:]:
         r["vs_recorded_base"] = ratios(r, rows[0])

@@ -10,7 +10,9 @@ its own 32 px ones. Each row measures, in this run:
   processes at n = 1 and 16 (benchmarks.scale.memory_speed), what a base replacing the default would cost;
 - emoji-128 redrawing that base's images at its recorded strength, cell shift and η, scored as scale.json scores
   the shipped model (benchmarks.scale.quality: n = 64, seed 0, 25 DDIM steps): same noise, snippets and 128 px
-  weights in every row, so only the base differs.
+  weights in every row, so only the base differs;
+- that cascade's own cost: peak RSS and seconds per image of `edgediff sample emoji-128 --base BASE --n 16` in a
+  fresh process, the figure issue 23's memory goal (≤ 110 MiB) is read from.
 The figure puts each candidate's first 16 128 px images side by side (left to right), for the count by eye that
 the issue asks for; the recorded base's 16 are the sheet emoji128_samples.png shows (its row here reproduces
 scale.json's scores), so they are not stored twice in git's 20 MB.
@@ -48,7 +50,8 @@ def row(base: str, final: Path, cell: int, n32: int, n128: int, tmp: Path) -> tu
     return {"base": base, "params": m.params,
             "widths": {"dim": m.model_config.dim, "mults": list(m.model_config.mults)},
             "base_32px": score_32px(bundle, n32, STEPS), "base_sample": memory_speed(bundle, tmp),
-            "cascade_128px": q128}, images[:16]
+            "cascade_128px": q128,
+            "cascade_sample": memory_speed(final, tmp, extra=("--base", str(bundle)), sizes=(16,))}, images[:16]
 
 
 def ratios(candidate: dict, recorded: dict) -> dict:

@@ -84,11 +84,12 @@ def training_from(result: Path, patch: dict, full: dict) -> None:
         row["training"] = {**was, "source": repo_path(result)}
 
 
-def memory_speed(bundle: Path, tmp: Path, steps: int = STEPS) -> dict:
-    """Peak RSS and seconds per image of `edgediff sample` (fresh processes) at n = 1 and n = 16."""
+def memory_speed(bundle: Path, tmp: Path, steps: int = STEPS, extra: tuple[str, ...] = (),
+                 sizes: tuple[int, ...] = (1, 16)) -> dict:
+    """Peak RSS and seconds per image of `edgediff sample BUNDLE *extra` (fresh processes) at each n of `sizes`."""
     out = {}
-    for n in (1, 16):
-        r = sample_cli([], tmp / f"{bundle.name}_{n}.png", bundle=[str(bundle)], n=n, steps=steps)
+    for n in sizes:
+        r = sample_cli(list(extra), tmp / f"{bundle.name}_{n}.png", bundle=[str(bundle)], n=n, steps=steps)
         out[f"n{n}"] = {"peak_mb": r["peak_mb"], "sampling_wall_s": r["sampling_wall_s"],
                         "s_per_image": round(r["sampling_wall_s"] / n, 2), "plan": r["plan"]}
     return out

@@ -293,3 +293,17 @@ def test_base_swap_divides_by_the_recorded_base_and_puts_each_rows_sheet_side_by
     assert strip.shape == (one.shape[0], 2 * one.shape[1] + 6, 3)
     assert np.array_equal(strip[:, : one.shape[1]], one)
     assert np.array_equal(strip[:, -one.shape[1]:], make_grid(light, nrow=4))
+
+
+def test_base_swap_reports_a_bases_int8_file_with_the_gates_verdict():
+    from benchmarks.base_swap import int8_summary
+
+    bands = {"100-399": 0.01, "400-699": 0.005}
+    fd = {"fd_lite0": {"fp32": 70.0, "int8": 70.7, "rel": 0.01},
+          "fd_independent": {"fp32": 43.0, "int8": 43.4, "rel": 0.009}}
+    passing = {"recipe": "weight-only", "psnr_vs_fp32_db": 41.0, "rel_error_by_band": bands, "fd_delta": fd}
+    failing = {**passing, "fd_delta": {**fd, "fd_independent": {"fp32": 43.0, "int8": 46.0, "rel": 0.07}}}
+    assert int8_summary(None) is None
+    ok, bad = int8_summary(passing), int8_summary(failing)
+    assert ok["gate_failures"] == [] and ok["fd_delta_rel"] == {"fd_lite0": 0.01, "fd_independent": 0.009}
+    assert bad["gate_failures"] == ["fd_independent +7.0% (> 3%)"] and bad["recipe"] == "weight-only"

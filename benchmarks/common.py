@@ -75,7 +75,7 @@ def write_json(name: str, body: dict) -> Path:
     """Write benchmarks/results/NAME atomically (temp file + rename)."""
     from edgediff.files import atomic_write_bytes
 
-    return atomic_write_bytes(RESULTS / name, json.dumps(body, indent=1).encode())
+    return atomic_write_bytes(RESULTS / name, json.dumps(body, indent=0).encode())
 
 
 def compact_png(path: Path) -> Path:

@@ -70,13 +70,17 @@ def source_weights(path: str | Path, model: torch.nn.Module) -> dict[str, np.nda
     """Named float arrays from a bundle's fp32 denoiser (checked against its sha256 first), a shipped model's (by its
     name, e.g. emoji-128: how a shipped model is fine-tuned or trained on when its run folder is gone) or a run's
     EMA weights."""
-    from edgediff.bundle import is_bundle, open_bundle, resolve
+    from edgediff.bundle import is_bundle, open_bundle, read_manifest, resolve
     from edgediff.shipped import expand
 
     path = expand(path)
 
     if is_bundle(path):
 
+        manifest = read_manifest(path)
+        if "denoiser_fp32" not in manifest.files:
+            raise EdgediffError(f"--init-from {path}: this bundle ships only its int8 denoiser (--int8-only); start "
+                                "from its training run folder or from a bundle with an fp32 file")
         manifest = open_bundle(path, roles=("denoiser_fp32",))
         return onnx_weights(resolve(path, manifest.files["denoiser_fp32"]), model)
     if path.is_dir():

@@ -200,6 +200,8 @@ def _stage_run(stage: Path, run_dir: Path, model, config, meta: dict, data: RunD
         files["denoiser_int8"] = FILES["denoiser_int8"]
     lut = _stage_lut(bank, options.lut_bytes, stage, options.seed, quality, files, log)
     specs = tensor_specs(fp32)  # before --ort replaces the .onnx file
+    if options.int8_only:
+        drop_fp32(stage, files, quality["int8"], log)
     if options.fp16_weights:
         quality["fp16_weights"] = to_fp16_weights(stage, files, check_inputs, log)
     if options.ort_format:
@@ -233,6 +235,20 @@ def export_from_run(run_dir: str | Path, out: str | Path, options: ExportOptions
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return ExportResult(out=out, manifest=manifest, messages=[f"bundle written to {out}"])
+
+
+def drop_fp32(stage: Path, files: dict[str, str], int8_quality: dict | None, log: Callable[[str], None]) -> None:
+    """`--int8-only`: remove the staged fp32 denoiser once the int8 file passes the int8 gate against it. Why: the
+    smallest bundle and, with weight-only int8 (int8 weights in memory), the lowest peak (base_swap.json); the
+    evidence stays in quality.int8, the fp32 reference with the run. Refused with the gate's reasons otherwise."""
+    from edgediff.int8_gate import int8_failures
+
+    failures = int8_failures(int8_quality)
+    if failures:
+        raise EdgediffError(f"--int8-only: the int8 denoiser fails its quality gate ({'; '.join(failures)}); export "
+                            "without --int8-only, or try --int8-recipe weight-only")
+    (stage / files.pop("denoiser_fp32")).unlink()
+    log("int8 only: the fp32 denoiser is left out (its int8 file passed the gate against it)")
 
 
 FP16_MAX_ABS = 0.05  # |Δε| on real inputs above which fp16 storage is refused: a sanity bound that catches a broken

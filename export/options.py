@@ -43,6 +43,7 @@ class ExportOptions:
     lut_bytes: int = DEFAULT_LUT_BYTES
     ort_format: bool = False
     fp16_weights: bool = False  # store the fp32 denoiser's weights as fp16 (half the file, same fp32 compute)
+    int8_only: bool = False  # ship the int8 denoiser alone, once it passes the int8 gate (bundle_writer.drop_fp32)
     guidance: float | None = None
     profile: bool = True
     profile_modes: tuple[str, ...] | None = None
@@ -55,6 +56,14 @@ class ExportOptions:
     strength: float | None = None  # the share of the steps that redraws them
     cell_shift: int | None = None  # pixels the grid moves each way per step when sampling (edgediff.cell_shift)
     eta: float | None = None  # the DDIM η sampling uses by default (edgediff.schedule.ddim_sigma); 0 drops a record
+
+    def __post_init__(self) -> None:
+        from edgediff.errors import EdgediffError
+
+        if self.int8_only and not self.int8:
+            raise EdgediffError("--int8-only ships the int8 denoiser alone: add --int8")
+        if self.int8_only and self.fp16_weights:
+            raise EdgediffError("--int8-only ships no fp32 denoiser to store as fp16: drop --fp16-weights")
 
     def sampling(self, has_bank: bool, patch: int, recorded: dict | None = None) -> dict:
         """manifest.sampling from these options over what a bundle already records (a rebuilt bundle keeps its

@@ -20,8 +20,8 @@ from typing import Callable
 import edgediff
 from edgediff.bundle import file_entry, open_bundle, resolve, staging_dir, write_bundle
 from edgediff.errors import EdgediffError
-from edgediff_export.bundle_writer import (FILES, ExportResult, build_int8, check_out, int8_sampler_changed,
-                                           log_int8, measure_int8_as_sampled, measure_profile_of, parity_inputs,
+from edgediff_export.bundle_writer import (FILES, ExportResult, build_int8, check_out, drop_fp32,
+                                           int8_sampler_changed, log_int8, measure_int8_as_sampled, measure_profile_of, parity_inputs,
                                            to_fp16_weights, to_ort_format)
 from edgediff_export.int8_quality import bundle_run_data
 from edgediff_export.options import ExportOptions
@@ -33,6 +33,9 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
     `options` say (its lut_bytes does not apply: the bundle keeps its lookup table)."""
     bundle_dir, out = Path(bundle_dir), Path(out)
     m = open_bundle(bundle_dir)
+    if "denoiser_fp32" not in m.files:
+        raise EdgediffError(f"{bundle_dir} ships only its int8 denoiser (exported with --int8-only), so there is no "
+                            "fp32 file to rebuild from; export from the training run instead")
     if not m.files["denoiser_fp32"].path.endswith(".onnx"):
         raise EdgediffError(f"{bundle_dir} holds no fp32 .onnx to rebuild from (it is already in ORT format); "
                             "export from the training run instead")
@@ -55,6 +58,8 @@ def rebundle(bundle_dir: str | Path, out: str | Path, options: ExportOptions = E
         elif options.int8_measure and int8_sampler_changed(quality.int8, sampling):
             quality = replace(quality, int8=_remeasure_int8(stage, files, quality.int8, data, config, m, options,
                                                             sampling, log))
+        if options.int8_only:
+            drop_fp32(stage, files, quality.int8, log)
         if options.fp16_weights:
             quality = replace(quality, fp16_weights=to_fp16_weights(stage, files, parity_inputs(data, config, options),
                                                                     log))

@@ -136,6 +136,13 @@ def test_lut_without_its_files_and_bad_json_are_refused(tmp_path):
         read_manifest(b)
 
 
+def test_a_manifest_without_any_denoiser_is_refused_by_name(tmp_path):
+    b = make_bundle(tmp_path)
+    _edit(b, lambda r: r["files"].pop("denoiser_fp32"))
+    with pytest.raises(BundleError, match=r"lacks a denoiser \(denoiser_fp32 or denoiser_int8\)"):
+        read_manifest(b)
+
+
 def test_write_bundle_refuses_a_staged_file_that_differs_from_its_entry(tmp_path):
     out = tmp_path / "bundle"
     stage = staging_dir(out)

@@ -384,3 +384,47 @@ def test_fp16_weights_halve_the_file_and_keep_the_images(bundle, tmp_path):
     got = sample_bundle(out, n=2, steps=4, seed=1, precision="fp32").images
     assert np.abs(got.astype(int) - want).max() <= 2
     assert "fp32 weights stored as fp16" in bundle_info(out) and before.quality.fp16_weights is None
+
+
+def test_int8_only_ships_the_int8_file_alone_once_it_passes_the_gate(bundle, tmp_path, monkeypatch):
+    """`edgediff export BUNDLE --int8-only`: the fp32 file is measured against, then left out; the bundle samples
+    with int8, refuses fp32 by name, and is no source for a rebuild or a warm start (its weights are int8)."""
+    from edgediff import int8_gate
+    from edgediff.runtime.sampler import sample_bundle
+    from edgediff.warmstart import source_weights
+
+    with pytest.raises(EdgediffError, match="add --int8"):
+        ExportOptions(int8_only=True)
+    with pytest.raises(EdgediffError, match="drop --fp16-weights"):
+        ExportOptions(int8=True, int8_only=True, fp16_weights=True)
+    monkeypatch.setattr(int8_gate, "int8_failures", lambda q: [])  # a tiny model's FD over 8 images is noise
+    out = tmp_path / "lean"
+    export_run(bundle, out, ExportOptions(int8=True, int8_only=True, int8_recipe="weight-only", profile=False,
+                                          int8_images=8))
+    m = open_bundle(out)
+    assert set(m.files) == {"denoiser_int8", "lut_codes", "lut_codebooks"}
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["denoiser.int8.onnx"]
+    assert m.quality.int8["recipe"] == "weight-only" and m.quality.int8["images"]["n"] == 8
+    info = bundle_info(out)
+    assert "denoiser_int8" in info and "denoiser_fp32" not in info
+    got = sample_bundle(out, n=2, steps=4, seed=1, guidance=1.0, eta=0.0)
+    assert got.plan.variant == "int8" and got.images.shape == (2, 16, 16, 3)
+    with pytest.raises(EdgediffError, match="no fp32 denoiser"):
+        sample_bundle(out, n=1, steps=2, precision="fp32")
+    with pytest.raises(EdgediffError, match="only its int8 denoiser"):
+        export_run(out, tmp_path / "again", ExportOptions(int8=True))
+    with pytest.raises(EdgediffError, match="only its int8 denoiser"):
+        source_weights(out, torch.nn.Linear(1, 1))  # refused before any weight is read
+
+
+def test_int8_only_is_refused_with_the_gates_reasons_and_keeps_the_fp32_file(tmp_path):
+    from edgediff_export.bundle_writer import drop_fp32
+
+    (tmp_path / "denoiser.onnx").write_bytes(b"fp32")
+    files = {"denoiser_fp32": "denoiser.onnx", "denoiser_int8": "denoiser.int8.onnx"}
+    failing = {"rel_error_by_band": {"100-399": 0.01}, "psnr_vs_fp32_db": 35.0,
+               "fd_delta": {"fd_lite0": {"fp32": 80.0, "int8": 81.0, "rel": 0.0125},
+                            "fd_independent": {"fp32": 55.0, "int8": 58.4, "rel": 0.062}}}
+    with pytest.raises(EdgediffError, match=r"fails its quality gate \(fd_independent \+6.2% \(> 3%\)\)"):
+        drop_fp32(tmp_path, files, failing, print)
+    assert "denoiser_fp32" in files and (tmp_path / "denoiser.onnx").is_file()

@@ -213,8 +213,8 @@ def _files(raw: dict) -> dict[str, FileEntry]:
             raise BundleError(f"{w}.sha256 is not a sha256 hex digest; re-export the bundle")
         files[role] = FileEntry(path=str(safe_relpath(_need(entry, "path", str, w))), sha256=sha,
                                 bytes=_int(entry, "bytes", 0, MAX_FILE_BYTES, w))
-    if "denoiser_fp32" not in files:
-        raise BundleError("manifest.files lacks 'denoiser_fp32'; re-export the bundle")
+    if "denoiser_fp32" not in files and "denoiser_int8" not in files:
+        raise BundleError("manifest.files lacks a denoiser (denoiser_fp32 or denoiser_int8); re-export the bundle")
     return files
 
 

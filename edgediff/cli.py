@@ -165,8 +165,8 @@ def export(
     _require_training_extras("export")
     from edgediff_export import ExportOptions, export_run
 
-    options = ExportOptions(int8=int8 or int8_only, int8_only=int8_only, lut_bytes=lut_bytes, profile=profile, guidance=guidance,
-                            int8_recipe=int8_recipe, ort_format=ort, int8_images=int8_images, overwrite=overwrite,
+    options = ExportOptions(int8=int8 or int8_only, int8_only=int8_only, lut_bytes=lut_bytes, profile=profile,
+                            guidance=guidance, int8_recipe=int8_recipe, ort_format=ort, int8_images=int8_images, overwrite=overwrite,
                             base=base, strength=strength, fp16_weights=fp16_weights, cell_shift=cell_shift,
                             eta=eta)
     with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):

@@ -70,7 +70,7 @@ def source_weights(path: str | Path, model: torch.nn.Module) -> dict[str, np.nda
     """Named float arrays from a bundle's fp32 denoiser (checked against its sha256 first), a shipped model's (by its
     name, e.g. emoji-128: how a shipped model is fine-tuned or trained on when its run folder is gone) or a run's
     EMA weights."""
-    from edgediff.bundle import is_bundle, open_bundle, read_manifest, resolve
+    from edgediff.bundle import is_bundle, read_manifest, resolve, verify_files
     from edgediff.shipped import expand
 
     path = expand(path)
@@ -81,7 +81,7 @@ def source_weights(path: str | Path, model: torch.nn.Module) -> dict[str, np.nda
         if "denoiser_fp32" not in manifest.files:
             raise EdgediffError(f"--init-from {path}: this bundle ships only its int8 denoiser (--int8-only); start "
                                 "from its training run folder or from a bundle with an fp32 file")
-        manifest = open_bundle(path, roles=("denoiser_fp32",))
+        verify_files(path, manifest, roles=("denoiser_fp32",))
         return onnx_weights(resolve(path, manifest.files["denoiser_fp32"]), model)
     if path.is_dir():
         from edgediff.checkpoint import load_ema_model

@@ -21,8 +21,8 @@ import edgediff
 from edgediff.bundle import file_entry, open_bundle, resolve, staging_dir, write_bundle
 from edgediff.errors import EdgediffError
 from edgediff_export.bundle_writer import (FILES, ExportResult, build_int8, check_out, drop_fp32,
-                                           int8_sampler_changed, log_int8, measure_int8_as_sampled, measure_profile_of, parity_inputs,
-                                           to_fp16_weights, to_ort_format)
+                                           int8_sampler_changed, log_int8, measure_int8_as_sampled,
+                                           measure_profile_of, parity_inputs, to_fp16_weights, to_ort_format)
 from edgediff_export.int8_quality import bundle_run_data
 from edgediff_export.options import ExportOptions
 

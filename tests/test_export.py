@@ -428,3 +428,16 @@ def test_int8_only_is_refused_with_the_gates_reasons_and_keeps_the_fp32_file(tmp
     with pytest.raises(EdgediffError, match=r"fails its quality gate \(fd_independent \+6.2% \(> 3%\)\)"):
         drop_fp32(tmp_path, files, failing, print)
     assert "denoiser_fp32" in files and (tmp_path / "denoiser.onnx").is_file()
+
+
+def test_cli_int8_only_with_fp16_weights_is_one_line_and_writes_nothing(bundle, tmp_path, capsys, monkeypatch):
+    from edgediff.cli import main
+
+    out = tmp_path / "lean"
+    monkeypatch.setattr(sys, "argv", ["edgediff", "export", str(bundle), "--out", str(out), "--int8-only",
+                                      "--fp16-weights"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code != 0 and len(err) == 1 and "drop --fp16-weights" in err[0], err
+    assert not out.exists()

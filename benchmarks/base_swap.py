@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n128", type=int, default=64, help="images per row at 128 px")
     ap.add_argument("--name", default="base_swap", help="result name: results/NAME.json and NAME.png")
     ap.add_argument("--sheets", type=int, default=None,
-                    help="how many candidates' sheets the figure holds, the first N of --bases (default: all); "
-                         "each is about 80 KB of git's 20 MB")
+                    help="how many candidates' sheets the figure holds, the first N of --bases (default: all; 0: "
+                         "no figure); each is about 80 KB of git's 20 MB")
     a = ap.parse_args(argv)
     final = a.final or shipped_bundle("emoji-128")
     final_m = read_manifest(final)
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         "fd_independent_128_vs_recorded_base": [r["vs_recorded_base"]["cascade_128px"]["fd_independent"]
                                                 for r in rows[1:]],
         "rows": rows})
-    save_sheets([s for _, s in candidates], RESULTS / f"{a.name}.png")
+    if candidates:
+        save_sheets([s for _, s in candidates], RESULTS / f"{a.name}.png")
     return 0
 
 

@@ -18,8 +18,8 @@ The figure puts each candidate's first 16 128 px images side by side (left to ri
 the issue asks for; the recorded base's 16 are the sheet emoji128_samples.png shows (its row here reproduces
 scale.json's scores), so they are not stored twice in git's 20 MB.
 
-    python -m benchmarks.base_swap --bases BUNDLE[,BUNDLE...] [--n32 256] [--n128 64]
-Writes benchmarks/results/base_swap.json and base_swap.png.
+    python -m benchmarks.base_swap --bases BUNDLE[,BUNDLE...] [--n32 256] [--n128 64] [--sheets N] [--name NAME]
+Writes benchmarks/results/NAME.json (default base_swap) and NAME.png (none with --sheets 0).
 """
 
 from __future__ import annotations

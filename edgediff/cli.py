@@ -154,7 +154,7 @@ def export(
     ort: bool = typer.Option(False, "--ort", help="Ship the denoisers in ORT format (.ort): less resident memory after loading but a higher peak while loading (README: Export); what onnxruntime's mobile packages load."),
     int8_recipe: str = typer.Option("diffusion", "--int8-recipe", help="How to make the int8 denoiser: diffusion (static int8 convs, skip concats split, first/last conv fp32, percentile ranges, the most sensitive 30% of convs fp32), static (every op, min/max) or weight-only."),
     int8_images: int = typer.Option(256, "--int8-images", min=8, help="Images sampled through fp32 and int8 from the same noise to measure what int8 changes (PSNR, FD in both metrics): the evidence of the int8 ship gate."),
-    int8_only: bool = typer.Option(False, "--int8-only", help="Ship the int8 denoiser alone (implies --int8): refused unless it passes the int8 quality gate against fp32, which export measures first. The smallest bundle; with --int8-recipe weight-only also the lowest peak."),
+    int8_only: bool = typer.Option(False, "--int8-only", help="Ship the int8 denoiser alone (implies --int8): refused unless it passes the int8 quality gate against fp32, which export measures first. The smallest bundle; with --int8-recipe weight-only also a peak below fp32's."),
     fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store the fp32 denoiser's weights as fp16: half the file, the same fp32 computation (checked on real inputs; what the shipped emoji-128 uses)."),
     base: Optional[str] = typer.Option(None, "--base", help="Record a cascade: 'sample' first draws with this shipped model (e.g. emoji-32) and this bundle redraws its images ('none' removes a recorded one); needs --strength."),
     strength: Optional[float] = typer.Option(None, "--strength", help="With --base: the share of the steps that redraws the base's images (0 < S < 1)."),
@@ -166,9 +166,9 @@ def export(
     from edgediff_export import ExportOptions, export_run
 
     options = ExportOptions(int8=int8 or int8_only, int8_only=int8_only, lut_bytes=lut_bytes, profile=profile,
-                            guidance=guidance, int8_recipe=int8_recipe, ort_format=ort, int8_images=int8_images, overwrite=overwrite,
-                            base=base, strength=strength, fp16_weights=fp16_weights, cell_shift=cell_shift,
-                            eta=eta)
+                            guidance=guidance, int8_recipe=int8_recipe, ort_format=ort, int8_images=int8_images,
+                            overwrite=overwrite, base=base, strength=strength, fp16_weights=fp16_weights,
+                            cell_shift=cell_shift, eta=eta)
     with _on_interrupt(f"interrupted: no bundle written ({out} is as it was)"):
         result = export_run(run_dir, out, options, log=typer.echo)
     typer.echo(result.summary(run_dir))

@@ -239,7 +239,7 @@ def export_from_run(run_dir: str | Path, out: str | Path, options: ExportOptions
 
 def drop_fp32(stage: Path, files: dict[str, str], int8_quality: dict | None, log: Callable[[str], None]) -> None:
     """`--int8-only`: remove the staged fp32 denoiser once the int8 file passes the int8 gate against it. Why: the
-    smallest bundle and, with weight-only int8 (int8 weights in memory), the lowest peak (base_swap.json); the
+    smallest bundle and, with weight-only int8 (int8 weights in memory), a peak below fp32's (base_swap.json); the
     evidence stays in quality.int8, the fp32 reference with the run. Refused with the gate's reasons otherwise."""
     from edgediff.int8_gate import int8_failures
 
